@@ -1,0 +1,5 @@
+import sys
+
+from jaxprobe.cli import main
+
+sys.exit(main())

