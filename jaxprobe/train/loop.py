@@ -37,18 +37,25 @@ def run(state, step_fn: Callable, batch_fn: Callable, n_steps: int, work_dir, *,
     """Drive `state, metrics = step_fn(state, batch_fn(step))` for steps [start, n_steps).
 
     Returns (state, history, wall_seconds) where history maps metric name -> list of
-    (step, value) every `every // 10` steps.
+    (step, value) every `every // 10` steps, and wall_seconds counts every run that led to this
+    state (a resumed run adds the time recorded with its checkpoint).
     """
     import orbax.checkpoint as ocp
     from tqdm.auto import tqdm
 
+    import json
+
+    from jaxprobe.io import write_text
+
     work_dir = Path(work_dir).resolve()
+    elapsed_file = work_dir / "elapsed.json"
     leaves, treedef = jax.tree.flatten(state)
     options = ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=every)
     history: dict = {}
     t0 = time.perf_counter()
     with ocp.CheckpointManager(work_dir, options=options) as mngr:
         start = mngr.latest_step() or 0
+        before = json.loads(elapsed_file.read_text()).get(str(start), 0.0) if start and elapsed_file.exists() else 0.0
         if start:
             abstract = [jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype) for x in leaves]
             restored = mngr.restore(start, args=ocp.args.StandardRestore(abstract))
@@ -64,5 +71,6 @@ def run(state, step_fn: Callable, batch_fn: Callable, n_steps: int, work_dir, *,
                 bar.set_postfix({k: f"{v:.4g}" for k, v in m.items()})
             if (step + 1) % every == 0 or step + 1 == n_steps:
                 mngr.save(step + 1, args=ocp.args.StandardSave(jax.tree.leaves(state)), force=True)
-        mngr.wait_until_finished()
-    return state, history, time.perf_counter() - t0
+                mngr.wait_until_finished()
+                write_text(elapsed_file, json.dumps({str(step + 1): before + time.perf_counter() - t0}))
+    return state, history, before + time.perf_counter() - t0

@@ -26,7 +26,7 @@ RECIPES = {
         "manifest": {"architecture": _gen(100, (96, 48, 24)), "role": "generator", "input_shape": [100],
                      "pixels": TANH_PM1.to_dict(), "latent": {"dim": 100, "prior": "normal"}},
         "critic": {"architecture": CRITIC, "role": "critic", "input_shape": [28, 28, 1], "pixels": TANH_PM1.to_dict()},
-        "hyper": {"steps": 4000, "batch_size": 64, "n_critic": 5, "gradient_penalty": 10.0, "lr": 2e-4,
+        "hyper": {"steps": 3000, "batch_size": 64, "n_critic": 5, "gradient_penalty": 10.0, "lr": 2e-4,
                   "b1": 0.5, "b2": 0.9},
     },
     "dcgan2d": {
@@ -34,7 +34,7 @@ RECIPES = {
         "manifest": {"architecture": _gen(2, (64, 32, 16)), "role": "generator", "input_shape": [2],
                      "pixels": TANH_PM1.to_dict(), "latent": {"dim": 2, "prior": "normal"}},
         "critic": {"architecture": CRITIC, "role": "critic", "input_shape": [28, 28, 1], "pixels": TANH_PM1.to_dict()},
-        "hyper": {"steps": 4000, "batch_size": 64, "n_critic": 5, "gradient_penalty": 10.0, "lr": 2e-4,
+        "hyper": {"steps": 3000, "batch_size": 64, "n_critic": 5, "gradient_penalty": 10.0, "lr": 2e-4,
                   "b1": 0.5, "b2": 0.9},
     },
     "fc_generator": {

@@ -51,8 +51,10 @@ def train_wgan(generator, critic, data, *, seed: int, steps: int, batch_size: in
             updates, oc = tx_c.update(grads, oc, c)
             return (optax.apply_updates(c, updates), oc), distance
 
+        # Unrolled: XLA's CPU backend ran this scan's convolutions 15x slower inside a while loop
+        # (16 s vs 1.1 s per iteration, measured).
         (c, oc), distances = jax.lax.scan(
-            critic_step, (state["c"], state["oc"]), (real, jax.random.split(k_critic, n_critic)))
+            critic_step, (state["c"], state["oc"]), (real, jax.random.split(k_critic, n_critic)), unroll=True)
         z = jax.random.normal(k_gen, (real.shape[1],) + latent_shape)
         g_loss, grads = jax.value_and_grad(lambda g: -C(c, G(g, z)).mean())(state["g"])
         updates, og = tx_g.update(grads, state["og"], state["g"])

@@ -1,0 +1,37 @@
+"""Sharding batches (of chains, seeds, candidates) over all devices along their leading axis."""
+
+from __future__ import annotations
+
+import jax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxprobe.errors import JaxprobeError
+
+
+def batch_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D mesh named "batch" over `devices` (default: all), with automatic propagation."""
+    devices = list(devices) if devices is not None else jax.devices()
+    return jax.make_mesh((len(devices),), ("batch",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def shard_batch(tree, mesh=None):
+    """Place every array of `tree` with its leading axis split over the mesh's "batch" axis.
+
+    The leading axis must be divisible by the number of devices; parameters are left replicated
+    (pass them separately). Under jit, computations on the result run data-parallel.
+    """
+    mesh = mesh or batch_mesh()
+    n = mesh.shape["batch"]
+
+    def put(x):
+        if x.shape[0] % n:
+            raise JaxprobeError(f"batch: expected a leading axis divisible by {n} devices, got shape {x.shape}")
+        return jax.device_put(x, NamedSharding(mesh, PartitionSpec("batch")))
+
+    return jax.tree.map(put, tree)
+
+
+def replicate(tree, mesh=None):
+    """Place every array of `tree` whole on every device of the mesh."""
+    mesh = mesh or batch_mesh()
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
