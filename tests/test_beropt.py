@@ -1,0 +1,89 @@
+"""BerOpt: recovers exactly the units that affect the output of a toy generator; V* is the
+thresholded theta times sign(h0); lambda's role; bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxprobe.beropt import beropt, default_lambda
+from jaxprobe.errors import JaxprobeError
+from jaxprobe.layers import Act, Layer, Network
+from jaxprobe.probe import Model
+
+
+def linear(w, b):
+    lin = nnx.Linear(w.shape[0], w.shape[1], rngs=nnx.Rngs(0))
+    lin.kernel[...] = jnp.asarray(w, jnp.float32)
+    lin.bias[...] = jnp.asarray(b, jnp.float32)
+    return lin
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """z (4,) -> h = W1 z + b1 (8 units, ReLU) -> x = W2 relu(h) (16 outputs) -> tanh.
+
+    Only units 1, 4 and 6 reach the output (the other columns of W2 are zero), and unit 6 is
+    negative at the query, so ReLU silences it: the units that affect G(z0) are exactly {1, 4}.
+    """
+    rng = np.random.default_rng(0)
+    z0 = np.array([0.5, -0.3, 0.2, 0.1], np.float32)
+    w1 = rng.normal(size=(4, 8)) * 0.3
+    b1 = np.full(8, 1.0) - w1.T @ z0  # h(z0) = 1 for every unit ...
+    b1[6] = -1.0 - w1[:, 6] @ z0  # ... except unit 6: h_6(z0) = -1
+    w2 = np.zeros((8, 16))
+    w2[[1, 4, 6]] = rng.normal(size=(3, 16))
+    net = Network([Layer(linear(w1, b1), Act("relu")), Layer(linear(w2, np.zeros(16)), Act("tanh"))],
+                  ("hidden", "out"))
+    return Model.from_module("toy", net, (4,), "generator"), jnp.asarray(z0)
+
+
+def test_recovers_exactly_the_units_that_affect_the_output(toy):
+    model, z0 = toy
+    r = beropt(jax.random.PRNGKey(0), model, model.params, z0, "hidden", steps=200)
+    theta = np.asarray(r.theta)
+    assert np.flatnonzero(r.v_star).tolist() == [1, 4]
+    np.testing.assert_array_equal(np.asarray(r.v_star)[[1, 4]], [1, 1])  # sign(h0) = +1 there
+    assert theta[[1, 4]].min() > 0.9 and np.delete(theta, [1, 4]).max() < 0.1
+    # The loss of equation (1) fell: the masks stopped paying for irrelevant units.
+    losses = np.asarray(r.losses)
+    assert losses.shape == (200,) and losses[-20:].mean() < 0.5 * losses[:20].mean()
+
+
+def test_v_star_is_thresholded_theta_times_sign_and_lambda_matters(toy):
+    model, z0 = toy
+    h0 = np.asarray(model.up_to(model.params, z0[None], 1))[0]
+    for p in (0.3, 0.5, 0.7):
+        r = beropt(jax.random.PRNGKey(1), model, model.params, z0, 1, steps=100, p=p)
+        np.testing.assert_array_equal(r.v_star, (np.asarray(r.theta) > p) * np.sign(h0))
+    # lambda's default: ||G(z0) - f_{L:l+1}(0)|| / D_l, by hand.
+    full = np.asarray(model.forward(model.params, z0[None]))[0]
+    empty = np.asarray(model.from_(model.params, jnp.zeros((1, 8)), 1))[0]
+    np.testing.assert_allclose(default_lambda(model, model.params, z0, 1),
+                               np.linalg.norm(full - empty) / 8, rtol=1e-5)
+    # A sparsity weight far above any unit's effect drops everything.
+    r = beropt(jax.random.PRNGKey(1), model, model.params, z0, 1, steps=100, lam=100.0)
+    assert not np.any(r.v_star) and float(r.lam) == 100.0
+
+
+def test_bad_input(toy):
+    model, z0 = toy
+    key = jax.random.PRNGKey(0)
+    for p in (0.0, 1.0, -0.2, 1.5):
+        with pytest.raises(JaxprobeError, match=r"p: expected a number in \(0, 1\)"):
+            beropt(key, model, model.params, z0, 1, p=p)
+    with pytest.raises(JaxprobeError, match=r"layer: expected 1..2"):
+        beropt(key, model, model.params, z0, 3)
+    with pytest.raises(JaxprobeError, match=r"z0: expected finite values, got NaN"):
+        beropt(key, model, model.params, z0.at[0].set(jnp.nan), 1)
+    with pytest.raises(JaxprobeError, match=r"z0: expected one latent vector of shape \(4,\)"):
+        beropt(key, model, model.params, jnp.zeros(5), 1)
+    with pytest.raises(JaxprobeError, match=r"tau: expected a positive temperature"):
+        beropt(key, model, model.params, z0, 1, tau=0.0)
+    with pytest.raises(JaxprobeError, match=r"steps: expected an integer >= 1"):
+        beropt(key, model, model.params, z0, 1, steps=0)
+    with pytest.raises(JaxprobeError, match=r"init: expected a number in \(0, 1\)"):
+        beropt(key, model, model.params, z0, 1, init=1.0)
+    with pytest.raises(JaxprobeError, match=r"lam: expected a non-negative number"):
+        beropt(key, model, model.params, z0, 1, lam=-1.0)

@@ -1,0 +1,321 @@
+"""GB-RRT: region validity by an independent forward pass, delta separation, batched == sequential,
+convexity at layer 1, the empty-region and full-tree stops, and bad input."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxprobe.boundaries import halfspace, region_margin
+from jaxprobe.errors import JaxprobeError
+from jaxprobe.gbrrt import (CAPACITY_FULL, ITERATIONS_DONE, REL_TOL, draw_candidates, gbrrt, gbrrt_kernel,
+                            gbrrt_sequential, stop_reason_name)
+from conftest import tiny_generator
+from test_boundaries import one_layer, perturbed
+
+D = 8  # latent dimension of the tiny generator
+# Float tolerance of the independent membership check: the tree decided membership in a batched
+# forward pass, the check recomputes it at another batch size, which may round the last bit of a
+# pre-activation differently; 1e-5 of the layer's scale is far below any real violation.
+MARGIN_TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return perturbed(tiny_generator(latent_dim=D))
+
+
+def queries(model, l, n, seed, frac=0.05):
+    """n queries z0 ~ N(0, I), each with V* = sign(h(z0)) on a random ~frac of the units."""
+    z0s = jax.random.normal(jax.random.PRNGKey(seed), (n, D))
+    signs = np.asarray(halfspace(model, model.params, z0s, l))
+    keep = np.random.default_rng(seed).random(signs.shape) < frac
+    return z0s, jnp.asarray(np.where(keep, signs, 0), jnp.int32), jax.random.split(jax.random.PRNGKey(seed + 1), n)
+
+
+def run_many(fn, model, l, keys, z0s, vs, **kw):
+    """`fn` (the jitted `gbrrt` or `gbrrt_sequential`) over queries: one compilation, a loop of
+    cheap calls (a vmapped while_loop compiled 2-3x slower here than the loop costs to run)."""
+    return [jax.tree.map(np.asarray, fn(k, model, model.params, z, l, v, **kw)) for k, z, v in zip(keys, z0s, vs)]
+
+
+@functools.lru_cache(maxsize=None)
+def _up_to(model, l):
+    return jax.jit(lambda x: model.up_to(model.params, x, l))
+
+
+def flat_pre(model, l, x):
+    """Layer l's pre-activation of a fixed-size buffer (one compilation per shape), flattened."""
+    return np.asarray(_up_to(model, l)(jnp.asarray(x, jnp.float32))).reshape(len(x), -1)
+
+
+def check_tree(model, l, v, r, delta):
+    """Independent checks of one tree: membership (model.up_to + numpy signs), separation,
+    parents, rejected set, accounting. Returns the number of nodes."""
+    v = np.asarray(v)
+    sel = v != 0
+    n = int(r.count)
+    nodes = np.asarray(r.nodes)[:n].astype(np.float64)
+    h = flat_pre(model, l, np.asarray(r.nodes))[:n]
+    scale = 1.0 + np.abs(h).max()
+    assert np.all(v[sel] * h[:, sel] >= -MARGIN_TOL * scale), "a node outside the region"
+    # Pairwise separation (float64 distances; the tree decided in float32 -> 1e-6 slack).
+    dist = np.sqrt(((nodes[:, None] - nodes[None]) ** 2).sum(-1))
+    np.fill_diagonal(dist, np.inf)
+    assert dist.min() >= delta * (1 - REL_TOL) * (1 - 1e-6)
+    # Parents: the query is the root, every other node is one step of length delta from an
+    # earlier node.
+    parents = np.asarray(r.parents)[:n]
+    assert parents[0] == -1 and np.all((parents[1:] >= 0) & (parents[1:] < np.arange(1, n)))
+    if n > 1:
+        np.testing.assert_allclose(np.linalg.norm(nodes[1:] - nodes[parents[1:]], axis=1), delta, rtol=1e-5)
+    # Rejected candidates fail membership; they are one step from some node as well.
+    m = min(int(r.n_rejected), r.rejected.shape[0])
+    if m:
+        hr = flat_pre(model, l, np.asarray(r.rejected))[:m]
+        assert np.all(np.min(np.where(sel, v * hr, np.inf), axis=1) < MARGIN_TOL * scale)
+    assert int(r.n_candidates) == (n - 1) + int(r.n_rejected) + int(r.n_close)
+    return n
+
+
+# One static configuration shared by several tests, so the jitted driver compiles once per layer.
+BASE = dict(delta=0.1, interval=1.0, capacity=16, max_candidates=160, batch=8, rejected_capacity=64)
+
+
+def assert_between_members(model, nodes, v, rng, n=300):
+    """Points on segments between accepted nodes are members (the layer-1 region is convex)."""
+    i, j = rng.integers(0, len(nodes), (2, n))
+    t = rng.random((n, 1))
+    between = t * nodes[i] + (1 - t) * nodes[j]
+    h = flat_pre(model, 1, between)
+    assert np.all((v == 0) | (v * h >= -MARGIN_TOL * (1 + np.abs(h).max())))
+
+
+def test_every_node_in_region_for_52_queries_over_layers_1_to_4(gen):
+    total, full = 0, 0
+    rng = np.random.default_rng(0)
+    for l in range(1, 5):
+        z0s, vs, keys = queries(gen, l, 13, seed=10 * l)
+        for z0, v, r in zip(z0s, vs, run_many(gbrrt, gen, l, keys, z0s, vs, **BASE)):
+            np.testing.assert_array_equal(r.nodes[0], z0)
+            n = check_tree(gen, l, v, r, BASE["delta"])
+            total += n
+            full += int(r.stop_reason) == CAPACITY_FULL
+            assert int(r.stop_reason) in (CAPACITY_FULL, ITERATIONS_DONE)
+            assert int(r.n_candidates) <= BASE["max_candidates"]
+            if l == 1 and n > 3:  # the fc layer is affine in z: its regions are convex
+                assert_between_members(gen, r.nodes[:n].astype(np.float64), np.asarray(v), rng)
+    # The property is not vacuous: the trees grew.
+    assert total > 52 * 6 and full > 10, (total, full)
+
+
+def test_batched_b1_reproduces_sequential_node_for_node(gen):
+    kw = dict(BASE, capacity=12, max_candidates=120, rejected_capacity=40)
+    kw.pop("batch")
+    grown = 0
+    for l in (1, 3):
+        z0s, vs, keys = queries(gen, l, 8, seed=100 + l)
+        seq = run_many(gbrrt_sequential, gen, l, keys, z0s, vs, **kw)
+        bat = run_many(gbrrt, gen, l, keys, z0s, vs, batch=1, **kw)
+        for s, b in zip(seq, bat):
+            for name in ("count", "parents", "n_rejected", "n_close", "n_candidates", "stop_reason"):
+                np.testing.assert_array_equal(getattr(b, name), getattr(s, name), err_msg=name)
+            # Same operations on the same draws; 1e-6 allows a last-bit difference between two
+            # separately compiled programs.
+            np.testing.assert_allclose(b.nodes, s.nodes, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(b.rejected, s.rejected, rtol=1e-6, atol=1e-6)
+            grown += int(s.count) > 2
+    assert grown >= 8
+
+
+def test_top_k_fallback_is_exact(gen):
+    """The screen (k nearest tested directly, the rest ruled out by a rigorous bound, else the
+    direct fallback) decides exactly: top_k = 1 (no neighbour tested directly: bound or fallback
+    only) gives the same tree as top_k = 16, and a dense tree (small delta, big batch) stresses
+    in-batch separation."""
+    l, delta = 2, 0.03
+    z0s, vs, keys = queries(gen, l, 3, seed=7, frac=0.02)
+    kw = dict(delta=delta, interval=0.2, capacity=48, max_candidates=256, batch=32, rejected_capacity=256)
+    a = run_many(functools.partial(gbrrt, top_k=1), gen, l, keys, z0s, vs, **kw)
+    b = run_many(functools.partial(gbrrt, top_k=16), gen, l, keys, z0s, vs, **kw)
+    for ra, rb, v in zip(a, b, vs):
+        for name in ("count", "parents", "n_rejected", "n_close"):
+            np.testing.assert_array_equal(getattr(ra, name), getattr(rb, name), err_msg=name)
+        np.testing.assert_array_equal(ra.nodes, rb.nodes)
+        assert int(rb.n_close) > 0 and int(rb.count) > 10
+        check_tree(gen, l, v, rb, delta)
+
+
+def replay(w, b, v, z0, key, *, delta, interval, capacity, max_candidates, batch):
+    """GB-RRT replayed in numpy float64 on a one-layer generator (closed-form membership), from
+    the same candidate draws: B candidates per step, nearest nodes against the tree at the step's
+    start, then one by one, each kept delta * (1 - 1e-4) from every node but its parent and from
+    the batch's accepted candidates. batch = 1 is Algorithm 2 itself."""
+    d = len(z0)
+    draws = np.asarray(draw_candidates(key, 0, max_candidates, jnp.asarray(z0), jnp.full(d, interval)), np.float64)
+    nodes, parents, rejected, n_close, used = [np.asarray(z0, np.float64)], [-1], [], 0, 0
+    thr = delta * (1 - REL_TOL)
+    while used < max_candidates and len(nodes) < capacity:
+        tree = np.array(nodes)
+        start = len(nodes)
+        for z in draws[used:used + batch]:
+            if used >= max_candidates or len(nodes) >= capacity:
+                break
+            used += 1
+            q = int(np.argmin(np.linalg.norm(tree - z, axis=1)))
+            zp = tree[q] + delta * (z - tree[q]) / np.linalg.norm(z - tree[q])
+            pre = zp @ w + b
+            if not np.all((v == 0) | (v * pre >= 0)):
+                rejected.append(zp)
+                continue
+            others = np.array(nodes[:q] + nodes[q + 1:start] + nodes[start:]).reshape(-1, d)
+            if len(others) and np.linalg.norm(others - zp, axis=1).min() < thr:
+                n_close += 1
+                continue
+            nodes.append(zp)
+            parents.append(q)
+    return np.array(nodes), np.array(parents), np.array(rejected).reshape(-1, d), n_close
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_matches_numpy_replay_in_a_dense_2d_tree(batch):
+    """In 2-D the tree soon covers the box, so most candidates land near nodes: the delta test
+    decides often, through the direct tests of the k nearest, the bound, and the fallback
+    (top_k = 1 forces the fallback whenever z is within delta of its nearest node)."""
+    rng = np.random.default_rng(11)
+    w, b = rng.normal(size=(2, 6)), rng.normal(size=6)
+    model = one_layer(w, b)
+    w, b = w.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64)
+    z0 = np.float32([0.3, -0.2])
+    v = np.where(np.arange(6) < 3, np.sign(z0 @ w + b), 0).astype(np.int32)
+    key = jax.random.PRNGKey(5)
+    kw = dict(delta=0.05, interval=0.4, capacity=96, max_candidates=500)
+    nodes, parents, rejected, n_close = replay(w, b, v, z0, key, batch=batch, **kw)
+    assert n_close > 50 and len(rejected) > 20 and len(nodes) > 40  # the test is not vacuous
+    for top_k in (1, 4):
+        r = gbrrt(key, model, model.params, jnp.asarray(z0), 1, v, batch=batch, top_k=top_k, **kw)
+        np.testing.assert_array_equal(r.accepted_parents(), parents)
+        np.testing.assert_allclose(r.accepted_nodes(), nodes, atol=1e-5)
+        np.testing.assert_allclose(r.rejected_candidates(), rejected, atol=1e-5)
+        assert int(r.n_close) == n_close
+    if batch == 1:
+        s = gbrrt_sequential(key, model, model.params, jnp.asarray(z0), 1, v, **kw)
+        np.testing.assert_array_equal(s.accepted_parents(), parents)
+        np.testing.assert_allclose(s.accepted_nodes(), nodes, atol=1e-5)
+
+
+def test_layer1_region_is_convex_and_one_layer_tree_valid():
+    """One-layer generator (linear + ReLU): every node satisfies the closed-form halfspaces, and
+    points between accepted nodes are members (the layer-1 region is a convex polytope)."""
+    rng = np.random.default_rng(5)
+    d, units = 4, 24
+    w, b = rng.normal(size=(d, units)), rng.normal(size=units)
+    model = one_layer(w, b)
+    z0 = jnp.asarray(rng.normal(size=d), jnp.float32)
+    v = np.where(rng.random(units) < 0.4, np.asarray(halfspace(model, model.params, z0, 1)), 0)
+    r = gbrrt(jax.random.PRNGKey(0), model, model.params, z0, 1, v, delta=0.05, interval=1.0,
+              capacity=64, max_candidates=2000, batch=16)
+    nodes = r.accepted_nodes().astype(np.float64)
+    assert len(nodes) > 20
+    pre = nodes @ w.astype(np.float32) + b.astype(np.float32)  # the closed form, float64
+    assert np.all((v == 0) | (v * pre >= -1e-5))
+    i, j = rng.integers(0, len(nodes), (2, 400))
+    t = rng.random((400, 1))
+    between = jnp.asarray(t * nodes[i] + (1 - t) * nodes[j], jnp.float32)
+    margin = np.asarray(region_margin(model, model.params, between, 1, v))
+    assert np.all(margin >= -1e-5)
+    # The rejected candidates violate a selected closed-form halfspace.
+    rej = r.rejected_candidates().astype(np.float64)
+    assert len(rej) > 0
+    assert np.all(np.any((v != 0) & (v * (rej @ w.astype(np.float32) + b.astype(np.float32)) < 1e-5), axis=1))
+
+
+def test_tiny_region_returns_the_query_alone():
+    """Region |z_i| <= 0.01 (W = [I, -I], b = 0.01) around z0 = 0, delta = 1: no step stays in it."""
+    d = 3
+    model = one_layer(np.concatenate([np.eye(d), -np.eye(d)], axis=1), np.full(2 * d, 0.01))
+    z0, v = jnp.zeros(d), np.ones(2 * d, np.int32)
+    for fn, extra in ((gbrrt, dict(batch=8)), (gbrrt_sequential, {})):
+        r = fn(jax.random.PRNGKey(1), model, model.params, z0, 1, v, delta=1.0, capacity=10,
+               max_candidates=50, rejected_capacity=20, **extra)
+        assert int(r.count) == 1 and int(r.stop_reason) == ITERATIONS_DONE
+        assert r.stop_reason_name() == "iterations done"
+        np.testing.assert_array_equal(r.accepted_nodes(), np.zeros((1, d)))
+        assert int(r.n_rejected) == 50 and int(r.n_candidates) == 50 and r.rejected_candidates().shape == (20, d)
+        assert np.all(np.abs(r.rejected_candidates()).max(axis=1) > 0.01)  # each is outside the cube
+
+
+def test_capacity_stop_and_kernel_steps(gen):
+    z0s, vs, keys = queries(gen, 1, 1, seed=4, frac=0.05)
+    z0, v, key = z0s[0], vs[0], keys[0]
+    r = gbrrt(key, gen, gen.params, z0, 1, v, **dict(BASE, capacity=1))
+    assert int(r.count) == 1 and int(r.n_candidates) == 0 and r.stop_reason_name() == "capacity full"
+    r = gbrrt(key, gen, gen.params, z0, 1, v, **BASE)
+    assert int(r.count) == BASE["capacity"] and int(r.stop_reason) == CAPACITY_FULL
+    # The init/step pair: one step draws `batch` candidates; the driver is a loop over steps.
+    kernel = gbrrt_kernel(gen, gen.params, z0, 1, jnp.asarray(v, jnp.float32), **BASE)
+    step = jax.jit(kernel.step)
+    state = step(key, kernel.init())
+    assert int(state.n_candidates) == BASE["batch"]
+    while int(state.count) < BASE["capacity"]:
+        state = step(key, state)
+    np.testing.assert_allclose(state.nodes, np.asarray(r.nodes), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(state.parents, np.asarray(r.parents))
+    assert int(state.n_candidates) == int(r.n_candidates)
+    assert [stop_reason_name(c) for c in (0, 1, 2)] == ["running", "capacity full", "iterations done"]
+    # delta, interval and max_candidates are traced: changing them does not recompile.
+    import importlib
+
+    module = importlib.import_module("jaxprobe.gbrrt")  # the module, not the re-exported function
+
+    before = module._gbrrt_jit._cache_size()
+    gbrrt(key, gen, gen.params, z0, 1, v, **dict(BASE, delta=0.05, interval=0.5, max_candidates=40))
+    assert module._gbrrt_jit._cache_size() == before
+
+
+@pytest.mark.parametrize("fn", [gbrrt, gbrrt_sequential])
+def test_bad_input(gen, fn):
+    z0 = jnp.zeros(D)
+    v = np.asarray(halfspace(gen, gen.params, z0, 2))
+    ok = dict(delta=0.1, interval=1.0, capacity=8, max_candidates=10)
+    key = jax.random.PRNGKey(0)
+
+    def call(z=z0, layer=2, v_star=v, **kw):
+        return fn(key, gen, gen.params, z, layer, v_star, **{**ok, **kw})
+
+    with pytest.raises(JaxprobeError, match=r"layer: expected 1..4"):
+        call(layer=5)
+    with pytest.raises(JaxprobeError, match=r"layer: expected 1..4"):
+        call(layer=0)
+    with pytest.raises(JaxprobeError, match=r"layer: .* has no layer 'conv9'"):
+        call(layer="conv9")
+    for bad in (0.0, -0.5, float("nan")):
+        with pytest.raises(JaxprobeError, match=r"delta: expected a positive step size"):
+            call(delta=bad)
+    for bad in (0.0, -1.0, np.r_[np.ones(D - 1), 0.0]):
+        with pytest.raises(JaxprobeError, match=r"interval: expected positive half-widths"):
+            call(interval=bad)
+    with pytest.raises(JaxprobeError, match=r"interval: expected a scalar or one half-width per latent"):
+        call(interval=np.ones(3))
+    for bad in (0, -3):
+        with pytest.raises(JaxprobeError, match=r"capacity: expected an integer >= 1"):
+            call(capacity=bad)
+    with pytest.raises(JaxprobeError, match=r"max_candidates: expected an integer >= 0"):
+        call(max_candidates=-1)
+    with pytest.raises(JaxprobeError, match=r"z0: expected finite values, got NaN"):
+        call(z=z0.at[3].set(jnp.nan))
+    with pytest.raises(JaxprobeError, match=r"z0: expected one latent vector of shape \(8,\)"):
+        call(z=jnp.zeros(D + 1))
+    with pytest.raises(JaxprobeError, match=r"z0: expected one latent vector of shape \(8,\)"):
+        call(z=jnp.zeros((1, D)))
+    with pytest.raises(JaxprobeError, match=r"v_star: expected a halfspace indicator of shape"):
+        call(v_star=v[:-1])
+    with pytest.raises(JaxprobeError, match=r"v_star: the query z0 is not in the region"):
+        call(v_star=-v)
+    if fn is gbrrt:
+        with pytest.raises(JaxprobeError, match=r"batch: expected an integer >= 1"):
+            call(batch=0)
+    with pytest.raises(JaxprobeError, match=r"rejected_capacity: expected an integer >= 1"):
+        call(rejected_capacity=0)
