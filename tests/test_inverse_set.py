@@ -1,0 +1,280 @@
+"""Inverse sets (paper 003, SPEC section 2) on tiny random generators and classifiers.
+
+Two setups, as SPEC section 2 names them: (1) a DCGAN-like generator with a normal prior feeding a
+small MNIST classifier; (2) an fc-generator-like setup whose codes live in the classifier's fc1
+space (E = the classifier up to fc1 after ReLU, codes initialized from E(random images)).
+Ranges are drawn from the empirical distribution of each neuron over random codes, so they are
+reachable. Every run uses the same small static configuration per setup so that the many random
+neurons, ranges and keys share one compiled program.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import importlib
+
+# The module, not the function `jaxprobe.inverse_set` that the package re-exports under its name.
+inv = importlib.import_module("jaxprobe.inverse_set")
+from jaxprobe.errors import JaxprobeError
+from jaxprobe.neurons import neuron_values
+from jaxprobe.pixels import PixelConvention, convert_pixels
+from jaxprobe.probe import Model
+from jaxprobe.zoo import dcgan_generator, mnist_classifier
+
+GEN_PIX = PixelConvention(-1.0, 1.0, "gray")
+CLS_PIX = PixelConvention(0.0, 1.0, "gray")
+# Small static configuration shared by the property tests (one compile per setup and layer set).
+RUN = dict(n=30, k=5, inner_steps=25, max_outer=5)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    net = mnist_classifier(widths=(4, 4), hidden=16, rngs=nnx.Rngs(1))
+    return Model.from_module("cls", net, (28, 28, 1), "classifier", CLS_PIX)
+
+
+@pytest.fixture(scope="module")
+def prior_setup(classifier):
+    gen = Model.from_module("gen", dcgan_generator(latent_dim=8, widths=(8, 4, 2), rngs=nnx.Rngs(0)), (8,),
+                            "generator", GEN_PIX, {"latent": {"dim": 8, "prior": "normal"}})
+    return gen, classifier, gen.sample_prior(jax.random.key(100), 256)
+
+
+@pytest.fixture(scope="module")
+def fc_setup(classifier):
+    cls = classifier
+    gen = Model.from_module("fcgen", dcgan_generator(latent_dim=16, widths=(8, 4, 2), slope=0.3, rngs=nnx.Rngs(0)),
+                            (16,), "generator", GEN_PIX, {"encoder": {"model": "cls", "layer": "fc1"}})
+    x = jax.random.uniform(jax.random.key(100), (256, 28, 28, 1))
+    return gen, cls, cls.activation(cls.params, x, "fc1")  # codes as the sampler initializes them
+
+
+def _values(gen, cls, codes, neurons, nonlinear=True):
+    images = convert_pixels(gen.forward(gen.params, jnp.asarray(codes)), gen.pixels, cls.pixels)
+    return np.asarray(neuron_values(cls, cls.params, images, neurons, nonlinear=nonlinear), np.float64)
+
+
+def _quantile_range(rng, values):
+    lo = rng.uniform(0.05, 0.7)
+    return tuple(float(q) for q in np.quantile(values, [lo, lo + rng.uniform(0.1, 0.25)]))
+
+
+def _check(res, gen, cls, neurons, ranges, n, nonlinear=True):
+    """Every returned sample satisfies every constraint; the record is consistent."""
+    r = np.asarray(ranges, np.float64).reshape(-1, 2)
+    m = res.n_accepted
+    assert res.codes.shape == (m,) + gen.input_shape and res.activations.shape == (m, len(r))
+    assert res.images.shape == (m, 28, 28, 1) and res.embeddings.shape[0] == m
+    # The stored activations are the values the acceptance test saw: no margin, exact.
+    assert np.all(res.activations >= r[:, 0]) and np.all(res.activations <= r[:, 1])
+    assert res.stop_reason == ("complete" if m == n else "sampling_budget" if m else
+                               "seeds_out_of_range" if res.seeds_feasible else "unreachable")
+    if m:
+        # Independent recomputation from the returned codes (eager, other batch): equal up to
+        # float32 reordering (SPEC section 0: 1e-5 absolute plus 1e-5 relative) ...
+        again = _values(gen, cls, res.codes, neurons, nonlinear)
+        np.testing.assert_allclose(again, res.activations, rtol=1e-5, atol=1e-5)
+        # ... so inside every range up to that tolerance.
+        tol = 1e-5 + 1e-5 * np.abs(again)
+        assert np.all(again >= r[:, 0] - tol) and np.all(again <= r[:, 1] + tol)
+        np.testing.assert_allclose(np.asarray(gen.forward(gen.params, jnp.asarray(res.codes))), res.images,
+                                   atol=1e-5)
+    assert res.inner_steps == RUN["inner_steps"] * res.outer_iterations
+    np.testing.assert_allclose(res.mu, 10.0 * 10.0 ** res.outer_iterations, rtol=1e-6)
+    assert np.all(res.lam >= 0)
+
+
+# ---------------------------------------------------------------- helpers of the objective
+
+
+def test_pairwise_identity_matches_double_loop():
+    rng = np.random.default_rng(0)
+    e = rng.normal(size=(7, 5))
+    a = rng.normal(size=(11, 5))
+    brute = sum(np.sum((e[i] - e[j]) ** 2) for i in range(7) for j in range(7))
+    np.testing.assert_allclose(float(inv.pairwise_sq_sum(jnp.asarray(e))), brute, rtol=1e-5)
+    cross = sum(np.sum((e[i] - a[y]) ** 2) for i in range(7) for y in range(11))
+    got = inv.cross_sq_sum(jnp.asarray(e), jnp.asarray(a.sum(0)), jnp.asarray(np.sum(a * a)), 11.0)
+    np.testing.assert_allclose(float(got), cross, rtol=1e-5)
+    d = np.sqrt(((e[:, None] - e[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(inv.mean_pairwise_distance(e), d[np.triu_indices(7, 1)].mean(), rtol=1e-10)
+
+
+# ---------------------------------------------------------------- every sample in range
+
+
+def test_samples_in_range_prior_generator_logits(prior_setup):
+    gen, cls, codes = prior_setup
+    logits = _values(gen, cls, codes, [f"logits:{u}" for u in range(10)])
+    rng = np.random.default_rng(1)
+    for trial in range(4):
+        unit = int(rng.integers(10))
+        rg = _quantile_range(rng, logits[:, unit])
+        res = inv.inverse_set(jax.random.key(trial), gen, cls, f"logits:{unit}", rg, **RUN)
+        _check(res, gen, cls, [f"logits:{unit}"], rg, RUN["n"])
+        assert res.stop_reason == "complete", (unit, rg, res.stop_message)
+        assert res.sampling_steps >= math.ceil((RUN["n"] - RUN["k"]) / RUN["k"])  # at most K per step
+        assert res.neurons == (f"logits:{unit}",) and res.reading == "post-nonlinearity"
+
+
+def test_samples_in_range_prior_generator_hidden_conv_no_diversity(prior_setup):
+    # Hidden conv units, random positions (or the centre), read before the ReLU; eq. 14 (no
+    # diversity term) shares this compiled program to keep the suite fast.
+    gen, cls, codes = prior_setup
+    rng = np.random.default_rng(2)
+    for trial in range(3):
+        unit = int(rng.integers(4))
+        neuron = f"conv2:{unit}" if trial == 0 else f"conv2:{unit}@{rng.integers(14)},{rng.integers(14)}"
+        rg = _quantile_range(rng, _values(gen, cls, codes, [neuron], nonlinear=False)[:, 0])
+        res = inv.inverse_set(jax.random.key(10 + trial), gen, cls, neuron, rg, nonlinear=False,
+                              diversity="none", **RUN)
+        _check(res, gen, cls, [neuron], rg, RUN["n"], nonlinear=False)
+        assert res.n_accepted > 0 and res.reading == "pre-activation"
+
+
+def test_intersection_of_neurons_in_two_layers(prior_setup):
+    # A logit and a live fc1 unit (after ReLU). Ranges are centred on one reference code's values,
+    # so the intersection is non-empty; every sample must satisfy both.
+    gen, cls, codes = prior_setup
+    fc1 = _values(gen, cls, codes, [f"fc1:{u}" for u in range(16)])
+    live = [u for u in range(16) if np.quantile(fc1[:, u], 0.2) > 0]
+    assert live
+    rng = np.random.default_rng(3)
+    for trial in range(3):
+        neurons = [f"logits:{rng.integers(10)}", f"fc1:{rng.choice(live)}"]
+        vals = _values(gen, cls, codes, neurons)
+        ref = vals[rng.integers(len(vals))]
+        half = 0.2 * (np.quantile(vals, 0.9, axis=0) - np.quantile(vals, 0.1, axis=0))
+        ranges = [(float(ref[j] - half[j]), float(ref[j] + half[j])) for j in range(2)]
+        res = inv.inverse_set(jax.random.key(20 + trial), gen, cls, neurons, ranges, **RUN)
+        _check(res, gen, cls, neurons, ranges, RUN["n"])
+        assert res.n_accepted > 0 and res.activations.shape[1] == 2
+
+
+def test_samples_in_range_fc_generator(fc_setup):
+    gen, cls, codes = fc_setup
+    assert inv._choose_init("auto", gen, inv.default_embedding(gen, cls), 5)[0] == "images"
+    assert inv.default_embedding(gen, cls).layer == 3  # fc1, the encoder its manifest names
+    logits = _values(gen, cls, codes, [f"logits:{u}" for u in range(10)])
+    rng = np.random.default_rng(4)
+    for trial in range(4):
+        unit = int(rng.integers(10))
+        rg = _quantile_range(rng, logits[:, unit])
+        res = inv.inverse_set(jax.random.key(30 + trial), gen, cls, f"logits:{unit}", rg, **RUN)
+        _check(res, gen, cls, [f"logits:{unit}"], rg, RUN["n"])
+        assert res.stop_reason == "complete", (unit, rg, res.stop_message)
+
+
+def test_one_sided_code_diversity_keeps_samples_in_range(prior_setup):
+    # The paper's one-sided seeds (f >= midpoint) can overshoot z2: acceptance still checks both
+    # sides. High ranges, as in the paper, which random codes start below. Eq. 13 (diversity in
+    # code space) shares this compiled program.
+    gen, cls, codes = prior_setup
+    logits = _values(gen, cls, codes, [f"logits:{u}" for u in range(10)])
+    rng = np.random.default_rng(5)
+    for trial in range(2):
+        unit = int(rng.integers(10))
+        rg = tuple(float(q) for q in np.quantile(logits[:, unit], [0.85, 0.97]))
+        res = inv.inverse_set(jax.random.key(40 + trial), gen, cls, f"logits:{unit}", rg, one_sided=True,
+                              diversity="code", **RUN)
+        _check(res, gen, cls, [f"logits:{unit}"], rg, RUN["n"])
+        assert res.n_accepted > 0 and res.diversity == "code"
+    # A range below every random code: one-sided seeds are feasible at once, all above z2.
+    low = logits[:, 0].min()
+    rg = (float(low - 2.0), float(low - 1.0))
+    res = inv.inverse_set(jax.random.key(42), gen, cls, "logits:0", rg, one_sided=True, diversity="code", **RUN)
+    assert res.n_accepted == 0 and res.stop_reason == "seeds_out_of_range" and res.seeds_feasible
+    assert res.outer_iterations == 0
+
+
+# ---------------------------------------------------------------- stop reasons, determinism
+
+
+def test_unreachable_range_returns_no_samples(prior_setup):
+    gen, cls, codes = prior_setup
+    top = _values(gen, cls, codes, ["logits:3"]).max()
+    rg = (top + 1e3, top + 1e3 + 1.0)  # tanh images in a tiny net: logits stay O(1)
+    res = inv.inverse_set(jax.random.key(0), gen, cls, "logits:3", rg, **RUN)
+    assert res.n_accepted == 0 and res.stop_reason == "unreachable"
+    assert "no code reached" in res.stop_message and not res.seeds_feasible
+    assert res.codes.shape[0] == res.images.shape[0] == res.activations.shape[0] == 0
+    assert res.outer_iterations == RUN["max_outer"] and res.sampling_steps == 0
+
+
+def test_sampling_budget_stop_reason(prior_setup):
+    gen, cls, codes = prior_setup
+    rg = tuple(float(q) for q in np.quantile(_values(gen, cls, codes, ["logits:3"])[:, 0], [0.4, 0.6]))
+    res = inv.inverse_set(jax.random.key(0), gen, cls, "logits:3", rg, max_sampling_steps=1, **RUN)
+    assert res.stop_reason == "sampling_budget" and 0 < res.n_accepted <= 2 * RUN["k"]
+    assert res.sampling_steps == 1
+    _check(res, gen, cls, ["logits:3"], rg, RUN["n"])
+
+
+def test_same_key_same_samples_other_key_other_samples(fc_setup):
+    gen, cls, codes = fc_setup
+    rg = tuple(float(q) for q in np.quantile(_values(gen, cls, codes, ["logits:7"])[:, 0], [0.3, 0.5]))
+    a = inv.inverse_set(jax.random.key(7), gen, cls, "logits:7", rg, **RUN)
+    b = inv.inverse_set(jax.random.key(7), gen, cls, "logits:7", rg, **RUN)
+    c = inv.inverse_set(jax.random.key(8), gen, cls, "logits:7", rg, **RUN)
+    assert a.n_accepted == b.n_accepted == c.n_accepted == RUN["n"]
+    np.testing.assert_array_equal(a.codes, b.codes)
+    np.testing.assert_array_equal(a.activations, b.activations)
+    assert not np.allclose(a.codes, c.codes)
+    # Diversity statistics are computed from the samples themselves.
+    e = a.embeddings.reshape(RUN["n"], -1)
+    np.testing.assert_allclose(a.stats["mean_pairwise_distance"], inv.mean_pairwise_distance(e))
+    assert a.stats["mean_pairwise_distance"] > 0
+
+
+# ---------------------------------------------------------------- errors, before any work
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("work started before the inputs were checked")
+    monkeypatch.setattr(inv, "_run", fail)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(ranges=(2.0, 1.0)), r"ranges: expected z1 < z2 for neuron 'logits:3', got z1=2.0 > z2=1.0"),
+    (dict(ranges=(1.0, 1.0)), r"ranges: expected z1 < z2 for neuron 'logits:3', got z1 = z2"),
+    (dict(ranges=(float("nan"), 1.0)), r"ranges: expected finite z1, z2 for neuron 'logits:3'"),
+    (dict(ranges=(0.0, float("inf"))), r"ranges: expected finite"),
+    (dict(ranges=[(0.0, 1.0), (0.0, 1.0)]), r"ranges: expected 1 \(z1, z2\) pair"),
+    (dict(neurons="fc7:3"), r"neuron 'fc7:3': .*no layer 'fc7'"),
+    (dict(neurons="logits:12"), r"neuron 'logits:12': unit 12 out of range"),
+    (dict(neurons="logits3"), r"neuron 'logits3': expected 'layer:unit'"),
+    (dict(n=4, k=5), r"n: expected n >= k .* n=4 < k=5"),
+    (dict(k=0), r"k: expected a positive integer"),
+    (dict(mu0=float("nan")), r"mu0: expected a positive number, got nan"),
+    (dict(beta=float("nan")), r"beta: expected a positive number"),
+    (dict(growth=1.0), r"growth: expected a factor a > 1"),
+    (dict(margin=0.5), r"margin: expected 0 <= margin < \(z2 - z1\)/2"),
+    (dict(margin=float("nan")), r"margin: expected 0 <= margin"),
+    (dict(diversity="pixels"), r"diversity: expected one of embedding, code, none"),
+    (dict(init=np.full((5, 8), np.nan, np.float32)), r"init: expected finite values"),
+    (dict(init=np.zeros((4, 8), np.float32)), r"init: expected codes of shape \(5, 8\)"),
+    (dict(init="noise"), r"init: expected 'auto', 'prior', 'images'"),
+    (dict(init="images"), r"init: E gives 16 values per image but generator 'gen' takes codes of shape \(8,\)"),
+])
+def test_bad_inputs_fail_before_any_work(prior_setup, no_work, kwargs, message):
+    gen, cls, _ = prior_setup
+    args = dict(neurons="logits:3", ranges=(0.0, 1.0), n=10, k=5)
+    args.update(kwargs)
+    neurons, ranges = args.pop("neurons"), args.pop("ranges")
+    with pytest.raises(JaxprobeError, match=message):
+        inv.inverse_set(jax.random.key(0), gen, cls, neurons, ranges, **args)
+
+
+def test_fc_generator_has_no_prior(fc_setup, no_work):
+    gen, cls, _ = fc_setup
+    with pytest.raises(JaxprobeError, match=r"init: generator 'fcgen' has no latent prior"):
+        inv.inverse_set(jax.random.key(0), gen, cls, "logits:1", (0.0, 1.0), n=10, k=5, init="prior")
+    with pytest.raises(JaxprobeError, match=r"generator: expected a model with role 'generator'"):
+        inv.inverse_set(jax.random.key(0), cls, cls, "logits:1", (0.0, 1.0), n=10, k=5)
