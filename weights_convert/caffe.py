@@ -1,0 +1,270 @@
+"""Caffe files: `.prototxt` (text NetParameter) and `.caffemodel` (binary NetParameter).
+
+Both are parsed with the protobuf library against `caffe_schema` (BVLC field numbers). The
+prototxt may use the current `layer { type: "Convolution" }` or the legacy V1
+`layers { type: CONVOLUTION }`, and declare its input with an Input layer or with the legacy
+`input`/`input_dim`/`input_shape` fields. In a caffemodel, blob shapes are read from `shape.dim` or
+from the old num/channels/height/width fields, and layers without blobs (data, loss, accuracy,
+ReLU...) are skipped.
+
+The network itself is built by `jaxprobe.caffe_net` from the prototxt text (the very code
+`jaxprobe.load` runs on the copy stored beside the weights); this module checks that its own
+schema-based reading means the same net, then maps blob i of each learned layer:
+Convolution [out, in/group, kh, kw] -> [kh, kw, in/group, out], Deconvolution
+[in, out/group, kh, kw] -> [kh, kw, in, out/group], InnerProduct [out, in] -> [in, out] (no
+permutation when the layer says `transpose: true`), bias as is.
+
+Every failure raises `JaxprobeError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from jaxprobe import caffe_net
+from jaxprobe.errors import JaxprobeError
+from jaxprobe.pixels import PixelConvention
+
+from weights_convert import mapping
+from weights_convert.caffe_schema import NetParameter
+
+PROTOTXT_NAME = "net.prototxt"
+
+
+def _read(path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise JaxprobeError(f"{what}: cannot read {path}: {e.strerror or e}") from None
+
+
+def parse_prototxt(path_or_text) -> "NetParameter":
+    """The NetParameter message of a `.prototxt` file (path) or text (str containing a newline)."""
+    from google.protobuf import text_format
+
+    if isinstance(path_or_text, (str, Path)) and not (isinstance(path_or_text, str) and "\n" in path_or_text):
+        data = _read(path_or_text, "prototxt")
+    else:
+        data = path_or_text
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise JaxprobeError(f"prototxt: not UTF-8 text ({e})") from None
+    net = NetParameter()
+    try:
+        text_format.Parse(data, net, allow_unknown_field=True)
+    except text_format.ParseError as e:
+        raise JaxprobeError(f"prototxt: {e}") from None
+    except Exception as e:  # protobuf raises a few other types on odd input (e.g. RecursionError)
+        raise JaxprobeError(f"prototxt: cannot parse ({type(e).__name__}: {e})") from None
+    return net
+
+
+def message_to_tree(msg) -> dict:
+    """A protobuf message as `jaxprobe.caffe_net`'s dict form: field -> list of values, enums by name."""
+    out = {}
+    for fd, value in msg.ListFields():
+        values = list(value) if fd.is_repeated else [value]
+        if fd.type == fd.TYPE_MESSAGE:
+            values = [message_to_tree(v) for v in values]
+        elif fd.type == fd.TYPE_ENUM:
+            values = [fd.enum_type.values_by_number[v].name if v in fd.enum_type.values_by_number else int(v)
+                      for v in values]
+        out[fd.name] = values
+    return out
+
+
+def read_prototxt(path, data: bytes | str | None = None) -> caffe_net.NetSpec:
+    """The `NetSpec` of a prototxt (file `path`, or text `data`), read by both the protobuf schema
+    and jaxprobe's own reader, which must agree."""
+    if data is None:
+        data = _read(path, "prototxt")
+    schema_spec = caffe_net.net_spec(message_to_tree(parse_prototxt(data if isinstance(data, bytes) else data.encode())))
+    text_spec = caffe_net.net_spec(caffe_net.parse_prototxt(data))
+    if schema_spec != text_spec:
+        diff = [f"{a.name}: {a} vs {b}" for a, b in zip(schema_spec.layers, text_spec.layers) if a != b]
+        raise JaxprobeError(
+            f"prototxt: {path}: the protobuf schema and jaxprobe's text reader disagree "
+            f"({'; '.join(diff) or 'input or layer count'}); please report this file"
+        )
+    return schema_spec
+
+
+def blob_to_array(blob, what: str) -> np.ndarray:
+    """One BlobProto as a float32 array of its shape (`shape.dim`, else num/channels/height/width)."""
+    if blob.HasField("shape"):
+        shape = tuple(int(d) for d in blob.shape.dim)
+    elif any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+        shape = (blob.num, blob.channels, blob.height, blob.width)
+    else:
+        shape = (len(blob.data) or len(blob.double_data),)
+    if any(d < 0 for d in shape):
+        raise JaxprobeError(f"caffemodel: {what}: negative dimension in shape {shape}")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    n_float, n_double = len(blob.data), len(blob.double_data)
+    if n_float and n_double:
+        raise JaxprobeError(f"caffemodel: {what}: holds both float and double data")
+    n = n_float or n_double
+    if n != count:
+        raise JaxprobeError(f"caffemodel: {what}: shape {shape} needs {count} values, the blob holds {n}")
+    # np.array over the repeated field is ~7x faster than np.fromiter (0.3 s for CaffeNet's fc6)
+    arr = np.array(blob.data, np.float32) if n_float else np.array(blob.double_data, np.float64)
+    return arr.astype(np.float32, copy=False).reshape(shape)
+
+
+def read_caffemodel(path) -> dict:
+    """{f"{layer}[{i}]": blob i of that layer as a float32 array} for every layer with blobs.
+
+    Handles new `layer` and V1 `layers` entries; layers without blobs (data, loss, ReLU...) carry
+    nothing and are skipped. Duplicate names among layers with blobs are an error.
+    """
+    data = _read(path, "caffemodel")
+    net = NetParameter()
+    try:
+        net.ParseFromString(data)
+    except Exception as e:  # google.protobuf.message.DecodeError and friends
+        raise JaxprobeError(f"caffemodel: {path} is not a binary Caffe NetParameter ({type(e).__name__}: {e})") from None
+    tensors, owners = {}, set()
+    for layer in list(net.layer) + list(net.layers):
+        if not layer.blobs:
+            continue
+        if layer.name in owners:
+            raise JaxprobeError(f"caffemodel: {path}: two layers with weights are named {layer.name!r}")
+        owners.add(layer.name)
+        for i, blob in enumerate(layer.blobs):
+            key = f"{layer.name}[{i}]"
+            tensors[key] = blob_to_array(blob, key)
+    if not tensors:
+        raise JaxprobeError(f"caffemodel: {path} holds no layer with weights")
+    return tensors
+
+
+def caffe_rules(spec: caffe_net.NetSpec) -> list:
+    """The mapping table of a Caffe net: blob 0 (weights) and blob 1 (bias) of each learned layer."""
+    rules = []
+    for s in spec.layers:
+        if s.type not in caffe_net.LEARNED:
+            continue
+        if s.type == "Convolution":
+            transform = "oihw_to_hwio"
+        elif s.type == "Deconvolution":
+            transform = "iohw_to_hwio"
+        else:
+            transform = "identity" if s.get("transpose") else "oi_to_io"
+        rules.append(mapping.Rule(f"{s.name}[0]", s.name, "linear.kernel", transform))
+        if s.get("bias"):
+            rules.append(mapping.Rule(f"{s.name}[1]", s.name, "linear.bias", "identity"))
+    return rules
+
+
+def default_pixels(spec: caffe_net.NetSpec, channels=None, mean=None, scale=1.0, value_range=None):
+    """Pixel convention of a Caffe classifier's input (a generator's output when its input is a
+    code and `channels` is given): gray [0, 1] or BGR [0, 255] by default."""
+    if len(spec.input_shape) == 3 and spec.input_shape[0] in (1, 3):
+        c = spec.input_shape[0]
+    elif channels is not None:
+        c = 1 if channels == "gray" else 3
+    else:
+        return None
+    channels = channels or ("gray" if c == 1 else "BGR")
+    if (channels == "gray") != (c == 1):
+        raise JaxprobeError(f"channels: {channels!r} does not fit an input with {c} channel(s)")
+    low, high = value_range if value_range is not None else ((0.0, 1.0) if c == 1 else (0.0, 255.0))
+    mean = tuple(float(m) for m in (mean or ()))
+    if mean and len(mean) not in (1, c):
+        raise JaxprobeError(f"mean: expected 1 or {c} values, got {len(mean)}")
+    if len(mean) == 1 and c == 3:
+        mean = mean * 3
+    if not np.isfinite(scale) or scale <= 0:
+        raise JaxprobeError(f"scale: expected a positive number, got {scale}")
+    return PixelConvention(float(low), float(high), channels, mean, float(scale))
+
+
+def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | None = None, channels=None,
+                mean=None, scale: float | None = None, value_range=None, name: str | None = None):
+    """The jaxprobe `Model` of a Caffe deploy prototxt + caffemodel, in memory (nothing written).
+
+    Args:
+      prototxt: the deploy prototxt; None with `arch`.
+      caffemodel: the trained weights.
+      arch: a known architecture (`weights_convert.mapping.CAFFE_ARCHITECTURES`: "caffenet",
+        "deepsim_fc6"); its prototxt is written by `jaxprobe.archs_paper` with the widths read off
+        the caffemodel, and its pixel convention and role are the defaults.
+      role: "classifier" (default), "generator" or "critic".
+      channels, mean, scale, value_range: the input's (a generator's: output's) pixel convention;
+        defaults: the arch's, else 1 channel gray in [0, 1], 3 channels BGR in [0, 255], mean 0,
+        scale 1. Recorded as preprocessing.
+    Its manifest records the sources (path, sha256, format), the mapping and the preprocessing.
+    """
+    if (prototxt is None) == (arch is None):
+        raise JaxprobeError("prototxt: give either a prototxt or a known --arch, not both or neither")
+    spec_arch = None
+    if arch is not None:
+        if arch not in mapping.CAFFE_ARCHITECTURES:
+            raise JaxprobeError(f"arch: unknown Caffe architecture {arch!r}; expected one of "
+                                f"{', '.join(sorted(mapping.CAFFE_ARCHITECTURES))}")
+        spec_arch = mapping.CAFFE_ARCHITECTURES[arch]
+    role = role or (spec_arch.role if spec_arch else "classifier")
+    if role not in ("classifier", "generator", "critic"):
+        raise JaxprobeError(f"role: expected classifier, generator or critic, got {role!r}")
+    tensors = read_caffemodel(caffemodel)
+    if spec_arch is not None:
+        from jaxprobe import archs_paper
+
+        kwargs = dict(spec_arch.kwargs, **spec_arch.infer(tensors))
+        text = {"caffenet": archs_paper.caffenet_prototxt, "deepsim_fc6": archs_paper.deepsim_prototxt}[arch](**kwargs)
+        spec = read_prototxt(f"<{arch}>", text)
+        architecture = {"builder": spec_arch.builder,
+                        "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+        graphdef, abstract, names = mapping.abstract_network(spec_arch.builder, kwargs)
+        p = spec_arch.pixels
+        channels = channels or p["channels"]
+        mean = mean if mean is not None else p.get("mean")
+        scale = scale if scale is not None else p.get("scale", 1.0)
+        value_range = value_range if value_range is not None else (p["low"], p["high"])
+        sources = [mapping.source_record(caffemodel, "caffemodel")]
+    else:
+        spec = read_prototxt(prototxt)
+        architecture = {"builder": "caffe_prototxt", "kwargs": {"prototxt": PROTOTXT_NAME}}
+        graphdef, abstract, names = mapping.abstract_network(
+            "caffe_prototxt", {"prototxt": str(Path(prototxt).resolve())}, Path(prototxt).resolve().parent)
+        sources = [mapping.source_record(prototxt, "prototxt"), mapping.source_record(caffemodel, "caffemodel")]
+    pixels = default_pixels(spec, channels, mean, 1.0 if scale is None else scale, value_range)
+    state, records = mapping.map_weights(caffe_rules(spec), tensors, graphdef, abstract, names, legacy_shapes=True,
+                                         what=f"caffemodel {Path(caffemodel).name}")
+    input_shape = caffe_net.input_shape(spec)
+    manifest = {
+        "architecture": architecture,
+        "role": role,
+        "input_shape": list(input_shape),
+        "source": {"format": "caffe", "files": sources, "converter": "weights_convert.caffe",
+                   "architecture": arch or f"caffe prototxt {spec.name!r}"},
+        "caffe": {"name": spec.name, "input": spec.input_name, "output": spec.layers[-1].name,
+                  "softmax": spec.layers[-1].type == "Softmax"},
+        "mapping": records,
+    }
+    if spec_arch is not None and spec_arch.latent:
+        manifest["latent"] = dict(mapping.resolve(spec_arch.latent, kwargs))
+    if role == "generator" and arch is None:
+        pixels = None  # the prototxt's input is a code; a generator's output convention needs --arch
+    if pixels is not None:
+        manifest["pixels"] = pixels.to_dict()
+        manifest["preprocessing"] = {"channel_order": pixels.channels, "mean": list(pixels.mean),
+                                     "scale": pixels.scale, "range": [pixels.low, pixels.high]}
+    return mapping.make_model(name or Path(caffemodel).stem, graphdef, state, names, manifest)
+
+
+def convert_caffe(prototxt, caffemodel, out, **options):
+    """Convert a Caffe deploy prototxt (or a known `arch=`) + caffemodel into model directory `out`.
+
+    Writes the orbax checkpoint, `manifest.json` and, for a prototxt, a copy of it (`net.prototxt`,
+    which `jaxprobe.load(out)` builds the network from), atomically. `options` are `caffe_model`'s.
+    Returns the converted `Model`.
+    """
+    model = caffe_model(prototxt, caffemodel, **options)
+    files = {PROTOTXT_NAME: prototxt} if prototxt is not None else {}
+    path = mapping.write_model(model, out, model.manifest, files)
+    return model.replace(name=options.get("name") or str(path))
