@@ -12,22 +12,82 @@ from jaxprobe.probe import Model
 from jaxprobe.store import SHIPPED, load, save_model
 from jaxprobe.data import load_mnist
 from jaxprobe.quality import classifier_accuracy, generator_quality, reconstruction_accuracy
+# Imported for their side effect: they register the converted architectures in `jaxprobe.zoo`,
+# so `load(DIR)` rebuilds a converted model without importing `weights_convert`.
+import jaxprobe.caffe_net  # noqa: F401,E402
+import jaxprobe.archs_small  # noqa: F401,E402
+import jaxprobe.archs_paper  # noqa: F401,E402
+
+# Methods (middle floor).
+from jaxprobe.boundaries import (check_indicator, halfspace, layer_size, preactivation, region_margin,
+                                 region_membership)
+from jaxprobe.beropt import BerOptResult, beropt, default_lambda
+from jaxprobe.gbrrt import (GBRRT, GBRRTResult, GBRRTState, gbrrt, gbrrt_kernel, gbrrt_run, gbrrt_sequential,
+                            gbrrt_sequential_run, stop_reason_name)
+from jaxprobe.epsball import eps_l2, eps_linf, log_ball_volume, sample_l2_ball, sample_linf_ball
+from jaxprobe.egbas import EGBASResult, egbas, feature_similarity, sample_sigma
+from jaxprobe.neurons import Neuron, neuron_values, parse_neuron, resolve_neuron, resolve_neurons
+from jaxprobe.auglag import AugLag, AugLagState, augmented_lagrangian, feasible
+from jaxprobe.auglag import run as auglag_run
+from jaxprobe.inverse_set import Embedding, InverseSet, default_embedding, inverse_set, mean_pairwise_distance
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "JaxprobeError",
-    "Layer",
-    "Model",
-    "Network",
-    "PixelConvention",
-    "SHIPPED",
+    "AugLag",
+    "auglag_run",
+    "AugLagState",
+    "augmented_lagrangian",
+    "beropt",
+    "BerOptResult",
     "center_crop",
+    "check_indicator",
     "classifier_accuracy",
     "convert_pixels",
+    "default_embedding",
+    "default_lambda",
+    "egbas",
+    "EGBASResult",
+    "Embedding",
+    "eps_l2",
+    "eps_linf",
+    "feasible",
+    "feature_similarity",
+    "GBRRT",
+    "gbrrt",
+    "gbrrt_kernel",
+    "gbrrt_run",
+    "gbrrt_sequential",
+    "gbrrt_sequential_run",
+    "GBRRTResult",
+    "GBRRTState",
     "generator_quality",
+    "halfspace",
+    "inverse_set",
+    "InverseSet",
+    "JaxprobeError",
+    "Layer",
+    "layer_size",
     "load",
     "load_mnist",
+    "log_ball_volume",
+    "mean_pairwise_distance",
+    "Model",
+    "Network",
+    "Neuron",
+    "neuron_values",
+    "parse_neuron",
+    "PixelConvention",
+    "preactivation",
     "reconstruction_accuracy",
+    "region_margin",
+    "region_membership",
+    "resolve_neuron",
+    "resolve_neurons",
+    "sample_l2_ball",
+    "sample_linf_ball",
+    "sample_sigma",
     "save_model",
+    "SHIPPED",
+    "stop_reason_name",
 ]

