@@ -39,9 +39,14 @@ def build_network(architecture: dict, seed: int = 0, directory=None):
     return zoo.ARCHITECTURES[builder](**kwargs, rngs=nnx.Rngs(seed))
 
 
-def new_model(name: str, manifest: dict, seed: int = 0, directory=None) -> Model:
-    """A model with fresh random weights from a manifest's architecture and conventions."""
-    net = build_network(manifest["architecture"], seed, directory)
+def new_model(name: str, manifest: dict, seed: int = 0, directory=None, *, shape_only: bool = False) -> Model:
+    """A model with fresh random weights from a manifest's architecture and conventions.
+
+    `shape_only` builds it without running the initializers: its params are ShapeDtypeStructs,
+    to be filled by a restore.
+    """
+    build = lambda: build_network(manifest["architecture"], seed, directory)  # noqa: E731
+    net = nnx.eval_shape(build) if shape_only else build()
     pixels = PixelConvention.from_dict(manifest["pixels"]) if manifest.get("pixels") else None
     return Model.from_module(name, net, manifest["input_shape"], manifest["role"], pixels, manifest)
 
@@ -110,14 +115,17 @@ def load(name_or_path) -> Model:
             f"model: {s!r} is neither a shipped model ({', '.join(SHIPPED)}) nor a model directory"
         )
     manifest = read_manifest(directory)
-    model = new_model(name, manifest, directory=directory)
+    # Built shape-only: running the initializers would compile one small program per parameter
+    # shape (seconds per model on a CPU) only to overwrite every value.
+    model = new_model(name, manifest, directory=directory, shape_only=True)
+    abstract = _abstract(model)
     try:
         with ocp.StandardCheckpointer() as ckptr:
-            restored = ckptr.restore((directory / "params").resolve(), _abstract(model))
+            restored = ckptr.restore((directory / "params").resolve(), abstract)
     except Exception as e:  # orbax raises many types for unreadable data
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise JaxprobeError(f"checkpoint: cannot read {directory / 'params'}: {first}") from e
-    _check_restored(directory, _abstract(model), restored)
+    _check_restored(directory, abstract, restored)
     params = jax.tree.map(lambda a: a, model.params)
     nnx.replace_by_pure_dict(params, restored)
     return model.replace(params=params)
