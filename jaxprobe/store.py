@@ -55,8 +55,14 @@ def _abstract(model: Model):
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), model.params.to_pure_dict())
 
 
-def save_model(model: Model, directory, manifest: dict | None = None) -> Path:
-    """Write `model` (params and manifest) to `directory` atomically; returns the path."""
+def save_model(model: Model, directory, manifest: dict | None = None, files: dict | None = None) -> Path:
+    """Write `model` (params and manifest) to `directory` atomically; returns the path.
+
+    `files` ({name in the directory: source path}) are copied in beside them (a converted model's
+    prototxt, say). An existing directory is replaced only once the new one is complete.
+    """
+    import shutil
+
     import orbax.checkpoint as ocp
 
     target = Path(directory).resolve()
@@ -69,6 +75,8 @@ def save_model(model: Model, directory, manifest: dict | None = None) -> Path:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / "params", model.params.to_pure_dict())
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=json_default) + "\n")
+        for name, src in (files or {}).items():
+            shutil.copyfile(src, tmp / name)
     return target
 
 

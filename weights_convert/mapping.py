@@ -21,10 +21,6 @@ architecture reads (a Caffe prototxt) atomically.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,6 +30,7 @@ from flax import nnx
 
 from jaxprobe import zoo
 from jaxprobe.errors import JaxprobeError
+from jaxprobe.io import sha256_file
 from jaxprobe.pixels import PixelConvention
 from jaxprobe.probe import Model
 
@@ -414,14 +411,6 @@ def map_weights(rules, tensors: dict, graphdef, abstract_state, names, *, ignore
 # ================================================================ output
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def source_record(path, fmt: str) -> dict:
     path = Path(path)
     return {"path": str(path.resolve()), "name": path.name, "sha256": sha256_file(path), "format": fmt,
@@ -442,20 +431,4 @@ def write_model(model: Model, out, manifest: dict, files: dict | None = None) ->
     """
     from jaxprobe.store import save_model
 
-    target = Path(out).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.convert-", dir=target.parent))
-    try:
-        staged = save_model(model, work / "model", manifest)
-        for name, src in (files or {}).items():
-            shutil.copyfile(src, staged / name)
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.rename(target, old)
-        os.rename(staged, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target
+    return save_model(model, out, manifest, files=files)

