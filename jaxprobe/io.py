@@ -16,20 +16,30 @@ def _umask() -> int:
     return mask
 
 
-def write_text(path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file in the same directory and a rename."""
+@contextmanager
+def atomic_file(path, suffix: str = ""):
+    """Yield a temporary path beside `path`; on success it is renamed to `path`, on error removed.
+
+    `suffix` keeps the extension for writers that infer the format from it (matplotlib).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; a plain open() would not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_text(path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file in the same directory and a rename."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def sha256_file(path) -> str:

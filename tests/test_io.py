@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from jaxprobe.io import atomic_dir, sha256_file, write_text
+from jaxprobe.io import atomic_dir, atomic_file, sha256_file, write_text
 
 
 def test_write_text_replaces_whole_and_respects_umask(tmp_path):
@@ -46,3 +46,16 @@ def test_sha256_file_matches_hashlib(tmp_path):
     data = os.urandom(3 * (1 << 20) + 17)  # spans several read blocks
     (tmp_path / "f").write_bytes(data)
     assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+def test_atomic_file_keeps_suffix_and_cleans_up_on_error(tmp_path):
+    target = tmp_path / "fig.png"
+    with atomic_file(target, suffix=".png") as tmp:
+        assert tmp.suffix == ".png" and tmp.parent == tmp_path
+        tmp.write_bytes(b"png")
+    assert target.read_bytes() == b"png"
+    with pytest.raises(ValueError):
+        with atomic_file(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise ValueError("draw failed")
+    assert target.read_bytes() == b"png" and sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprobe.commands import load_model
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.inverse_set import _choose_init, default_embedding, inverse_set, mean_pairwise_distance
 
@@ -56,19 +57,6 @@ def pair_neurons_ranges(neurons, ranges) -> tuple[list, list]:
             f"--neuron/--range: expected one --range Z1 Z2 per --neuron (an intersection repeats the pair), "
             f"got {len(neurons)} --neuron and {len(ranges)} --range")
     return neurons, [tuple(float(v) for v in r) for r in ranges]
-
-
-def load_model(name: str, argument: str, role: str):
-    """`jaxprobe.load(name)` with errors naming the command-line argument and the expected role."""
-    from jaxprobe.store import load
-
-    try:
-        model = load(name)
-    except JaxprobeError as err:
-        raise JaxprobeError(f"{argument}: {err}") from None
-    if model.role != role:
-        raise JaxprobeError(f"{argument}: expected a {role}, got {name!r} whose role is {model.role!r}")
-    return model
 
 
 def check_out_dir(out) -> Path:

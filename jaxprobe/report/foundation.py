@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.pixels import PixelConvention, convert_pixels
+from jaxprobe.pixels import PixelConvention
 from jaxprobe.report.base import Section
 from jaxprobe.report.figures import _plt, save_grid
 
