@@ -73,15 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_subcommands(p.add_subparsers(dest="format", required=True))
 
     import importlib
-    import importlib.util
 
     from jaxprobe.commands import MODULES
 
     reproduce = sub.add_parser("reproduce", help="reproduce a paper's tables on the default models")
     reproduce_sub = reproduce.add_subparsers(dest="method", required=True)
     for name in MODULES:
-        if importlib.util.find_spec(f"jaxprobe.commands.{name}") is None:  # TODO(lead): strict once both land
-            continue
         importlib.import_module(f"jaxprobe.commands.{name}").add_commands(sub, reproduce_sub)
     return parser
 

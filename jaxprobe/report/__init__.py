@@ -13,9 +13,11 @@ from pathlib import Path
 
 from jaxprobe.io import atomic_dir
 from jaxprobe.report.base import Context, Section
+from jaxprobe.report.egbas import egbas_section
 from jaxprobe.report.foundation import foundation_section
+from jaxprobe.report.inverse_set import inverse_set_section
 
-SECTIONS = [foundation_section]
+SECTIONS = [foundation_section, egbas_section, inverse_set_section]
 
 __all__ = ["Context", "Section", "SECTIONS", "run_demo", "write_report"]
 

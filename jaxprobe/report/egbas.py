@@ -1,0 +1,244 @@
+"""The report's E-GBAS section (paper 001): boundaries and trees in the plane, sample rows, tables.
+
+* dcgan2d, layer 1 (the paper's Figures 2-5): the latent plane split by the selected boundaries
+  (SSGBS) with the query's region GR_V* highlighted; a zoom on the tree with those boundaries as
+  lines (each selected unit's zero contour), the tree's edges, accepted and rejected candidates and
+  the two eps balls of the baselines; the images of some tree nodes (Figure 3b).
+* dcgan, layers 1-4 (Figures 6-7): one query's E-GBAS and L2 samples per layer, and per-pixel
+  standard deviations.
+* A small version of Tables 1-2 (a few queries, short trees; `jaxprobe reproduce egbas` runs the
+  full ones), on the same runs as the sample rows.
+
+Settings are smaller than the command's defaults so that the section stays within about 30 s on
+2 CPU cores, compilation included; they are recorded in the section's results.
+"""
+
+from __future__ import annotations
+
+import html
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprobe.commands.egbas import METHOD_NAMES, METHODS, PAPER, canonical_images, egbas_tables, sample_rows
+from jaxprobe.egbas import egbas
+from jaxprobe.report.base import Section
+from jaxprobe.report.figures import _plt, save_grid
+
+# The plane: delta small beside the plotted region so that the tree's paths show; the tree stops
+# at `capacity` nodes or `max_candidates` candidates.
+PLANE = dict(delta=0.05, interval=1.0, capacity=256, max_candidates=1024, batch=64)
+# The small tables (and the sample rows, taken from their first query): as `reproduce`, with
+# shorter trees and BerOpt runs.
+TABLES = dict(queries=2, delta=0.5, interval=1.0, capacity=129, max_candidates=256, batch=64,
+              beropt_options=dict(steps=150))
+
+
+def plane_fields(model, params, z, l, v, chunk: int = 4096):
+    """Per latent point: an id of its sign pattern over the selected units, and its region margin.
+
+    Args:
+      z: (n, 2) latent points (n a multiple of `chunk`, or smaller than it).
+      l: the layer; v: the halfspace indicator V* (D_l,).
+
+    Returns:
+      ids (n,) uint32, a 32-bit hash of sign(h_i(z)) over the units with V_i != 0 (points with
+      equal ids lie in the same cell of the SSGBS, up to hash collisions); margin (n,) float32,
+      min_i V_i h_i(z) over the selected units (z is in GR_V* iff margin >= 0).
+    """
+    v = jnp.asarray(v, jnp.float32).reshape(-1)
+
+    def fields(zz):
+        weights = jax.random.randint(jax.random.PRNGKey(0), v.shape, 0, 2**31 - 1, dtype=jnp.int32)
+        weights = jnp.where(v != 0, weights.astype(jnp.uint32), jnp.uint32(0))
+
+        def one(zc):
+            h = model.up_to(params, zc, l).reshape(zc.shape[0], -1)
+            ids = jnp.sum(jnp.where(h > 0, weights, jnp.uint32(0)), axis=1, dtype=jnp.uint32)
+            return ids, jnp.min(jnp.where(v != 0, v * h, jnp.inf), axis=1)
+
+        return jax.lax.map(one, zz)  # chunks bound the (chunk, D_l) pre-activation in memory
+
+    z = jnp.asarray(z, jnp.float32)
+    n = z.shape[0]
+    chunk = min(chunk, n)
+    if n % chunk:
+        raise ValueError(f"z: expected a multiple of {chunk} points, got {n}")
+    ids, margin = jax.jit(fields)(z.reshape(n // chunk, chunk, -1))
+    return np.asarray(ids).reshape(n), np.asarray(margin).reshape(n)
+
+
+def selected_values(model, params, z, l, v):
+    """h_i(z) for the selected units only: (n, n_selected) and the units' indices."""
+    sel = np.flatnonzero(np.asarray(v).reshape(-1))
+    h = jax.jit(lambda zz: model.up_to(params, zz, l).reshape(zz.shape[0], -1)[:, sel])(jnp.asarray(z, jnp.float32))
+    return np.asarray(h), sel
+
+
+def _plane_figure(path, gen2, r, lim: float = 3.0, side: int = 256, zoom_side: int = 128):
+    """Figures 2-5 of the paper for a 2-D latent generator at layer r.layer (see module docstring)."""
+    plt = _plt()
+    from matplotlib.collections import LineCollection
+    from matplotlib.patches import Circle, Rectangle
+
+    params, l, v = gen2.params, r.layer, r.v_star
+    z0 = r.query.reshape(-1)
+    nodes = r.samples.reshape(len(r.samples), -1)
+    rej = r.rejected.reshape(len(r.rejected), -1)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), dpi=100)
+
+    # (a) the whole plane: cells of the selected units' sign pattern, GR_V* bright.
+    axis = np.linspace(-lim, lim, side, dtype=np.float32)
+    plane = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
+    ids, margin = plane_fields(gen2, params, plane, l, v)
+    _, cell = np.unique(ids, return_inverse=True)
+    colours = np.random.default_rng(0).random((cell.max() + 1, 3)) * 0.35 + 0.55
+    img = colours[cell]
+    img[margin >= 0] = (0.35, 0.55, 1.0)
+    ax = axes[0]
+    ax.imshow(img.reshape(side, side, 3), origin="lower", extent=(-lim, lim, -lim, lim), interpolation="nearest")
+    ax.plot(*z0, "r*", ms=12, mec="k")
+    pts = np.concatenate([nodes, rej, z0[None]])
+    lo, hi = pts.min(0), pts.max(0)
+    pad = 0.15 * max(float((hi - lo).max()), 0.4)
+    lo, hi = lo - pad, hi + pad
+    half = 0.5 * float((hi - lo).max())
+    mid = 0.5 * (lo + hi)
+    lo, hi = mid - half, mid + half
+    ax.add_patch(Rectangle(lo, *(hi - lo), fill=False, ec="k", lw=1))
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="z[0]", ylabel="z[1]")
+    ax.set_title(f"SSGBS cells at layer {l} ({int(np.count_nonzero(v))}/{v.size} units selected);\n"
+                 "blue: the query's region GR_V*; box: zoom", fontsize=9)
+
+    # (b) the zoom: GR_V*, the selected boundaries that delimit it, the tree, rejected points and
+    # the eps balls.
+    ax = axes[1]
+    za = np.linspace(lo[0], hi[0], zoom_side, dtype=np.float32)
+    zb = np.linspace(lo[1], hi[1], zoom_side, dtype=np.float32)
+    grid = np.stack(np.meshgrid(za, zb), -1).reshape(-1, 2)
+    h, _ = selected_values(gen2, params, grid, l, v)
+    vh = h.reshape(zoom_side, zoom_side, -1) * np.asarray(v).reshape(-1)[np.flatnonzero(v)]
+    member = vh.min(axis=2) >= 0
+    ax.imshow(member, origin="lower", extent=(lo[0], hi[0], lo[1], hi[1]), cmap="Blues", vmin=0, vmax=3,
+              interpolation="nearest", alpha=0.9)
+    crossing = int(np.count_nonzero((vh.min(axis=(0, 1)) < 0) & (vh.max(axis=(0, 1)) > 0)))
+    # The region's own walls: at grid points just outside GR_V* (next to a member), the most
+    # violated selected unit. Contouring every crossing boundary (hundreds) took seconds.
+    near = np.zeros_like(member)
+    near[1:] |= member[:-1]
+    near[:-1] |= member[1:]
+    near[:, 1:] |= member[:, :-1]
+    near[:, :-1] |= member[:, 1:]
+    walls = np.unique(np.argmin(vh[near & ~member], axis=1))
+    for i in walls:  # one zero contour per wall
+        ax.contour(za, zb, vh[:, :, i], levels=[0.0], colors="0.25", linewidths=0.9)
+    parents = r.tree.accepted_parents()
+    edges = np.stack([nodes[parents[1:]], nodes[1:]], axis=1)
+    ax.add_collection(LineCollection(edges, colors="k", linewidths=0.6))
+    ax.plot(nodes[1:, 0], nodes[1:, 1], "k.", ms=3, label=f"accepted ({len(nodes) - 1})")
+    if len(rej):
+        ax.plot(rej[:, 0], rej[:, 1], "rx", ms=4, mew=0.8, label=f"rejected ({int(r.tree.n_rejected)})")
+    if np.isfinite(r.eps_l2):
+        ax.add_patch(Circle(z0, r.eps_l2, fill=False, ec="tab:orange", ls="--", lw=1.2, label="L2 ball"))
+        a = r.eps_linf
+        ax.add_patch(Rectangle(z0 - a, 2 * a, 2 * a, fill=False, ec="tab:green", ls="--", lw=1.2,
+                               label="Linf ball (same area)"))
+    ax.plot(*z0, "r*", ms=12, mec="k", label="query")
+    ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xlabel="z[0]", aspect="equal")
+    ax.set_title(f"GB-RRT in GR_V* (delta {PLANE['delta']}); lines: the {len(walls)} selected\n"
+                 f"boundaries that wall it in view ({crossing} cross the view)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return {"selected_boundaries_in_zoom": crossing, "walls_in_zoom": int(len(walls))}
+
+
+def _fmt(x, d=4):
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{d}f}"
+
+
+def _tables_html(t) -> str:
+    layers = t["layers"]
+    head = "".join(f"<th>layer {l}</th>" for l in layers)
+    rows = "".join(
+        f"<tr><th style=\"text-align:left\">{METHOD_NAMES[m]}</th>"
+        + "".join(f"<td>{_fmt(v)} <small>({_fmt(PAPER['sigma'][m][l - 1]) if l <= 4 else '-'})</small></td>"
+                  for v, l in zip(t["sigma"][m], layers)) + "</tr>" for m in METHODS)
+    crit = t["critic_layers"]
+    head2 = "".join(f"<th>critic {k + 1} ({html.escape(n)})</th>" for k, n in enumerate(crit))
+    rows2 = "".join(
+        f"<tr><th style=\"text-align:left\">{METHOD_NAMES[m]}</th>"
+        + "".join(f"<td>{_fmt(v, 3)} <small>({_fmt(PAPER['similarity'][m][k], 3) if k < 4 else '-'})</small></td>"
+                  for k, v in enumerate(t["similarity_mean_over_layers"][m])) + "</tr>" for m in METHODS)
+    return (f"<p>Small Tables 1-2: {t['queries']} random queries, "
+            f"{t['settings']['max_candidates']} candidates per tree "
+            f"(paper's DCGAN-MNIST values in parentheses; <code>jaxprobe reproduce egbas</code> runs 10 queries). "
+            f"Sigma on the {html.escape(t['sigma_scale'])} scale, each set without its query.</p>"
+            f"<table><tr><th>sigma</th>{head}</tr>{rows}</table>"
+            f"<p>Critic feature similarity, mean over generator layers:</p>"
+            f"<table><tr><th>similarity</th>{head2}</tr>{rows2}</table>")
+
+
+def egbas_section(ctx) -> Section:
+    """E-GBAS figures and small tables on the default dcgan2d, dcgan and dcgan's critic."""
+    out = ctx.out_dir
+    gen2, gen = ctx.model("dcgan2d"), ctx.model("dcgan")
+    critic = ctx.model(gen.manifest.get("critic") or "dcgan_critic")
+    results, figures = {"settings": {"plane": PLANE, "tables": TABLES}}, []
+
+    # dcgan2d, layer 1: Figures 2-5.
+    z0 = gen2.sample_prior(ctx.key("egbas plane query"), 1)[0]
+    r = egbas(ctx.key("egbas plane"), gen2, gen2.params, z0, 1, **PLANE)
+    results["plane"] = {"query": r.query.tolist(), "selected": int(np.count_nonzero(r.v_star)),
+                        "units": int(r.v_star.size), "accepted": int(r.tree.count),
+                        "n_rejected": int(r.tree.n_rejected),
+                        "stop_reason": r.tree.stop_reason_name(), "eps_l2": r.eps_l2, "eps_linf": r.eps_linf}
+    results["plane"].update(_plane_figure(out / "egbas_plane.png", gen2, r))
+    figures.append(("egbas_plane.png", "dcgan2d, layer 1: selected boundaries (SSGBS), the query's region, GB-RRT "
+                                       "tree, rejected candidates and the eps balls (paper Figures 2-5)"))
+    n = len(r.samples) - 1
+    z = np.repeat(r.query[None], 16, axis=0)
+    z[1:1 + min(15, n)] = r.samples[np.linspace(1, n, num=min(15, n)).astype(int)] if n else z[:0]
+    imgs = canonical_images(gen2, z)[: 1 + min(15, n)]
+    save_grid(out / "egbas_plane_samples.png", imgs, 16, "dcgan2d: the query (first), then tree nodes")
+    figures.append(("egbas_plane_samples.png", "G(z) of the query and of tree nodes (paper Figure 3b)"))
+
+    # dcgan, layers 1-4: small tables; the first query's runs give the sample rows (Figures 6-7).
+    runs = {}
+
+    def keep(q, l, res, metrics):
+        if q == 0:
+            runs[l] = (res, metrics["std_maps"])
+
+    t = egbas_tables(ctx.key("egbas tables"), gen, critic, layers=range(1, gen.n_layers + 1), on_run=keep, **TABLES)
+    results["tables"] = {k: t[k] for k in ("sigma", "similarity", "similarity_mean_over_layers", "claim",
+                                           "queries_with_baselines", "wall_s", "sigma_scale")}
+    results["tables"]["n_samples"] = t["per_query"]["n_samples"]
+    rows, labels, stds = [], [], []
+    columns = 10
+    for l, (res, std) in runs.items():
+        grid, lab = sample_rows(res, gen, columns=columns - 1, key=ctx.key(f"egbas rows {l}"))
+        query = grid[0, :1]
+        rows += [np.concatenate([query, grid[1]]), np.concatenate([query, grid[2]])]
+        labels += [f"l{l} E-GBAS", f"l{l} {lab[2]}"]
+        stds.append(np.nan_to_num(std[:2]))  # E-GBAS and L2 (0 where undefined)
+    save_grid(out / "egbas_layers.png", np.concatenate(rows), columns,
+              "dcgan: query (first column), E-GBAS samples and L2 samples by target layer", row_labels=labels)
+    figures.append(("egbas_layers.png",
+                    "dcgan: E-GBAS vs L2-ball samples for generator layers 1-4 (paper Figures 6-7)"))
+    std = np.asarray(stds, np.float32)  # (layers, 2, H, W, C)
+    std = std / max(float(std.max()), 1e-12)
+    save_grid(out / "egbas_std.png", std.transpose(1, 0, 2, 3, 4).reshape((-1,) + std.shape[2:]), std.shape[0],
+              "pixel std, layers 1-4",
+              row_labels=["E-GBAS", "L2"])
+    figures.append(("egbas_std.png",
+                    "standard deviation of the generated images per layer (paper Figure 6, first row)"))
+
+    text = (f"<p>E-GBAS (paper 001): BerOpt selects the boundaries that support G(z0) at a layer, GB-RRT samples "
+            f"the selected region, and L2 / Linf eps balls of equal volume are the baselines. dcgan2d layer 1: "
+            f"{results['plane']['selected']}/{results['plane']['units']} units selected, "
+            f"{results['plane']['accepted']} nodes, {results['plane']['n_rejected']} rejected "
+            f"({html.escape(results['plane']['stop_reason'])}).</p>" + _tables_html(t))
+    return Section("egbas", "E-GBAS: generative boundaries and regions (paper 001)", text, figures, results)
