@@ -184,8 +184,9 @@ def main(argv=None):
         if l in args.fixed_layers:
             rates = fixed_size_rates(model, params, z0, l, v, sizes=args.fixed_sizes, batch=args.batch, steps=8,
                                      delta=args.delta, interval=args.interval, repeats=args.repeats, key=k_tree)
-            row["fixed_tree_size"] = {str(n): {"candidates_per_s": r, "fraction_of_floor": None if r is None else r / floor}
-                                      for n, r in rates.items()}
+            row["fixed_tree_size"] = {
+                str(n): {"candidates_per_s": r, "fraction_of_floor": None if r is None else r / floor}
+                for n, r in rates.items()}
         results[str(l)] = row
         print(f"{l:>5} {row['units']:>6} {row['selected']:>6} {n_b:>5} {int(rb.count) - 1:>4} | "
               f"{row['batched']['candidates_per_s']:>11.0f} {row['batched']['accepted_per_s']:>8.0f} | "
