@@ -2,7 +2,8 @@
 
 - A zip-format .pth whose pickle calls a non-admitted global (os.system writing a marker file, in
   every pickle protocol and opcode that names a global) is refused and the marker never appears.
-- Fuzzing: a seeded loop of >= 200 generated cases (truncated and bit-flipped real files, random
+- Fuzzing: a seeded loop of >= 200 generated cases (truncated and bit-flipped real files, or
+  generated files in the same formats where ../shared/fixtures is absent, random
   bytes under every extension, crafted pickles with out-of-range storages, state dicts with wrong
   shapes and dtypes) through the complete in-memory conversion: each either converts or raises
   JaxprobeError (the one documented error type), within a time limit.
@@ -157,19 +158,83 @@ def _run_case(fn, seconds=20.0):
         signal.signal(signal.SIGPROF, old)
 
 
+_LAYER = 'layer {{ name: "{0}" type: "{1}" bottom: "{2}" top: "{0}" {3} }}\n'
+GENERATED_LENET = (
+    'name: "LeNet"\nlayer { name: "data" type: "Input" top: "data" '
+    'input_param { shape: { dim: 1 dim: 1 dim: 28 dim: 28 } } }\n'
+    + _LAYER.format("conv1", "Convolution", "data", "convolution_param { num_output: 20 kernel_size: 5 }")
+    + _LAYER.format("pool1", "Pooling", "conv1", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }")
+    + _LAYER.format("conv2", "Convolution", "pool1", "convolution_param { num_output: 50 kernel_size: 5 }")
+    + _LAYER.format("pool2", "Pooling", "conv2", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }")
+    + _LAYER.format("ip1", "InnerProduct", "pool2", "inner_product_param { num_output: 500 }")
+    + 'layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }\n'  # in place, as Caffe nets do
+    + _LAYER.format("ip2", "InnerProduct", "ip1", "inner_product_param { num_output: 10 }")
+    + _LAYER.format("prob", "Softmax", "ip2", ""))
+
+
+def fuzz_sources(tmp_path, rng) -> dict:
+    """The files the fuzz cases mutate: the real fixtures where ../shared/fixtures exists, else
+    generated stand-ins in the same formats (a LeNet prototxt and caffemodel through the schema,
+    zip .pth state dicts of lenet5 and the DCGAN generator, a safetensors simple CNN), so that the
+    fuzzing runs in a bare clone too."""
+    if (FIXTURES / "README.md").is_file():
+        lenet_proto = (FIXTURES / "caffe/lenet/lenet.prototxt").read_bytes()
+        return {
+            "lenet.prototxt": lenet_proto,
+            "cifar.prototxt": (FIXTURES / "caffe/cifar10_full/cifar10_full.prototxt").read_bytes(),
+            "lenet.caffemodel": (FIXTURES / "caffe/lenet/lenet_iter_10000.caffemodel").read_bytes(),
+            "cifar.caffemodel": (FIXTURES / "caffe/cifar10_full/cifar10_full_iter_70000.caffemodel").read_bytes(),
+            "lenet.pth": (FIXTURES / "torch/lenet5/lenet.pth").read_bytes(),
+            "gen.pth": (FIXTURES / "torch/dcgan_generator/generator.pth").read_bytes(),
+            "cnn.safetensors": (FIXTURES / "safetensors/simple_cnn/model-mnist.safetensors").read_bytes(),
+        }
+    from safetensors.numpy import save as save_safetensors
+
+    from jaxprobe import caffe_net
+    from test_convert_roundtrip import write_caffemodel
+
+    def normal(*shape):
+        return rng.normal(scale=0.1, size=shape).astype(np.float32)
+
+    write_caffemodel(tmp_path / "gen.caffemodel", caffe_net.read_prototxt(GENERATED_LENET), rng)
+    lenet5 = {"conv1.weight": normal(6, 1, 5, 5), "conv1.bias": normal(6), "conv2.weight": normal(16, 6, 5, 5),
+              "conv2.bias": normal(16), "fc1.weight": normal(120, 256), "fc1.bias": normal(120),
+              "fc2.weight": normal(84, 120), "fc2.bias": normal(84), "fc3.weight": normal(10, 84), "fc3.bias": normal(10)}
+    torch_files.save_torch_zip(tmp_path / "gen_lenet.pth", lenet5)
+    gen = {}
+    for i, (cin, cout, k) in enumerate([(64, 256, 3), (256, 128, 4), (128, 64, 3), (64, 1, 4)]):
+        gen[f"gen.{i}.0.weight"], gen[f"gen.{i}.0.bias"] = normal(cin, cout, k, k), normal(cout)
+        if i < 3:
+            gen[f"gen.{i}.1.weight"], gen[f"gen.{i}.1.bias"] = 1 + normal(cout), normal(cout)
+            gen[f"gen.{i}.1.running_mean"], gen[f"gen.{i}.1.running_var"] = normal(cout), 1 + np.abs(normal(cout))
+    torch_files.save_torch_zip(tmp_path / "gen_dcgan.pth", gen)
+    cnn = {"conv1.weight": normal(8, 1, 3, 3), "conv1.bias": normal(8), "conv2.weight": normal(16, 8, 3, 3),
+           "conv2.bias": normal(16), "fc1.weight": normal(10, 784), "fc1.bias": normal(10)}
+    proto = GENERATED_LENET.encode()
+    return {"lenet.prototxt": proto, "cifar.prototxt": proto,
+            "lenet.caffemodel": (tmp_path / "gen.caffemodel").read_bytes(),
+            "cifar.caffemodel": (tmp_path / "gen.caffemodel").read_bytes(),
+            "lenet.pth": (tmp_path / "gen_lenet.pth").read_bytes(), "gen.pth": (tmp_path / "gen_dcgan.pth").read_bytes(),
+            "cnn.safetensors": save_safetensors(cnn)}
+
+
+def test_fuzz_sources_convert_before_mutation(tmp_path):
+    """The unmutated sources convert (else every mutated case would fail for the wrong reason)."""
+    sources = fuzz_sources(tmp_path, np.random.default_rng(0))
+    (tmp_path / "l.prototxt").write_bytes(sources["lenet.prototxt"])
+    for name, arch in (("lenet.pth", "lenet5"), ("gen.pth", "torch_dcgan_generator"), ("cnn.safetensors", "simple_cnn")):
+        (tmp_path / name).write_bytes(sources[name])
+        assert torch_files.torch_model(tmp_path / name, arch).n_layers >= 3
+    (tmp_path / "l.caffemodel").write_bytes(sources["lenet.caffemodel"])
+    assert caffe.caffe_model(tmp_path / "l.prototxt", tmp_path / "l.caffemodel").layer_names[-1] == "ip2"
+
+
 def test_fuzz_only_documented_errors(tmp_path):
-    if not (FIXTURES / "README.md").is_file():
-        pytest.skip(f"third-party weight fixtures not found at {FIXTURES}: they live in ../shared/fixtures")
     rng = np.random.default_rng(20261123)
-    lenet_proto = (FIXTURES / "caffe/lenet/lenet.prototxt").read_bytes()
-    cifar_proto = (FIXTURES / "caffe/cifar10_full/cifar10_full.prototxt").read_bytes()
-    files = {
-        "lenet.caffemodel": (FIXTURES / "caffe/lenet/lenet_iter_10000.caffemodel").read_bytes(),
-        "cifar.caffemodel": (FIXTURES / "caffe/cifar10_full/cifar10_full_iter_70000.caffemodel").read_bytes(),
-        "lenet.pth": (FIXTURES / "torch/lenet5/lenet.pth").read_bytes(),
-        "gen.pth": (FIXTURES / "torch/dcgan_generator/generator.pth").read_bytes(),
-        "cnn.safetensors": (FIXTURES / "safetensors/simple_cnn/model-mnist.safetensors").read_bytes(),
-    }
+    sources = fuzz_sources(tmp_path, rng)
+    lenet_proto, cifar_proto = sources.pop("lenet.prototxt"), sources.pop("cifar.prototxt")
+    files = sources
+    (tmp_path / "lenet.caffemodel").write_bytes(files["lenet.caffemodel"])
     good_proto = tmp_path / "good.prototxt"
     good_proto.write_bytes(lenet_proto)
     (tmp_path / "cifar.prototxt").write_bytes(cifar_proto)
@@ -214,9 +279,10 @@ def test_fuzz_only_documented_errors(tmp_path):
         proto.write_bytes(bytes(text))
         # "any": a cut between layers (before `prob`, say) leaves a valid shorter net
         cases.append((f"prototxt cut at {cut}", "any", lambda p=proto: caffe.caffe_model(
-            p, FIXTURES / "caffe/lenet/lenet_iter_10000.caffemodel")))
+            p, tmp_path / "lenet.caffemodel")))
     # state dicts with wrong shapes and dtypes
-    base = dict(torch_files.load_state_dict(FIXTURES / "torch/lenet5/lenet.pth").tensors)
+    (tmp_path / "base_lenet.pth").write_bytes(files["lenet.pth"])
+    base = dict(torch_files.load_state_dict(tmp_path / "base_lenet.pth").tensors)
     keys = sorted(base)
     for i in range(24):
         sd = dict(base)
