@@ -20,9 +20,10 @@ def _cmd_info(args) -> None:
         p = model.pixels
         side = "output" if model.role == "generator" else "input"
         print(f"pixels ({side}): range [{p.low}, {p.high}], {p.channels}, mean {list(p.mean) or 0}, scale {p.scale}")
-    print(f"{'#':>3}  {'layer':<12} {'pre-activation shape':<22} {'params':>10}")
+    print(f"{'#':>3}  {'layer':<12} {'pre-activation':<16} {'output':<16} {'params':>10}")
     for i, name in enumerate(model.layer_names, 1):
-        print(f"{i:>3}  {name:<12} {str(shapes[name]):<22} {counts[name]:>10,}")
+        out = str(model.layer_output_shape(i))
+        print(f"{i:>3}  {name:<12} {str(shapes[name]):<16} {out:<16} {counts[name]:>10,}")
     print(f"total parameters: {sum(counts.values()):,}")
 
 

@@ -87,6 +87,19 @@ class Model:
             self._shapes[l] = tuple(jax.eval_shape(lambda p, x: self.up_to(p, x, l), self.params, x).shape[1:])
         return self._shapes[l]
 
+    def layer_output_shape(self, l) -> tuple:
+        """Layer l's output shape for one example: after its nonlinearity and the parameter-free
+        operations that follow it (pooling, reshapes), i.e. what the next learned map reads."""
+        l = self.layer(l)
+        if ("out", l) not in self._shapes:
+            x = jax.ShapeDtypeStruct((1,) + self.input_shape, jnp.float32)
+
+            def out(p, x):
+                return nnx.merge(self.graphdef, p).layers[l - 1].post(self.up_to(p, x, l))
+
+            self._shapes[("out", l)] = tuple(jax.eval_shape(out, self.params, x).shape[1:])
+        return self._shapes[("out", l)]
+
     def output_shape(self) -> tuple:
         x = jax.ShapeDtypeStruct((1,) + self.input_shape, jnp.float32)
         return tuple(jax.eval_shape(self.forward, self.params, x).shape[1:])

@@ -1,5 +1,6 @@
 """The command line: info output, one-line errors with exit status 2, --debug tracebacks."""
 
+import re
 import subprocess
 import sys
 
@@ -19,7 +20,8 @@ def test_info_lists_layers_shapes_and_counts(tmp_path, capsys):
     counts = g.param_counts()
     for i, (name, shape) in enumerate(g.layer_shapes().items(), 1):
         line = next(l for l in out.splitlines() if l.split()[:2] == [str(i), name])
-        assert str(shape) in line and f"{counts[name]:,}" in line
+        assert re.findall(r"\([^)]*\)", line) == [str(shape), str(g.layer_output_shape(i))]
+        assert line.endswith(f"{counts[name]:,}")
     assert f"total parameters: {sum(counts.values()):,}" in out
     assert "range [-1.0, 1.0], gray" in out
 

@@ -114,3 +114,16 @@ def test_shape_errors_raise_under_jit_too():
     g = tiny_generator()
     with pytest.raises(JaxprobeError, match="x: expected shape"):
         jax.jit(g.forward)(g.params, jnp.zeros((2, 9)))
+
+
+def test_layer_output_shapes_match_running_the_layers_one_by_one():
+    import jax.numpy as jnp
+    from flax import nnx
+
+    for model in (tiny_classifier(), tiny_generator()):
+        x = jnp.zeros((2,) + model.input_shape, jnp.float32)
+        net = nnx.merge(model.graphdef, model.params)
+        for l, layer in enumerate(net.layers, 1):
+            x = layer(x)  # pre, nonlinearity, then the parameter-free ops that follow
+            assert model.layer_output_shape(l) == x.shape[1:], (model.name, l)
+        assert model.layer_output_shape(model.n_layers) == model.output_shape()
