@@ -750,12 +750,16 @@ def _lecun(rngs: nnx.Rngs, shape, fan_in: int):
 class CaffeConv(nnx.Module):
     """Caffe Convolution: kernel (kh, kw, in/group, out), optional bias; see `conv2d`."""
 
+    transposed = False  # CaffeDeconv's only difference: the kernel's grouped axis and the op
+
     def __init__(self, in_channels: int, out_channels: int, kernel=(3, 3), stride=(1, 1), pad=(0, 0),
                  dilation=(1, 1), group: int = 1, bias: bool = True, before: Sequence = (), *, rngs: nnx.Rngs):
         if in_channels % group:
             raise JaxprobeError(f"group: {group} does not divide the {in_channels} input channels")
         kh, kw = kernel
-        self.kernel = nnx.Param(_lecun(rngs, (kh, kw, in_channels // group, out_channels), kh * kw * in_channels // group))
+        shape = ((kh, kw, in_channels, out_channels // group) if self.transposed
+                 else (kh, kw, in_channels // group, out_channels))
+        self.kernel = nnx.Param(_lecun(rngs, shape, kh * kw * in_channels // group))
         self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32)) if bias else None
         self.stride, self.pad, self.dilation, self.group = tuple(stride), tuple(pad), tuple(dilation), group
         self.before = tuple(before)
@@ -763,28 +767,15 @@ class CaffeConv(nnx.Module):
     def __call__(self, x):
         for op in self.before:
             x = op(x)
-        return conv2d(x, self.kernel[...], None if self.bias is None else self.bias[...], self.stride, self.pad,
-                      self.dilation, self.group)
+        conv = conv_transpose2d if self.transposed else conv2d
+        return conv(x, self.kernel[...], None if self.bias is None else self.bias[...], self.stride, self.pad,
+                    self.dilation, self.group)
 
 
-class CaffeDeconv(nnx.Module):
+class CaffeDeconv(CaffeConv):
     """Caffe Deconvolution: kernel (kh, kw, in, out/group), optional bias; see `conv_transpose2d`."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel=(4, 4), stride=(1, 1), pad=(0, 0),
-                 dilation=(1, 1), group: int = 1, bias: bool = True, before: Sequence = (), *, rngs: nnx.Rngs):
-        if in_channels % group:
-            raise JaxprobeError(f"group: {group} does not divide the {in_channels} input channels")
-        kh, kw = kernel
-        self.kernel = nnx.Param(_lecun(rngs, (kh, kw, in_channels, out_channels // group), kh * kw * in_channels // group))
-        self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32)) if bias else None
-        self.stride, self.pad, self.dilation, self.group = tuple(stride), tuple(pad), tuple(dilation), group
-        self.before = tuple(before)
-
-    def __call__(self, x):
-        for op in self.before:
-            x = op(x)
-        return conv_transpose2d(x, self.kernel[...], None if self.bias is None else self.bias[...], self.stride,
-                                self.pad, self.dilation, self.group)
+    transposed = True
 
 
 class CaffeInnerProduct(nnx.Module):
