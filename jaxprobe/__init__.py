@@ -11,6 +11,7 @@ from jaxprobe.pixels import PixelConvention, center_crop, convert_pixels
 from jaxprobe.probe import Model
 from jaxprobe.store import SHIPPED, load, save_model
 from jaxprobe.data import load_mnist
+from jaxprobe.sharding import batch_mesh, replicate, shard_batch
 from jaxprobe.quality import classifier_accuracy, generator_quality, reconstruction_accuracy
 # Imported for their side effect: they register the converted architectures in `jaxprobe.zoo`,
 # so `load(DIR)` rebuilds a converted model without importing `weights_convert`.
@@ -38,6 +39,7 @@ __all__ = [
     "auglag_run",
     "AugLagState",
     "augmented_lagrangian",
+    "batch_mesh",
     "beropt",
     "BerOptResult",
     "center_crop",
@@ -82,12 +84,14 @@ __all__ = [
     "reconstruction_accuracy",
     "region_margin",
     "region_membership",
+    "replicate",
     "resolve_neuron",
     "resolve_neurons",
     "sample_l2_ball",
     "sample_linf_ball",
     "sample_sigma",
     "save_model",
+    "shard_batch",
     "SHIPPED",
     "stop_reason_name",
 ]

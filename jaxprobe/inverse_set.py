@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxprobe import auglag
 from jaxprobe.checks import check_finite, check_positive
@@ -257,7 +258,6 @@ class SampleState(NamedTuple):
 def sample_init(problem: Problem, seeds, n: int) -> SampleState:
     """Empty buffers of capacity n (static) and C = seeds; the first `sample_step` judges the seeds."""
     v, e = jax.eval_shape(problem.forward, seeds)
-    k = seeds.shape[0]
     d_div = e.shape[1] if problem.diversity == "embedding" else math.prod(seeds.shape[1:])
     return SampleState(
         seeds,
@@ -362,6 +362,18 @@ class _Static(NamedTuple):
     optimizer: Any
     init: str  # "images", "prior" or "given"
     normalize: bool
+    mesh: Any  # a jax.sharding.Mesh with a "batch" axis over which the K codes are split, or None
+
+
+def _split_codes(c, mesh):
+    """Constrain the K codes (leading axis) to lie split over the mesh's "batch" axis (no-op without one).
+
+    Every per-code computation (forward, backward, acceptance) then runs where its code lives; the
+    diversity's sums over K become cross-device reductions, inserted by XLA.
+    """
+    if mesh is None:
+        return c
+    return lax.with_sharding_constraint(c, NamedSharding(mesh, PartitionSpec("batch")))
 
 
 def _code_rms(c):
@@ -385,7 +397,7 @@ def _run(key, gen_params, cls_params, emb_params, init_codes, flat, ranges, marg
         c0 = h.reshape((k,) + tuple(gen.input_shape))
     else:
         c0 = init_codes
-    c0 = c0.astype(jnp.float32)
+    c0 = _split_codes(c0.astype(jnp.float32), static.mesh)
 
     def build(scale):
         return make_problem(gen, gen_params, static.classifier, cls_params, static.layers, flat, ranges,
@@ -407,7 +419,7 @@ def _run(key, gen_params, cls_params, emb_params, init_codes, flat, ranges, marg
     seeds = auglag.run(solver, solver.init(c0, mu0=mu0), max_outer)
 
     # Sampling (eq. 9-10), lambda* and mu* fixed.
-    c = seeds.x
+    c = _split_codes(seeds.x, static.mesh)
     norms = jnp.sqrt(jnp.sum(c.reshape(k, -1) ** 2, axis=1))
     rho = jnp.mean(norms)
     rho = jnp.where(rho > 0, rho, jnp.sqrt(jnp.asarray(c[0].size, c.dtype)))
@@ -563,7 +575,8 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
                 embedding: Embedding | None = None, diversity: str = "embedding", nonlinear: bool = True,
                 one_sided: bool = False, margin=None, init="auto", mu0: float = 10.0, growth: float = 10.0,
                 inner_steps: int = 100, max_outer: int = 6, optimizer=None, seed_lr: float = 0.02,
-                beta: float = 0.05, max_sampling_steps: int | None = None, normalize: bool = True) -> InverseSet:
+                beta: float = 0.05, max_sampling_steps: int | None = None, normalize: bool = True,
+                mesh=None) -> InverseSet:
     """Sample n images of `generator` whose constrained neurons of `classifier` lie in their ranges.
 
     Args:
@@ -591,6 +604,9 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
       beta: sampling step as a fraction of the mean seed-code norm (module doc).
       max_sampling_steps: sampling-step budget; default 10x the minimum, 10 * ceil((n - k) / k).
       normalize: scale-free objective (default, module doc) or the paper's raw sums (False).
+      mesh: a `jax.sharding.Mesh` with a "batch" axis (e.g. `jaxprobe.sharding.batch_mesh()`): the
+        K codes of the seeds and of the sampler are split over its devices (k must be a multiple
+        of their number); the models' parameters are replicated. Default: one device.
 
     Returns:
       An `InverseSet`. Every returned sample has z1 <= f_j <= z2 for every neuron j; a range no
@@ -647,6 +663,13 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
     except JaxprobeError as err:
         raise JaxprobeError(f"embedding: {err}") from None
     init_mode, init_codes = _choose_init(init, generator, embedding, k)
+    if mesh is not None:
+        if not isinstance(mesh, jax.sharding.Mesh) or "batch" not in mesh.axis_names:
+            raise JaxprobeError(f"mesh: expected a jax.sharding.Mesh with a 'batch' axis "
+                                f"(jaxprobe.sharding.batch_mesh()), got {mesh!r}")
+        if k % mesh.shape["batch"]:
+            raise JaxprobeError(f"k: expected a multiple of the mesh's {mesh.shape['batch']} devices "
+                                f"(the K codes are split over them), got k={k}")
     if init_codes is None:
         init_codes = np.zeros((k,) + tuple(generator.input_shape), np.float32)
 
@@ -654,7 +677,7 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
     flat = np.array([flat_index(classifier, x) for x in resolved], np.int32)
     static = _Static(generator, classifier, embedding, tuple(x.layer for x in resolved), bool(nonlinear),
                      bool(one_sided), diversity, int(k), int(n), int(inner_steps), optimizer, init_mode,
-                     bool(normalize))
+                     bool(normalize), mesh)
     out = _run(key, generator.params, classifier.params, embedding.model.params, jnp.asarray(init_codes),
                jnp.asarray(flat), jnp.asarray(_inward_float32(r)), jnp.asarray(m, jnp.float32),
                jnp.float32(mu0), jnp.float32(growth), jnp.float32(beta), jnp.float32(seed_lr),

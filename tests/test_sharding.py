@@ -75,3 +75,69 @@ def test_gbrrt_trees_of_many_queries_shard_over_devices():
     r = subprocess.run([sys.executable, "-c", GBRRT_SCRIPT.format(tests=tests)], env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
+INVSET_SCRIPT = textwrap.dedent("""
+    import importlib, jax, numpy as np, sys
+    from flax import nnx
+    inv = importlib.import_module("jaxprobe.inverse_set")  # the module; the package re-exports the function
+    from jaxprobe import JaxprobeError
+    from jaxprobe.neurons import neuron_values
+    from jaxprobe.pixels import PixelConvention, convert_pixels
+    from jaxprobe.probe import Model
+    from jaxprobe.sharding import batch_mesh
+    from jaxprobe.zoo import dcgan_generator, mnist_classifier
+    assert jax.device_count() == 8, jax.device_count()
+    cls = Model.from_module("cls", mnist_classifier(widths=(4, 4), hidden=16, rngs=nnx.Rngs(1)), (28, 28, 1),
+                            "classifier", PixelConvention(0.0, 1.0, "gray"))
+    gen = Model.from_module("gen", dcgan_generator(latent_dim=8, widths=(8, 4, 2), rngs=nnx.Rngs(0)), (8,),
+                            "generator", PixelConvention(-1.0, 1.0, "gray"), {{"latent": {{"dim": 8, "prior": "normal"}}}})
+
+    # Record, as XLA partitions the program, how the seeds' codes and the sampler's codes are placed.
+    seen = {{}}
+    def spy(name, fn, pick):
+        def wrapped(*a, **kw):
+            jax.debug.inspect_array_sharding(pick(*a), callback=lambda s: seen.setdefault(name, s))
+            return fn(*a, **kw)
+        return wrapped
+    inv.sample_init = spy("seeds", inv.sample_init, lambda problem, seeds, n: seeds)
+    inv.sample_step = spy("sampler", inv.sample_step, lambda problem, state, *r: state.codes)
+
+    codes = gen.sample_prior(jax.random.key(100), 256)
+    images = convert_pixels(gen.forward(gen.params, codes), gen.pixels, cls.pixels)
+    vals = np.asarray(neuron_values(cls, cls.params, images, ["logits:3"]))[:, 0]
+    rng = tuple(float(q) for q in np.quantile(vals, [0.4, 0.6]))
+    run = dict(n=40, k=8, inner_steps=25, max_outer=5)
+    sharded = inv.inverse_set(jax.random.key(0), gen, cls, "logits:3", rng, mesh=batch_mesh(), **run)
+    for name in ("seeds", "sampler"):
+        s = seen[name]
+        assert len(s.device_set) == 8 and s.shard_shape((8, 8)) == (1, 8), (name, s)
+    seen.clear()
+    single = inv.inverse_set(jax.random.key(0), gen, cls, "logits:3", rng, **run)
+    assert len(seen["seeds"].device_set) == 1, seen
+    # The same samples: only the order of float32 sums over the K codes differs, and 125 seed steps
+    # plus the sampler's steps carry that rounding along (4e-4 seen). Each sampling step moves a
+    # code by beta * rho (about 0.1 here), so 1e-2 still tells the same trajectory from another.
+    assert sharded.n_accepted == single.n_accepted == 40, (sharded.n_accepted, single.n_accepted)
+    assert sharded.sampling_steps == single.sampling_steps
+    np.testing.assert_allclose(sharded.codes, single.codes, atol=1e-2, rtol=0)
+    again = convert_pixels(gen.forward(gen.params, sharded.codes), gen.pixels, cls.pixels)
+    again = np.asarray(neuron_values(cls, cls.params, again, ["logits:3"]))[:, 0]
+    assert np.all((again >= rng[0] - 1e-5) & (again <= rng[1] + 1e-5)), (again.min(), again.max(), rng)
+    for bad, msg in ((dict(k=6, n=40), "k: expected a multiple of the mesh's 8 devices"),
+                     (dict(mesh="devices"), "mesh: expected a jax.sharding.Mesh")):
+        kw = {{**run, "mesh": batch_mesh(), **bad}}
+        try:
+            inv.inverse_set(jax.random.key(0), gen, cls, "logits:3", rng, **kw)
+            raise SystemExit(f"accepted {{bad}}")
+        except JaxprobeError as e:
+            assert msg in str(e), e
+    print("ok")
+""")
+
+
+def test_inverse_set_codes_shard_over_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-c", INVSET_SCRIPT.format()], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
