@@ -12,6 +12,13 @@ widths=(96, 48, 24))`, the dcgan's architecture):
   candidates/s, i.e. what GB-RRT would reach if the tree's own work cost nothing, timed
   alternately with the batched run (best of --repeats each) so that load from neighbours hits
   both alike;
+* the exact-search bound (`exact_search_bound`): the same run's draws, B x n distance matrices at
+  the tree sizes the run went through, nearest-node selection, steering and forward, with no delta
+  test and no bookkeeping; what any batched GB-RRT with exact nearest nodes must at least compute, timed at
+  `--bound-layers` (default layer 1, where the forward is one matrix product). Where the bound
+  itself is under 80% of the floor, the floor target is out of reach of exact nearest-node
+  search at these settings. (At layers 3-4 one program of 8 chained steps ran the forward faster
+  than the floor's 8 separate calls, up to 1.3x here, so the bound is not comparable there.)
 * at `--fixed-layers` (default layer 1), the batched step's throughput with the tree held at
   `--fixed-sizes` nodes: the tree's nearest-node search is a (B x n x d) matrix product, so its
   share of a cheap layer grows with the tree (the main run's tree grows to `--candidates` nodes).
@@ -25,6 +32,7 @@ Targets (issue 3): batched >= 5x sequential at layer 1, and >= 80% of the floor 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -117,6 +125,82 @@ def fixed_size_rates(model, params, z0, l, v, *, sizes, batch, steps, delta, int
     return rates
 
 
+def step_counts(model, params, z0, l, v, *, candidates, capacity, batch, delta, interval, key):
+    """The tree's node count at the start of each batched step of the main run (its B x n work)."""
+    from jaxprobe.gbrrt import gbrrt_kernel
+
+    kernel = gbrrt_kernel(model, params, z0, l, jnp.asarray(v, jnp.float32), delta=delta, interval=interval,
+                          capacity=capacity, max_candidates=jnp.int32(candidates), batch=batch,
+                          rejected_capacity=max(candidates, 1))
+    step = jax.jit(kernel.step)
+    state, counts = kernel.init(), []
+    while int(state.n_candidates) < candidates and int(state.count) < capacity:
+        counts.append(int(state.count))
+        state = step(key, state)
+    return counts
+
+
+def exact_search_bound(model, params, z0, l, v, nodes, *, counts, batch, delta, interval, key, draws=True):
+    """A function timing the work any exact batched GB-RRT does on the main run's tree sizes.
+
+    Per step: draw the B candidates (or, with `draws=False`, read them pre-drawn), the B x n
+    squared-distance matrix against the n = counts[t] nodes the tree held (a matrix product, read
+    once by the fastest exact selection we have), steer, and the membership forward pass; no delta
+    test, no bookkeeping. Nearest-node search in 100 dimensions cannot prune (the distances from a
+    candidate to all nodes concentrate), so this bounds what an implementation of Algorithm 2 with
+    exact nearest nodes can reach on this machine.
+    """
+    from jaxprobe.boundaries import region_membership
+    from jaxprobe.gbrrt import _smallest, draw_candidates, steer
+
+    z0f = jnp.ravel(z0)
+    interval = jnp.broadcast_to(jnp.asarray(interval, jnp.float32), z0f.shape)
+    v = jnp.asarray(v, jnp.float32)
+    drawn = draw_candidates(key, 0, len(counts) * batch, z0f, interval)
+
+    @jax.jit
+    def run(nodes, drawn):
+        total = jnp.zeros((), jnp.int32)
+        for t, n in enumerate(counts):  # static tree sizes: the exact B x n work of each step
+            z = (draw_candidates(key, t * batch, batch, z0f, interval) if draws
+                 else drawn[t * batch:(t + 1) * batch])
+            # A real run's steps are sequential (each reads the tree the last one grew): without
+            # this dependency XLA would run the independent steps side by side on the two cores.
+            total, z = jax.lax.optimization_barrier((total, z))
+            m = min(-(-n // 32) * 32, nodes.shape[0])  # whole blocks of 32 suit `_smallest` best
+            x = nodes[:m] - z0f
+            nb = jnp.where(jnp.arange(m) < n, jnp.sum(x * x, axis=1), jnp.inf)
+            q = _smallest(nb[None, :] - 2.0 * ((z - z0f) @ x.T), 1)[0][:, 0]
+            zp, _ = steer(z, nodes[q], delta)
+            member = region_membership(model, params, zp.reshape((batch,) + tuple(model.input_shape)), l, v)
+            total = total + jnp.sum(member) + jnp.sum(q)
+        return total
+
+    return lambda: run(nodes, drawn)
+
+
+def distance_concentration(tree, z0, *, batch, interval, key):
+    """Why exact nearest-node search cannot prune here: distances from fresh candidates to all nodes.
+
+    A ball of radius r around some node can be skipped only when the candidate is farther than
+    (nearest distance + r) from its centre, so pruning needs the gap between a candidate's nearest
+    and its typical node distance to exceed the radius of groups of nodes. Returns means over
+    `batch` fresh candidates of the nearest, median and farthest node distance, and the mean
+    distance of the nodes from their centroid.
+    """
+    from jaxprobe.gbrrt import draw_candidates
+
+    nodes = np.asarray(tree.accepted_nodes(), np.float64).reshape(int(tree.count), -1)
+    z0f = np.ravel(np.asarray(z0, np.float64))
+    z = np.asarray(draw_candidates(jax.random.fold_in(key, 1), 0, batch, jnp.ravel(z0),
+                                   jnp.full(z0f.shape, interval, jnp.float32)), np.float64)
+    d = np.sqrt(np.maximum(np.sum(z * z, 1)[:, None] + np.sum(nodes * nodes, 1)[None] - 2 * z @ nodes.T, 0))
+    centre = nodes.mean(axis=0)
+    return {"nodes": int(tree.count), "nearest": float(d.min(1).mean()), "median": float(np.median(d, 1).mean()),
+            "farthest": float(d.max(1).mean()),
+            "node_spread": float(np.sqrt(np.sum((nodes - centre) ** 2, 1)).mean())}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="dcgan", help="generator: shipped name, model directory or 'random'")
@@ -133,6 +217,8 @@ def main(argv=None):
     ap.add_argument("--fixed-layers", type=int, nargs="*", default=[1],
                     help="layers at which to also time steps with the tree held at --fixed-sizes nodes")
     ap.add_argument("--fixed-sizes", type=int, nargs="+", default=[128, 512, 2048])
+    ap.add_argument("--bound-layers", type=int, nargs="*", default=[1],
+                    help="layers at which to also time the exact-search bound and the distance summary")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gbrrt.json"))
     args = ap.parse_args(argv)
     if args.capacity is None:
@@ -158,10 +244,18 @@ def main(argv=None):
         up_to = jax.jit(lambda p, z: model.up_to(p, z, l))
         zb = z0[None] + args.interval * jax.random.uniform(key, (args.batch,) + model.input_shape, minval=-1, maxval=1)
         reps = max(1, args.candidates // args.batch)  # the floor covers as many candidates as a run
-        best, outs = interleaved({
-            "batched": lambda: gbrrt(k_tree, model, params, z0, l, v, max_candidates=args.candidates,
-                                     batch=args.batch, **common),
-            "floor": lambda: [up_to(params, zb) for _ in range(reps)][-1]}, args.repeats)
+        batched = lambda: gbrrt(k_tree, model, params, z0, l, v, max_candidates=args.candidates,  # noqa: E731
+                                batch=args.batch, **common)
+        fns = {"batched": batched, "floor": lambda: [up_to(params, zb) for _ in range(reps)][-1]}
+        if l in args.bound_layers:
+            tree = batched()
+            counts = step_counts(model, params, z0, l, v, candidates=args.candidates, capacity=args.capacity,
+                                 batch=args.batch, delta=args.delta, interval=args.interval, key=k_tree)
+            bound = functools.partial(exact_search_bound, model, params, z0, l, v,
+                                      jnp.asarray(tree.nodes).reshape(args.capacity, -1), counts=counts,
+                                      batch=args.batch, delta=args.delta, interval=args.interval, key=k_tree)
+            fns.update(bound=bound(), bound_predrawn=bound(draws=False))
+        best, outs = interleaved(fns, args.repeats)
         t_b, rb, t_f = best["batched"], outs["batched"], best["floor"]
         n_b = int(rb.n_candidates)
         # The same candidates for the sequential run (the tree may fill before args.candidates).
@@ -181,6 +275,17 @@ def main(argv=None):
         }
         row["speedup_vs_sequential"] = row["batched"]["candidates_per_s"] / row["sequential"]["candidates_per_s"]
         row["fraction_of_floor"] = row["batched"]["candidates_per_s"] / floor
+        if l in args.bound_layers:
+            row["exact_search_bound"] = {
+                "candidates_per_s": len(counts) * args.batch / best["bound"],
+                "candidates_per_s_predrawn": len(counts) * args.batch / best["bound_predrawn"],
+                "node_counts_per_step": counts}
+            row["distance_concentration"] = distance_concentration(tree, z0, batch=args.batch,
+                                                                   interval=args.interval, key=k_tree)
+            row["bound_fraction_of_floor"] = row["exact_search_bound"]["candidates_per_s"] / floor
+            row["bound_predrawn_fraction_of_floor"] = row["exact_search_bound"]["candidates_per_s_predrawn"] / floor
+            row["fraction_of_bound"] = (row["batched"]["candidates_per_s"]
+                                        / row["exact_search_bound"]["candidates_per_s"])
         if l in args.fixed_layers:
             rates = fixed_size_rates(model, params, z0, l, v, sizes=args.fixed_sizes, batch=args.batch, steps=8,
                                      delta=args.delta, interval=args.interval, repeats=args.repeats, key=k_tree)
@@ -193,6 +298,14 @@ def main(argv=None):
               f"{row['sequential']['candidates_per_s']:>8.0f} {row['sequential']['accepted_per_s']:>7.0f} | "
               f"{floor:>10.0f} | {row['speedup_vs_sequential']:>6.1f} {100 * row['fraction_of_floor']:>6.0f}%",
               flush=True)
+        if l in args.bound_layers:
+            print(f"      exact-search bound: {100 * row['bound_fraction_of_floor']:.0f}% of floor "
+                  f"({100 * row['bound_predrawn_fraction_of_floor']:.0f}% with the candidates drawn beforehand); "
+                  f"the kernel reaches {100 * row['fraction_of_bound']:.0f}% of it", flush=True)
+            dc = row["distance_concentration"]
+            print(f"      candidate-to-node distances over {dc['nodes']} nodes: nearest {dc['nearest']:.2f}, "
+                  f"median {dc['median']:.2f}, farthest {dc['farthest']:.2f}; nodes lie {dc['node_spread']:.2f} "
+                  f"from their centroid", flush=True)
         for n, r in row.get("fixed_tree_size", {}).items():
             rate = r["candidates_per_s"]
             print(f"      tree held at {n:>5} nodes: " + ("region too small" if rate is None else
