@@ -57,13 +57,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
-from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxprobe import auglag
 from jaxprobe.checks import check_finite, check_positive
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.neurons import flat_index, neuron_name, resolve_neurons, values_at
 from jaxprobe.pixels import convert_pixels
+from jaxprobe.sharding import constrain_batch
 from jaxprobe.probe import Model
 
 DIVERSITY = ("embedding", "code", "none")
@@ -365,17 +365,6 @@ class _Static(NamedTuple):
     mesh: Any  # a jax.sharding.Mesh with a "batch" axis over which the K codes are split, or None
 
 
-def _split_codes(c, mesh):
-    """Constrain the K codes (leading axis) to lie split over the mesh's "batch" axis (no-op without one).
-
-    Every per-code computation (forward, backward, acceptance) then runs where its code lives; the
-    diversity's sums over K become cross-device reductions, inserted by XLA.
-    """
-    if mesh is None:
-        return c
-    return lax.with_sharding_constraint(c, NamedSharding(mesh, PartitionSpec("batch")))
-
-
 def _code_rms(c):
     rms = jnp.sqrt(jnp.mean(c * c))
     return jnp.where(rms > 0, rms, 1.0)
@@ -397,7 +386,7 @@ def _run(key, gen_params, cls_params, emb_params, init_codes, flat, ranges, marg
         c0 = h.reshape((k,) + tuple(gen.input_shape))
     else:
         c0 = init_codes
-    c0 = _split_codes(c0.astype(jnp.float32), static.mesh)
+    c0 = constrain_batch(c0.astype(jnp.float32), static.mesh)
 
     def build(scale):
         return make_problem(gen, gen_params, static.classifier, cls_params, static.layers, flat, ranges,
@@ -419,7 +408,7 @@ def _run(key, gen_params, cls_params, emb_params, init_codes, flat, ranges, marg
     seeds = auglag.run(solver, solver.init(c0, mu0=mu0), max_outer)
 
     # Sampling (eq. 9-10), lambda* and mu* fixed.
-    c = _split_codes(seeds.x, static.mesh)
+    c = constrain_batch(seeds.x, static.mesh)
     norms = jnp.sqrt(jnp.sum(c.reshape(k, -1) ** 2, axis=1))
     rho = jnp.mean(norms)
     rho = jnp.where(rho > 0, rho, jnp.sqrt(jnp.asarray(c[0].size, c.dtype)))

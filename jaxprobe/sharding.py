@@ -35,3 +35,15 @@ def replicate(tree, mesh=None):
     """Place every array of `tree` whole on every device of the mesh."""
     mesh = mesh or batch_mesh()
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def constrain_batch(x, mesh):
+    """Inside jit: keep x's leading axis split over the mesh's "batch" axis (x itself without a mesh).
+
+    What `shard_batch` does to inputs, for values computed inside a program (e.g. the K codes an
+    inverse set starts from): per-row work then runs where its row lives, and reductions over the
+    rows become cross-device reductions inserted by XLA.
+    """
+    if mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec("batch")))
