@@ -14,8 +14,8 @@ widths=(96, 48, 24))`, the dcgan's architecture):
   both alike;
 * the exact-search bound (`exact_search_bound`): the same run's draws, B x n distance matrices at
   the tree sizes the run went through, nearest-node selection, steering and forward, with no delta
-  test and no bookkeeping; what any batched GB-RRT with exact nearest nodes must at least compute, timed at
-  `--bound-layers` (default layer 1, where the forward is one matrix product). Where the bound
+  test and no bookkeeping; what any batched GB-RRT with exact nearest nodes must at least compute,
+  timed at `--bound-layers` (default layer 1, where the forward is one matrix product). Where the bound
   itself is under 80% of the floor, the floor target is out of reach of exact nearest-node
   search at these settings. (At layers 3-4 one program of 8 chained steps ran the forward faster
   than the floor's 8 separate calls, up to 1.3x here, so the bound is not comparable there.)
@@ -125,8 +125,12 @@ def fixed_size_rates(model, params, z0, l, v, *, sizes, batch, steps, delta, int
     return rates
 
 
-def step_counts(model, params, z0, l, v, *, candidates, capacity, batch, delta, interval, key):
-    """The tree's node count at the start of each batched step of the main run (its B x n work)."""
+def grow_by_steps(model, params, z0, l, v, *, candidates, capacity, batch, delta, interval, key):
+    """The main run's tree, grown one jitted step at a time to record its size at each step.
+
+    Returns (counts, nodes): the node count at the start of each batched step (its B x n work) and
+    the final tree's nodes, (count, d), the same tree `gbrrt` grows with this key.
+    """
     from jaxprobe.gbrrt import gbrrt_kernel
 
     kernel = gbrrt_kernel(model, params, z0, l, jnp.asarray(v, jnp.float32), delta=delta, interval=interval,
@@ -137,7 +141,7 @@ def step_counts(model, params, z0, l, v, *, candidates, capacity, batch, delta, 
     while int(state.n_candidates) < candidates and int(state.count) < capacity:
         counts.append(int(state.count))
         state = step(key, state)
-    return counts
+    return counts, np.asarray(state.nodes)[: int(state.count)]
 
 
 def exact_search_bound(model, params, z0, l, v, nodes, *, counts, batch, delta, interval, key, draws=True):
@@ -156,7 +160,7 @@ def exact_search_bound(model, params, z0, l, v, nodes, *, counts, batch, delta, 
     z0f = jnp.ravel(z0)
     interval = jnp.broadcast_to(jnp.asarray(interval, jnp.float32), z0f.shape)
     v = jnp.asarray(v, jnp.float32)
-    drawn = draw_candidates(key, 0, len(counts) * batch, z0f, interval)
+    drawn = None if draws else draw_candidates(key, 0, len(counts) * batch, z0f, interval)
 
     @jax.jit
     def run(nodes, drawn):
@@ -179,24 +183,24 @@ def exact_search_bound(model, params, z0, l, v, nodes, *, counts, batch, delta, 
     return lambda: run(nodes, drawn)
 
 
-def distance_concentration(tree, z0, *, batch, interval, key):
+def distance_concentration(nodes, z0, *, batch, interval, key):
     """Why exact nearest-node search cannot prune here: distances from fresh candidates to all nodes.
 
     A ball of radius r around some node can be skipped only when the candidate is farther than
     (nearest distance + r) from its centre, so pruning needs the gap between a candidate's nearest
     and its typical node distance to exceed the radius of groups of nodes. Returns means over
-    `batch` fresh candidates of the nearest, median and farthest node distance, and the mean
-    distance of the nodes from their centroid.
+    `batch` fresh candidates of the nearest, median and farthest node distance to the tree's
+    `nodes` (count, d), and the mean distance of the nodes from their centroid.
     """
     from jaxprobe.gbrrt import draw_candidates
 
-    nodes = np.asarray(tree.accepted_nodes(), np.float64).reshape(int(tree.count), -1)
+    nodes = np.asarray(nodes, np.float64)
     z0f = np.ravel(np.asarray(z0, np.float64))
     z = np.asarray(draw_candidates(jax.random.fold_in(key, 1), 0, batch, jnp.ravel(z0),
                                    jnp.full(z0f.shape, interval, jnp.float32)), np.float64)
     d = np.sqrt(np.maximum(np.sum(z * z, 1)[:, None] + np.sum(nodes * nodes, 1)[None] - 2 * z @ nodes.T, 0))
     centre = nodes.mean(axis=0)
-    return {"nodes": int(tree.count), "nearest": float(d.min(1).mean()), "median": float(np.median(d, 1).mean()),
+    return {"nodes": len(nodes), "nearest": float(d.min(1).mean()), "median": float(np.median(d, 1).mean()),
             "farthest": float(d.max(1).mean()),
             "node_spread": float(np.sqrt(np.sum((nodes - centre) ** 2, 1)).mean())}
 
@@ -244,16 +248,16 @@ def main(argv=None):
         up_to = jax.jit(lambda p, z: model.up_to(p, z, l))
         zb = z0[None] + args.interval * jax.random.uniform(key, (args.batch,) + model.input_shape, minval=-1, maxval=1)
         reps = max(1, args.candidates // args.batch)  # the floor covers as many candidates as a run
-        batched = lambda: gbrrt(k_tree, model, params, z0, l, v, max_candidates=args.candidates,  # noqa: E731
-                                batch=args.batch, **common)
-        fns = {"batched": batched, "floor": lambda: [up_to(params, zb) for _ in range(reps)][-1]}
+        fns = {"batched": lambda: gbrrt(k_tree, model, params, z0, l, v, max_candidates=args.candidates,
+                                        batch=args.batch, **common),
+               "floor": lambda: [up_to(params, zb) for _ in range(reps)][-1]}
         if l in args.bound_layers:
-            tree = batched()
-            counts = step_counts(model, params, z0, l, v, candidates=args.candidates, capacity=args.capacity,
-                                 batch=args.batch, delta=args.delta, interval=args.interval, key=k_tree)
-            bound = functools.partial(exact_search_bound, model, params, z0, l, v,
-                                      jnp.asarray(tree.nodes).reshape(args.capacity, -1), counts=counts,
-                                      batch=args.batch, delta=args.delta, interval=args.interval, key=k_tree)
+            counts, nodes = grow_by_steps(model, params, z0, l, v, candidates=args.candidates,
+                                          capacity=args.capacity, batch=args.batch, delta=args.delta,
+                                          interval=args.interval, key=k_tree)
+            bound = functools.partial(exact_search_bound, model, params, z0, l, v, jnp.asarray(nodes),
+                                      counts=counts, batch=args.batch, delta=args.delta,
+                                      interval=args.interval, key=k_tree)
             fns.update(bound=bound(), bound_predrawn=bound(draws=False))
         best, outs = interleaved(fns, args.repeats)
         t_b, rb, t_f = best["batched"], outs["batched"], best["floor"]
@@ -280,7 +284,7 @@ def main(argv=None):
                 "candidates_per_s": len(counts) * args.batch / best["bound"],
                 "candidates_per_s_predrawn": len(counts) * args.batch / best["bound_predrawn"],
                 "node_counts_per_step": counts}
-            row["distance_concentration"] = distance_concentration(tree, z0, batch=args.batch,
+            row["distance_concentration"] = distance_concentration(nodes, z0, batch=args.batch,
                                                                    interval=args.interval, key=k_tree)
             row["bound_fraction_of_floor"] = row["exact_search_bound"]["candidates_per_s"] / floor
             row["bound_predrawn_fraction_of_floor"] = row["exact_search_bound"]["candidates_per_s_predrawn"] / floor
