@@ -111,11 +111,13 @@ def test_cli_intersection_pre_activation_code_diversity(model_dirs, models, tmp_
 
 
 @pytest.mark.parametrize("bad, message", [
-    (["--neuron", "logits:3", "--range", "2", "1"], "z1"),
+    (["--neuron", "logits:3", "--range", "2", "1"], "--range: expected z1 < z2"),
     (["--neuron", "nope:3", "--range", "0", "1"], "nope:3"),
-    (["--neuron", "logits:3", "--range", "0", "1", "--n", "3", "--k", "5"], "n >= k"),
+    (["--neuron", "logits:3", "--range", "0", "1", "--n", "3", "--k", "5"], "--n: expected n >= k"),
     (["--neuron", "logits:3", "--range", "0", "1", "--neuron", "logits:4"], "--range"),
-    (["--neuron", "logits:3", "--range", "nan", "1"], "finite"),
+    (["--neuron", "logits:3", "--range", "nan", "1"], "--range: expected finite"),
+    (["--neuron", "logits:3", "--range", "0", "1", "--k", "0"], "--k:"),
+    (["--neuron", "logits:3", "--range", "0", "1", "--max-sampling-steps", "-1"], "--max-sampling-steps:"),
 ])
 def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(model_dirs, tmp_path, capsys, bad, message):
     out = tmp_path / "sub" / "out"

@@ -300,6 +300,17 @@ def write_outputs(out, result, generator, record) -> Path:
 # ---------------------------------------------------------------- `jaxprobe inverse-set`
 
 
+_FLAGS = {"ranges": "--range", "neurons": "--neuron", "neuron": "--neuron", "n": "--n", "k": "--k",
+          "max_outer": "--max-outer", "max_sampling_steps": "--max-sampling-steps"}
+
+
+def flag_names(message: str) -> str:
+    """An `inverse_set` error message with its leading argument name spelled as the command's flag
+    ("ranges: ..." -> "--range: ..."); other messages unchanged."""
+    name, sep, rest = message.partition(":")
+    return f"{_FLAGS[name]}:{rest}" if sep and name in _FLAGS else message
+
+
 def _cmd_inverse_set(args) -> None:
     neurons, ranges = pair_neurons_ranges(args.neuron, args.range)
     out = check_out_dir(args.out)
@@ -307,11 +318,15 @@ def _cmd_inverse_set(args) -> None:
     classifier = load_model(args.classifier, "--classifier", "classifier")
     embedding = default_embedding(generator, classifier)
     t0 = time.perf_counter()
-    # Every check of neurons, ranges, n and k happens inside inverse_set before any work.
-    result = inverse_set(jax.random.key(args.seed), generator, classifier, neurons, ranges, n=args.n, k=args.k,
+    # Every check of neurons, ranges, n and k happens inside inverse_set before any work; its
+    # messages name the function's arguments, which the command line spells as flags.
+    try:
+        result = inverse_set(jax.random.key(args.seed), generator, classifier, neurons, ranges, n=args.n, k=args.k,
                              embedding=embedding, diversity=args.diversity, nonlinear=not args.pre_activation,
                              one_sided=args.one_sided, max_outer=args.max_outer,
                              max_sampling_steps=args.max_sampling_steps)
+    except JaxprobeError as e:
+        raise JaxprobeError(flag_names(str(e))) from None
     wall = time.perf_counter() - t0
     check = independent_check(result, generator, classifier)
     record = result_record(result, generator=generator, classifier=classifier, embedding=embedding,
