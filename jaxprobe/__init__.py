@@ -31,10 +31,12 @@ from jaxprobe.neurons import Neuron, neuron_values, parse_neuron, resolve_neuron
 from jaxprobe.auglag import AugLag, AugLagState, augmented_lagrangian, feasible
 from jaxprobe.auglag import run as auglag_run
 from jaxprobe.inverse_set import Embedding, InverseSet, default_embedding, inverse_set, mean_pairwise_distance
+from jaxprobe.pixels import adapt_images
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "adapt_images",
     "AugLag",
     "auglag_run",
     "AugLagState",

@@ -42,7 +42,8 @@ others and from the accepted set, or back towards the range when it has left it;
 then only set the balance between the two.
 
 Neurons are read through `jaxprobe.neurons` (after the nonlinearity by default); the generator's
-images reach the classifier and E through `jaxprobe.pixels.convert_pixels`.
+images reach the classifier and E through `jaxprobe.pixels.adapt_images` (pixel convention, then
+a centre crop to the model's input side: DeePSim's 256 x 256 into CaffeNet's 227 x 227).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from jaxprobe import auglag
 from jaxprobe.checks import check_finite, check_positive
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.neurons import flat_index, neuron_name, resolve_neurons, values_at
-from jaxprobe.pixels import convert_pixels
+from jaxprobe.pixels import adapt_images
 from jaxprobe.sharding import constrain_batch
 from jaxprobe.probe import Model
 
@@ -163,10 +164,8 @@ def make_problem(generator: Model, gen_params, classifier: Model, cls_params, la
     def _images(c):
         return generator.forward(gen_params, c)
 
-    def _to(images, model):
-        if generator.pixels is None or model.pixels is None:
-            return images
-        return convert_pixels(images, generator.pixels, model.pixels)
+    def _to(images, model):  # convention, then the centre crop (DeePSim 256 -> CaffeNet 227)
+        return adapt_images(images, generator.pixels, model.pixels, model.input_shape)
 
     def _values(images):
         return values_at(classifier, cls_params, _to(images, classifier), layers, flat, nonlinear=nonlinear)

@@ -84,3 +84,19 @@ def center_crop(images, size: int):
         raise JaxprobeError(f"size: expected at most {min(h, w)} for images of shape {images.shape}, got {size}")
     top, left = (h - size) // 2, (w - size) // 2
     return images[:, top : top + size, left : left + size, :]
+
+
+def adapt_images(images, src: PixelConvention | None, dst: PixelConvention | None, shape=None):
+    """A generator's images as a classifier's input (SPEC section 0): `convert_pixels`, then a centre
+    crop to the classifier's side when the images are larger (DeePSim's 256 -> CaffeNet's 227).
+
+    Args:
+      images: (n, H, W, C) in convention `src`; either convention None leaves values unchanged.
+      shape: the classifier's input shape (side, side, channels), e.g. `model.input_shape`, or
+        None (or a non-image shape) for no crop.
+    """
+    if src is not None and dst is not None:
+        images = convert_pixels(images, src, dst)
+    if shape is not None and len(shape) == 3 and images.shape[1] != shape[0]:
+        images = center_crop(images, int(shape[0]))
+    return images

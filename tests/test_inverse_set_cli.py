@@ -191,7 +191,7 @@ def test_report_section(models, tmp_path, monkeypatch):
 
 def test_converted_caffe_lenet_is_a_target(fixtures_dir, tmp_path, capsys, monkeypatch):
     """Issue 5: a converted classifier serves as the target of `jaxprobe inverse-set`; the
-    generator's [-1, 1] pixels reach LeNet's [0, 1] input through `convert_pixels`."""
+    generator's [-1, 1] pixels reach LeNet's [0, 1] input through `adapt_images`."""
     import sys
 
     inv_mod = sys.modules["jaxprobe.inverse_set"]  # the package exports a function of that name
@@ -208,13 +208,14 @@ def test_converted_caffe_lenet_is_a_target(fixtures_dir, tmp_path, capsys, monke
     z1, z2 = (float(x) for x in np.quantile(v, (0.4, 0.8)))
 
     seen = []
-    real = inv_mod.convert_pixels
-    monkeypatch.setattr(inv_mod, "convert_pixels", lambda x, src, dst: seen.append((src, dst)) or real(x, src, dst))
+    real = inv_mod.adapt_images
+    monkeypatch.setattr(inv_mod, "adapt_images",
+                        lambda x, src, dst, shape: seen.append((src, dst)) or real(x, src, dst, shape))
     out = tmp_path / "out"
     rc, cap = _run(["inverse-set", "--generator", gen_dir, "--classifier", lenet, "--neuron", "ip2:3", "--range", z1, z2,
                     "--n", N, "--k", K, "--out", out], capsys)
     assert rc == 0, cap.err
-    assert (gen.pixels, clf.pixels) in seen  # the sampler converts pixels with convert_pixels
+    assert (gen.pixels, clf.pixels) in seen  # the sampler converts pixels with adapt_images
     rec = json.loads((out / cmd.OUT_FILE).read_text())
     assert rec["classifier"] == str(lenet) and rec["n_accepted"] > 0, rec["stop_message"]
     fresh = _recompute(gen, clf, rec["codes"], ["ip2:3"])

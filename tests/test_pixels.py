@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxprobe import JaxprobeError, PixelConvention, center_crop, convert_pixels
+from jaxprobe import JaxprobeError, PixelConvention, adapt_images, center_crop, convert_pixels
 
 MEAN_BGR = (104.0, 117.0, 123.0)
 
@@ -48,3 +48,19 @@ def test_center_crop_256_to_227():
     y = np.asarray(center_crop(x, 227))
     assert y.shape == (1, 227, 227, 1)
     assert y[0, 0, 0, 0] == x[0, 14, 14, 0]
+
+
+def test_adapt_images_converts_then_crops_like_caffe_feeds_caffenet():
+    """DeePSim's 256 x 256 BGR-minus-mean output into a classifier reading [0, 1] RGB at 227."""
+    src = PixelConvention(0.0, 255.0, "BGR", MEAN_BGR)
+    dst = PixelConvention(0.0, 1.0, "RGB")
+    x = np.random.default_rng(2).uniform(-100, 100, (2, 256, 256, 3)).astype(np.float32)
+    y = np.asarray(adapt_images(x, src, dst, (227, 227, 3)))
+    want = (x[:, 14:241, 14:241, ::-1] + np.asarray(MEAN_BGR)[::-1]) / 255.0  # by hand
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    # same size or a flat input: no crop; no conventions: values untouched
+    assert adapt_images(x, src, dst, (4096,)).shape == x.shape
+    np.testing.assert_array_equal(adapt_images(x, None, dst, (256, 256, 3)), x)
+    np.testing.assert_array_equal(adapt_images(x[:, :8, :8], src, None, None), x[:, :8, :8])
+    with pytest.raises(JaxprobeError, match="size: expected at most 256"):
+        adapt_images(x, src, dst, (300, 300, 3))

@@ -79,12 +79,11 @@ def check_out_dir(out) -> Path:
 
 @functools.partial(jax.jit, static_argnames=("generator", "classifier", "layer", "nonlinear"))
 def _layer_program(gen_params, cls_params, codes, *, generator, classifier, layer, nonlinear):
-    """(B, *code) -> (B, D): classifier layer `layer` of convert_pixels(G(codes)), flattened."""
-    from jaxprobe.pixels import convert_pixels
+    """(B, *code) -> (B, D): classifier layer `layer` of adapt_images(G(codes)), flattened."""
+    from jaxprobe.pixels import adapt_images
 
-    images = generator.forward(gen_params, codes)
-    if generator.pixels is not None and classifier.pixels is not None:
-        images = convert_pixels(images, generator.pixels, classifier.pixels)
+    images = adapt_images(generator.forward(gen_params, codes), generator.pixels, classifier.pixels,
+                          classifier.input_shape)
     h = classifier.activation(cls_params, images, layer, nonlinear=nonlinear)
     return h.reshape(h.shape[0], -1)
 
@@ -92,7 +91,7 @@ def _layer_program(gen_params, cls_params, codes, *, generator, classifier, laye
 def layer_values(generator, classifier, codes, layer, *, nonlinear: bool = True, batch: int = 64) -> np.ndarray:
     """Layer `layer` of the classifier on G(codes), flattened per sample: (m, D) float32.
 
-    A forward pass of its own (generator, `convert_pixels`, classifier), compiled once per layer:
+    A forward pass of its own (generator, `adapt_images`, classifier), compiled once per layer:
     codes go through in chunks of `batch`, the last one zero-padded, so every call has one shape.
     """
     codes = np.asarray(codes, np.float32)
