@@ -31,6 +31,7 @@ from jaxprobe.neurons import Neuron, neuron_values, parse_neuron, resolve_neuron
 from jaxprobe.auglag import AugLag, AugLagState, augmented_lagrangian, feasible
 from jaxprobe.auglag import run as auglag_run
 from jaxprobe.inverse_set import Embedding, InverseSet, default_embedding, inverse_set, mean_pairwise_distance
+from jaxprobe.dgn_am import DGNAMResult, dgn_am, dgn_am_kernel, dgn_am_run
 from jaxprobe.pixels import adapt_images
 
 __version__ = "0.1.0"
@@ -50,6 +51,10 @@ __all__ = [
     "convert_pixels",
     "default_embedding",
     "default_lambda",
+    "dgn_am",
+    "dgn_am_kernel",
+    "dgn_am_run",
+    "DGNAMResult",
     "egbas",
     "EGBASResult",
     "Embedding",

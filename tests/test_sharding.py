@@ -1,4 +1,4 @@
-"""Data-parallel forward passes over 8 host devices equal single-device ones.
+"""Data-parallel forward passes (and DGN-AM chains) over 8 host devices equal single-device ones.
 
 XLA_FLAGS must be set before jax is imported, so the check runs in a subprocess.
 """
@@ -29,6 +29,21 @@ SCRIPT = textwrap.dedent("""
         raise SystemExit("indivisible batch accepted")
     except JaxprobeError as e:
         assert "batch: expected a leading axis divisible by 8 devices, got shape (9, 2)" in str(e), e
+    # DGN-AM: 8 chains split over the mesh give the single-device codes
+    from test_dgn_am import tiny_models
+    from jaxprobe import batch_mesh, dgn_am
+    g, c = tiny_models()
+    w = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    one = dgn_am(jax.random.PRNGKey(1), g, c, ["logits:0", "logits:1", "logits:2"], weights=w, steps=10)
+    many = dgn_am(jax.random.PRNGKey(1), g, c, ["logits:0", "logits:1", "logits:2"], weights=w, steps=10,
+                  mesh=batch_mesh())
+    assert len(many.codes.sharding.device_set) == 8 and not many.codes.sharding.is_fully_replicated, many.codes.sharding
+    np.testing.assert_allclose(np.asarray(many.codes), np.asarray(one.codes), atol=1e-5, rtol=1e-5)
+    try:
+        dgn_am(jax.random.PRNGKey(1), g, c, ["logits:0"], weights=np.ones((4, 1)), steps=1, mesh=batch_mesh())
+        raise SystemExit("4 chains over 8 devices accepted")
+    except JaxprobeError as e:
+        assert "divisible by the mesh's 8 devices" in str(e), e
     print("ok")
 """)
 
