@@ -1,7 +1,9 @@
 """DGN-AM: activation maximization in a generator's code space (Nguyen et al. 2016; SPEC section 3).
 
-A generator G maps a code y to an image, a frozen classifier reads neurons a_j of that image, and
-gradient ascent on y raises them. jaxprobe runs c chains at once; chain i maximizes
+Paper 004 (slides), eq. (1): y* = argmax_y Phi_h(G(y)) - lambda ||y||. A generator G maps a code y
+to an image, a frozen classifier reads neurons a_j of that image, and gradient ascent on y raises
+them; as in the reference code, the lambda ||y|| term acts as a decay of y after each step.
+jaxprobe runs c chains at once; chain i maximizes
 
     F_i(y_i) = sum_j W_ij a_j(T(G(y_i))),
 
@@ -39,7 +41,7 @@ from jaxprobe.errors import JaxprobeError
 from jaxprobe.neurons import flat_index, neuron_name, resolve_neurons, values_at
 from jaxprobe.pixels import adapt_images
 from jaxprobe.probe import Model
-from jaxprobe.sharding import constrain_batch
+from jaxprobe.sharding import check_mesh, constrain_batch
 
 
 class DGNAMState(NamedTuple):
@@ -200,7 +202,7 @@ def _bounds(name, value, code_shape):
 def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, steps: int = 200,
            step_size=(8.0, 1e-10), decay: float = 0.99, lower=None, upper=None, init=None,
            nonlinear: bool = True, gen_params=None, cls_params=None, mesh=None) -> DGNAMResult:
-    """DGN-AM (Nguyen et al. 2016, section 2; SPEC section 3): codes whose images excite neurons.
+    """DGN-AM (Nguyen et al. 2016; paper 004 eq. 1; SPEC section 3): codes whose images excite neurons.
 
     Args:
       key: PRNG key for the initial codes, y0 ~ N(0, I) as in the reference (unused with `init`).
@@ -257,12 +259,7 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, s
             raise JaxprobeError(f"init: expected codes of shape ({c}, {', '.join(map(str, code_shape))}) "
                                 f"(one per chain), got {tuple(codes.shape)}")
         check_finite("init", codes)
-    if mesh is not None:
-        if not isinstance(mesh, jax.sharding.Mesh) or "batch" not in mesh.axis_names:
-            raise JaxprobeError(f"mesh: expected a jax.sharding.Mesh with a 'batch' axis, got {mesh!r}")
-        if c % mesh.shape["batch"]:
-            raise JaxprobeError(f"weights: expected a number of chains divisible by the mesh's "
-                                f"{mesh.shape['batch']} devices, got {c}")
+    check_mesh(mesh, c, "weights", "the chains, one per row,")
     flat = np.array([flat_index(classifier, n) for n in resolved], np.int32)
     result = _run_jit(generator, generator.params if gen_params is None else gen_params,
                       classifier, classifier.params if cls_params is None else cls_params,

@@ -64,7 +64,7 @@ from jaxprobe.checks import check_finite, check_positive
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.neurons import flat_index, neuron_name, resolve_neurons, values_at
 from jaxprobe.pixels import adapt_images
-from jaxprobe.sharding import constrain_batch
+from jaxprobe.sharding import check_mesh, constrain_batch
 from jaxprobe.probe import Model
 
 DIVERSITY = ("embedding", "code", "none")
@@ -651,13 +651,7 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
     except JaxprobeError as err:
         raise JaxprobeError(f"embedding: {err}") from None
     init_mode, init_codes = _choose_init(init, generator, embedding, k)
-    if mesh is not None:
-        if not isinstance(mesh, jax.sharding.Mesh) or "batch" not in mesh.axis_names:
-            raise JaxprobeError(f"mesh: expected a jax.sharding.Mesh with a 'batch' axis "
-                                f"(jaxprobe.sharding.batch_mesh()), got {mesh!r}")
-        if k % mesh.shape["batch"]:
-            raise JaxprobeError(f"k: expected a multiple of the mesh's {mesh.shape['batch']} devices "
-                                f"(the K codes are split over them), got k={k}")
+    check_mesh(mesh, k, "k", "the K codes")
     if init_codes is None:
         init_codes = np.zeros((k,) + tuple(generator.input_shape), np.float32)
 

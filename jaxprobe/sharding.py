@@ -47,3 +47,20 @@ def constrain_batch(x, mesh):
     if mesh is None:
         return x
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec("batch")))
+
+
+def check_mesh(mesh, rows: int, name: str, what: str) -> None:
+    """Raise unless `mesh` is None or a mesh with a "batch" axis whose device count divides `rows`.
+
+    `name` is the argument that sets the row count and `what` says what the rows are, for the
+    message (e.g. "k", "the K codes").
+    """
+    if mesh is None:
+        return
+    if not isinstance(mesh, jax.sharding.Mesh) or "batch" not in mesh.axis_names:
+        raise JaxprobeError(f"mesh: expected a jax.sharding.Mesh with a 'batch' axis "
+                            f"(jaxprobe.sharding.batch_mesh()), got {mesh!r}")
+    if rows % mesh.shape["batch"]:
+        raise JaxprobeError(f"{name}: expected a multiple of the mesh's {mesh.shape['batch']} devices, "
+                            f"got {rows} ({what} are split over them)")
+

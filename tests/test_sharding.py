@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent("""
         dgn_am(jax.random.PRNGKey(1), g, c, ["logits:0"], weights=np.ones((4, 1)), steps=1, mesh=batch_mesh())
         raise SystemExit("4 chains over 8 devices accepted")
     except JaxprobeError as e:
-        assert "divisible by the mesh's 8 devices" in str(e), e
+        assert "weights: expected a multiple of the mesh's 8 devices" in str(e), e
     print("ok")
 """)
 
