@@ -4,7 +4,6 @@ on held-out data (test digits; generator samples drawn with keys other than trai
 import json
 
 import jax
-import numpy as np
 import pytest
 
 from jaxprobe import JaxprobeError, SHIPPED, load, load_mnist
