@@ -42,5 +42,12 @@ def check_positive(name: str, value, *, strict: bool = True) -> None:
         raise JaxprobeError(f"{name}: expected a {'positive' if strict else 'non-negative'} number, got {value}")
 
 
+def check_count(name: str, value, minimum: int) -> int:
+    """An integer (not a bool) >= minimum, returned as int; raise naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise JaxprobeError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def _fmt(shape) -> str:
     return ", ".join(str(d) for d in shape)

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.checks import check_finite
+from jaxprobe.checks import check_count, check_finite
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.neurons import flat_index, neuron_name, resolve_neurons, values_at
 from jaxprobe.pixels import adapt_images
@@ -240,8 +240,7 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, s
     if not np.all(np.isfinite(w)):
         raise JaxprobeError("weights: expected finite values, got NaN or inf")
     c = w.shape[0]
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise JaxprobeError(f"steps: expected an integer >= 1, got {steps!r}")
+    steps = check_count("steps", steps, 1)
     sizes = np.asarray(step_size, np.float64).reshape(-1)
     if sizes.size not in (1, 2) or not np.all(np.isfinite(sizes)) or np.any(sizes < 0) or sizes[0] <= 0:
         raise JaxprobeError(f"step_size: expected s > 0 or a pair (s_start > 0, s_end >= 0), got {step_size!r}")
@@ -263,7 +262,7 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, s
     flat = np.array([flat_index(classifier, n) for n in resolved], np.int32)
     result = _run_jit(generator, generator.params if gen_params is None else gen_params,
                       classifier, classifier.params if cls_params is None else cls_params,
-                      tuple(n.layer for n in resolved), flat, jnp.asarray(w), codes, steps=int(steps),
+                      tuple(n.layer for n in resolved), flat, jnp.asarray(w), codes, steps=steps,
                       step_size=tuple(float(s) for s in (sizes if sizes.size == 2 else (sizes[0], sizes[0]))),
                       decay=float(decay), lower=lo, upper=hi, nonlinear=bool(nonlinear), mesh=mesh)
     return result._replace(neurons=tuple(neuron_name(classifier, n) for n in resolved))

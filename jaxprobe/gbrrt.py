@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.boundaries import check_indicator, check_query, region_margin, region_membership
+from jaxprobe.checks import check_count
 from jaxprobe.errors import JaxprobeError
 
 RUNNING, CAPACITY_FULL, ITERATIONS_DONE = 0, 1, 2
@@ -461,12 +462,6 @@ _gbrrt_jit = jax.jit(gbrrt_run, static_argnames=_STATIC)
 _sequential_jit = jax.jit(gbrrt_sequential_run, static_argnames=_STATIC[:3] + ("rejected_capacity",))
 
 
-def _count(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise JaxprobeError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def check_arguments(model, params, z0, layer, v_star, *, delta, interval, capacity, max_candidates,
                     batch=1, rejected_capacity=None):
     """Validate GB-RRT's arguments at the API boundary; returns them normalized.
@@ -488,12 +483,12 @@ def check_arguments(model, params, z0, layer, v_star, *, delta, interval, capaci
                             f"got shape {iv.shape}")
     if not (np.all(np.isfinite(iv)) and np.all(iv > 0)):
         raise JaxprobeError(f"interval: expected positive half-widths, got {iv.min() if iv.size else iv}")
-    capacity = _count("capacity", capacity, 1)
-    max_candidates = _count("max_candidates", max_candidates, 0)
-    batch = _count("batch", batch, 1)
+    capacity = check_count("capacity", capacity, 1)
+    max_candidates = check_count("max_candidates", max_candidates, 0)
+    batch = check_count("batch", batch, 1)
     # Default: room for every candidate (a buffer needs at least one row).
     rejected_capacity = (max(max_candidates, 1) if rejected_capacity is None
-                         else _count("rejected_capacity", rejected_capacity, 1))
+                         else check_count("rejected_capacity", rejected_capacity, 1))
     margin = float(_margin_jit(model, params, z0[None], layer, v)[0])
     if margin < 0:
         raise JaxprobeError(f"v_star: the query z0 is not in the region it defines (min V_i h_i(z0) = {margin:.3g} < 0)")
@@ -533,7 +528,7 @@ def gbrrt(key, model, params, z0, layer, v_star, *, delta: float, interval=1.0, 
     layer, z0, v, delta, interval, capacity, max_candidates, batch, rejected_capacity = check_arguments(
         model, params, z0, layer, v_star, delta=delta, interval=interval, capacity=capacity,
         max_candidates=max_candidates, batch=batch, rejected_capacity=rejected_capacity)
-    top_k = _count("top_k", top_k, 1)
+    top_k = check_count("top_k", top_k, 1)
     return _gbrrt_jit(key, model, params, z0, layer, v, delta=delta, interval=interval, capacity=capacity,
                       max_candidates=jnp.int32(max_candidates), batch=batch,
                       rejected_capacity=rejected_capacity, top_k=top_k)
