@@ -44,11 +44,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxprobe import store, zoo
-from jaxprobe.beropt import beropt
+from jaxprobe.models import store, zoo
+from jaxprobe.gbas.beropt import beropt
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.gbrrt import gbrrt, gbrrt_sequential
-from jaxprobe.probe import Model
+from jaxprobe.gbas.gbrrt import gbrrt, gbrrt_sequential
+from jaxprobe.models.probe import Model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def fixed_size_rates(model, params, z0, l, v, *, sizes, batch, steps, delta, int
     `fori_loop`, the node count reset to n after each step (the step's new nodes are overwritten),
     so every step pays for an n-node nearest-neighbour search. Returns {n: candidates/s}.
     """
-    from jaxprobe.gbrrt import gbrrt_kernel
+    from jaxprobe.gbas.gbrrt import gbrrt_kernel
 
     rates = {}
     for n in sizes:
@@ -131,7 +131,7 @@ def grow_by_steps(model, params, z0, l, v, *, candidates, capacity, batch, delta
     Returns (counts, nodes): the node count at the start of each batched step (its B x n work) and
     the final tree's nodes, (count, d), the same tree `gbrrt` grows with this key.
     """
-    from jaxprobe.gbrrt import gbrrt_kernel
+    from jaxprobe.gbas.gbrrt import gbrrt_kernel
 
     kernel = gbrrt_kernel(model, params, z0, l, jnp.asarray(v, jnp.float32), delta=delta, interval=interval,
                           capacity=capacity, max_candidates=jnp.int32(candidates), batch=batch,
@@ -154,8 +154,8 @@ def exact_search_bound(model, params, z0, l, v, nodes, *, counts, batch, delta, 
     candidate to all nodes concentrate), so this bounds what an implementation of Algorithm 2 with
     exact nearest nodes can reach on this machine.
     """
-    from jaxprobe.boundaries import region_membership
-    from jaxprobe.gbrrt import _smallest, draw_candidates, steer
+    from jaxprobe.gbas.boundaries import region_membership
+    from jaxprobe.gbas.gbrrt import _smallest, draw_candidates, steer
 
     z0f = jnp.ravel(z0)
     interval = jnp.broadcast_to(jnp.asarray(interval, jnp.float32), z0f.shape)
@@ -192,7 +192,7 @@ def distance_concentration(nodes, z0, *, batch, interval, key):
     `batch` fresh candidates of the nearest, median and farthest node distance to the tree's
     `nodes` (count, d), and the mean distance of the nodes from their centroid.
     """
-    from jaxprobe.gbrrt import draw_candidates
+    from jaxprobe.gbas.gbrrt import draw_candidates
 
     nodes = np.asarray(nodes, np.float64)
     z0f = np.ravel(np.asarray(z0, np.float64))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jaxprobe.commands.inverse_set import run_reproduction  # noqa: E402
+from jaxprobe.cli.inverse_set import run_reproduction  # noqa: E402
 from jaxprobe.errors import JaxprobeError  # noqa: E402
 
 

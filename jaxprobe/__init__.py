@@ -6,33 +6,33 @@ through it; the CLI and the report sit on top.
 """
 
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.layers import Layer, Network
-from jaxprobe.pixels import PixelConvention, center_crop, convert_pixels
-from jaxprobe.probe import Model
-from jaxprobe.store import SHIPPED, load, save_model
-from jaxprobe.data import load_mnist
+from jaxprobe.models.layers import Layer, Network
+from jaxprobe.models.pixels import PixelConvention, center_crop, convert_pixels
+from jaxprobe.models.probe import Model
+from jaxprobe.models.store import SHIPPED, load, save_model
+from jaxprobe.train.data import load_mnist
 from jaxprobe.sharding import batch_mesh, replicate, shard_batch
-from jaxprobe.quality import classifier_accuracy, generator_quality, reconstruction_accuracy
-# Imported for their side effect: they register the converted architectures in `jaxprobe.zoo`,
+from jaxprobe.train.quality import classifier_accuracy, generator_quality, reconstruction_accuracy
+# Imported for their side effect: they register the converted architectures in `jaxprobe.models.zoo`,
 # so `load(DIR)` rebuilds a converted model without importing `weights_convert`.
-import jaxprobe.caffe_net  # noqa: F401,E402
-import jaxprobe.archs_small  # noqa: F401,E402
-import jaxprobe.archs_paper  # noqa: F401,E402
+import jaxprobe.models.caffe_net  # noqa: F401,E402
+import jaxprobe.models.archs_small  # noqa: F401,E402
+import jaxprobe.models.archs_paper  # noqa: F401,E402
 
 # Methods (middle floor).
-from jaxprobe.boundaries import (check_indicator, halfspace, layer_size, preactivation, region_margin,
+from jaxprobe.gbas.boundaries import (check_indicator, halfspace, layer_size, preactivation, region_margin,
                                  region_membership)
-from jaxprobe.beropt import BerOptResult, beropt, default_lambda
-from jaxprobe.gbrrt import (GBRRT, GBRRTResult, GBRRTState, gbrrt, gbrrt_kernel, gbrrt_run, gbrrt_sequential,
+from jaxprobe.gbas.beropt import BerOptResult, beropt, default_lambda
+from jaxprobe.gbas.gbrrt import (GBRRT, GBRRTResult, GBRRTState, gbrrt, gbrrt_kernel, gbrrt_run, gbrrt_sequential,
                             gbrrt_sequential_run, stop_reason_name)
-from jaxprobe.epsball import eps_l2, eps_linf, log_ball_volume, sample_l2_ball, sample_linf_ball
-from jaxprobe.egbas import EGBASResult, egbas, feature_similarity, sample_sigma
-from jaxprobe.neurons import Neuron, neuron_values, parse_neuron, resolve_neuron, resolve_neurons
-from jaxprobe.auglag import AugLag, AugLagState, augmented_lagrangian, feasible
-from jaxprobe.auglag import run as auglag_run
-from jaxprobe.inverse_set import Embedding, InverseSet, default_embedding, inverse_set, mean_pairwise_distance
-from jaxprobe.dgn_am import DGNAMResult, dgn_am, dgn_am_kernel, dgn_am_run
-from jaxprobe.pixels import adapt_images
+from jaxprobe.gbas.epsball import eps_l2, eps_linf, log_ball_volume, sample_l2_ball, sample_linf_ball
+from jaxprobe.gbas.egbas import EGBASResult, egbas, feature_similarity, sample_sigma
+from jaxprobe.models.neurons import Neuron, neuron_values, parse_neuron, resolve_neuron, resolve_neurons
+from jaxprobe.inverse_sets.auglag import AugLag, AugLagState, augmented_lagrangian, feasible
+from jaxprobe.inverse_sets.auglag import run as auglag_run
+from jaxprobe.inverse_sets.inverse_set import Embedding, InverseSet, default_embedding, inverse_set, mean_pairwise_distance
+from jaxprobe.codespace.dgn_am import DGNAMResult, dgn_am, dgn_am_kernel, dgn_am_run
+from jaxprobe.models.pixels import adapt_images
 
 __version__ = "0.1.0"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from flax import nnx
 
-from jaxprobe.probe import Model
-from jaxprobe.pixels import PixelConvention
-from jaxprobe import zoo
+from jaxprobe.models.probe import Model
+from jaxprobe.models.pixels import PixelConvention
+from jaxprobe.models import zoo
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"

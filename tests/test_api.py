@@ -23,7 +23,7 @@ def test_every_public_name_resolves_and_has_a_docstring():
                     if (inspect.isfunction(getattr(jaxprobe, n)) or inspect.isclass(getattr(jaxprobe, n)))
                     and not (inspect.getdoc(getattr(jaxprobe, n)) or "").strip()]
     assert not undocumented, undocumented
-    assert jaxprobe.auglag_run is __import__("jaxprobe.auglag", fromlist=["run"]).run
+    assert jaxprobe.auglag_run is __import__("jaxprobe.inverse_sets.auglag", fromlist=["run"]).run
 
 
 def test_preactivation_is_up_to_flattened():

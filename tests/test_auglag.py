@@ -7,7 +7,7 @@ import optax
 import pytest
 from scipy.optimize import minimize
 
-from jaxprobe import auglag
+from jaxprobe.inverse_sets import auglag
 from jaxprobe.errors import JaxprobeError
 
 

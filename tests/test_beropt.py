@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxprobe.beropt import beropt, default_lambda
+from jaxprobe.gbas.beropt import beropt, default_lambda
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.layers import Act, Layer, Network
-from jaxprobe.probe import Model
+from jaxprobe.models.layers import Act, Layer, Network
+from jaxprobe.models.probe import Model
 
 
 def linear(w, b):

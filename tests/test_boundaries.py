@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxprobe.boundaries import (check_indicator, halfspace, layer_size, region_margin,
+from jaxprobe.gbas.boundaries import (check_indicator, halfspace, layer_size, region_margin,
                                  region_membership)
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.layers import Act, Layer, Network
-from jaxprobe.probe import Model
+from jaxprobe.models.layers import Act, Layer, Network
+from jaxprobe.models.probe import Model
 from conftest import tiny_generator
 
 

@@ -16,8 +16,8 @@ import pytest
 from flax import nnx
 
 from jaxprobe import JaxprobeError
-from jaxprobe import caffe_net as cn
-from jaxprobe.probe import Model
+from jaxprobe.models import caffe_net as cn
+from jaxprobe.models.probe import Model
 
 ATOL, RTOL = 1e-5, 1e-5
 

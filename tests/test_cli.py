@@ -8,7 +8,7 @@ import pytest
 
 from jaxprobe import JaxprobeError
 from jaxprobe.cli import main
-from jaxprobe.store import save_model
+from jaxprobe.models.store import save_model
 from conftest import tiny_generator
 
 

@@ -20,7 +20,7 @@ import pytest
 
 import jaxprobe
 from jaxprobe import JaxprobeError
-from jaxprobe import caffe_net
+from jaxprobe.models import caffe_net
 from weights_convert import caffe, mapping, torch_files
 from weights_convert.__main__ import main as convert_main
 

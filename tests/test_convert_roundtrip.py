@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxprobe import archs_paper, caffe_net
-from jaxprobe.pixels import PixelConvention, center_crop, convert_pixels
-from jaxprobe.probe import Model
+from jaxprobe.models import archs_paper, caffe_net
+from jaxprobe.models.pixels import PixelConvention, center_crop, convert_pixels
+from jaxprobe.models.probe import Model
 from weights_convert import caffe, torch_files
-from weights_convert.caffe_schema import NetParameter
+from jaxprobe.models.caffe_schema import NetParameter
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 HAVE_TORCH = importlib.util.find_spec("torch") is not None

@@ -190,7 +190,7 @@ def fuzz_sources(tmp_path, rng) -> dict:
         }
     from safetensors.numpy import save as save_safetensors
 
-    from jaxprobe import caffe_net
+    from jaxprobe.models import caffe_net
     from test_convert_roundtrip import write_caffemodel
 
     def normal(*shape):

@@ -10,15 +10,15 @@ import pytest
 from flax import nnx
 
 import jaxprobe
-from jaxprobe import archs_paper
+from jaxprobe.models import archs_paper
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.layers import Act, Layer, Network, Reshape
-from jaxprobe.neurons import flat_index
-from jaxprobe.pixels import PixelConvention
-from jaxprobe.probe import Model
+from jaxprobe.models.layers import Act, Layer, Network, Reshape
+from jaxprobe.models.neurons import flat_index
+from jaxprobe.models.pixels import PixelConvention
+from jaxprobe.models.probe import Model
 
-# The module, not the function `jaxprobe.dgn_am` that the package re-exports under its name.
-dg = importlib.import_module("jaxprobe.dgn_am")
+# The module, not the function `jaxprobe.codespace.dgn_am` that the package re-exports under its name.
+dg = importlib.import_module("jaxprobe.codespace.dgn_am")
 
 D, H, IMG, P = 6, 10, (4, 4, 1), 3
 
@@ -157,7 +157,7 @@ def test_paper_scale_fc6_generator_and_caffenet_by_shape():
                                                          lower=0.0, upper=1.0), gen.params, net.params, y)
     assert out.codes.shape == (2, 4096) and out.activations.shape == (2, 2) and out.history.shape == (2, 2)
     assert out.images.shape == (2, 256, 256, 3)
-    inv = importlib.import_module("jaxprobe.inverse_set")
+    inv = importlib.import_module("jaxprobe.inverse_sets.inverse_set")
     emb = inv.Embedding(net, "fc6")
     ranges = np.array([[0.0, 1.0]] * 2)
     values, feats = jax.eval_shape(

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprobe.egbas import egbas, feature_similarity, sample_sigma
+from jaxprobe.gbas.egbas import egbas, feature_similarity, sample_sigma
 from jaxprobe.errors import JaxprobeError
 from conftest import tiny_critic, tiny_generator
 from test_boundaries import perturbed

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import jaxprobe.commands
+import jaxprobe.cli
 from jaxprobe.cli import main
-from jaxprobe.commands.egbas import egbas_tables, tables_markdown
-from jaxprobe.store import load, save_model
+from jaxprobe.cli.egbas import egbas_tables, tables_markdown
+from jaxprobe.models.store import load, save_model
 from conftest import tiny_critic, tiny_generator
 from test_boundaries import perturbed
 
@@ -26,7 +26,7 @@ TREE = ["--delta", "0.3", "--interval", "2.0", "--batch", "8"]
 @pytest.fixture(autouse=True)
 def only_egbas_commands(monkeypatch):
     # The CLI imports every command module; these tests exercise only this one.
-    monkeypatch.setattr(jaxprobe.commands, "MODULES", ("egbas",))
+    monkeypatch.setattr(jaxprobe.cli, "MODULES", ("egbas",))
 
 
 @pytest.fixture(scope="module")
@@ -176,8 +176,8 @@ def test_reproduce_command_writes_json_and_markdown(saved, tmp_path, capsys):
 def two_layer_generator(latent_dim=8, seed=3):
     """z -> relu(fc to 28x28x2) -> 3x3 conv to one channel (pre-tanh): a 2-layer generator, so that
     the report section (which runs every layer of "dcgan") compiles half as much as on 4 layers."""
-    from jaxprobe.layers import Act, Layer, Network, Reshape
-    from jaxprobe.probe import Model
+    from jaxprobe.models.layers import Act, Layer, Network, Reshape
+    from jaxprobe.models.probe import Model
     from conftest import PM1
 
     rngs = nnx.Rngs(seed)

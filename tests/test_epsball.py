@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from jaxprobe.epsball import eps_l2, eps_linf, log_ball_volume, sample_l2_ball, sample_linf_ball
+from jaxprobe.gbas.epsball import eps_l2, eps_linf, log_ball_volume, sample_l2_ball, sample_linf_ball
 from jaxprobe.errors import JaxprobeError
 
 

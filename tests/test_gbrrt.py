@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprobe.boundaries import halfspace, region_margin
+from jaxprobe.gbas.boundaries import halfspace, region_margin
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.gbrrt import (CAPACITY_FULL, ITERATIONS_DONE, REL_TOL, draw_candidates, gbrrt, gbrrt_kernel,
+from jaxprobe.gbas.gbrrt import (CAPACITY_FULL, ITERATIONS_DONE, REL_TOL, draw_candidates, gbrrt, gbrrt_kernel,
                             gbrrt_sequential, stop_reason_name)
 from conftest import tiny_generator
 from test_boundaries import one_layer, perturbed
@@ -268,7 +268,7 @@ def test_capacity_stop_and_kernel_steps(gen):
     # delta, interval and max_candidates are traced: changing them does not recompile.
     import importlib
 
-    module = importlib.import_module("jaxprobe.gbrrt")  # the module, not the re-exported function
+    module = importlib.import_module("jaxprobe.gbas.gbrrt")  # the module, not the re-exported function
 
     before = module._gbrrt_jit._cache_size()
     gbrrt(key, gen, gen.params, z0, 1, v, **dict(BASE, delta=0.05, interval=0.5, max_candidates=40))

@@ -18,13 +18,13 @@ from flax import nnx
 
 import importlib
 
-# The module, not the function `jaxprobe.inverse_set` that the package re-exports under its name.
-inv = importlib.import_module("jaxprobe.inverse_set")
+# The module, not the function `jaxprobe.inverse_sets.inverse_set` that the package re-exports under its name.
+inv = importlib.import_module("jaxprobe.inverse_sets.inverse_set")
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.neurons import neuron_values
-from jaxprobe.pixels import PixelConvention, convert_pixels
-from jaxprobe.probe import Model
-from jaxprobe.zoo import dcgan_generator, mnist_classifier
+from jaxprobe.models.neurons import neuron_values
+from jaxprobe.models.pixels import PixelConvention, convert_pixels
+from jaxprobe.models.probe import Model
+from jaxprobe.models.zoo import dcgan_generator, mnist_classifier
 
 GEN_PIX = PixelConvention(-1.0, 1.0, "gray")
 CLS_PIX = PixelConvention(0.0, 1.0, "gray")

@@ -17,11 +17,11 @@ import pytest
 
 from conftest import tiny_classifier, tiny_generator
 from jaxprobe.cli import main
-from jaxprobe.commands import inverse_set as cmd
-from jaxprobe.inverse_set import default_embedding
-from jaxprobe.neurons import neuron_values
-from jaxprobe.pixels import convert_pixels
-from jaxprobe.store import load, save_model
+from jaxprobe.cli import inverse_set as cmd
+from jaxprobe.inverse_sets.inverse_set import default_embedding
+from jaxprobe.models.neurons import neuron_values
+from jaxprobe.models.pixels import convert_pixels
+from jaxprobe.models.store import load, save_model
 
 N, K = 20, 5  # small, so each run compiles and samples in seconds
 
@@ -194,7 +194,7 @@ def test_converted_caffe_lenet_is_a_target(fixtures_dir, tmp_path, capsys, monke
     generator's [-1, 1] pixels reach LeNet's [0, 1] input through `adapt_images`."""
     import sys
 
-    inv_mod = sys.modules["jaxprobe.inverse_set"]  # the package exports a function of that name
+    inv_mod = sys.modules["jaxprobe.inverse_sets.inverse_set"]  # the package exports a function of that name
 
     lenet = tmp_path / "lenet"
     rc, cap = _run(["convert", "caffe", "--prototxt", fixtures_dir / "caffe/lenet/lenet.prototxt",

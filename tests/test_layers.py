@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxprobe.layers import Act, DownConv, Flatten, MaxPool, Reshape, SubPixelUp, depth_to_space, space_to_depth
+from jaxprobe.models.layers import Act, DownConv, Flatten, MaxPool, Reshape, SubPixelUp, depth_to_space, space_to_depth
 
 
 def test_depth_to_space_brute_force():

@@ -7,10 +7,10 @@ import pytest
 from flax import nnx
 
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.neurons import Neuron, neuron_name, neuron_values, parse_neuron, resolve_neuron, resolve_neurons
-from jaxprobe.pixels import PixelConvention
-from jaxprobe.probe import Model
-from jaxprobe.zoo import mnist_classifier
+from jaxprobe.models.neurons import Neuron, neuron_name, neuron_values, parse_neuron, resolve_neuron, resolve_neurons
+from jaxprobe.models.pixels import PixelConvention
+from jaxprobe.models.probe import Model
+from jaxprobe.models.zoo import mnist_classifier
 
 
 @pytest.fixture(scope="module")

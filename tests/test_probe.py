@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxprobe import JaxprobeError, SHIPPED, load
-from jaxprobe.store import WEIGHTS_DIR
+from jaxprobe.models.store import WEIGHTS_DIR
 from conftest import tiny_classifier, tiny_critic, tiny_generator
 
 TINY = {

@@ -95,13 +95,13 @@ def test_gbrrt_trees_of_many_queries_shard_over_devices():
 INVSET_SCRIPT = textwrap.dedent("""
     import importlib, jax, numpy as np, sys
     from flax import nnx
-    inv = importlib.import_module("jaxprobe.inverse_set")  # the module; the package re-exports the function
+    inv = importlib.import_module("jaxprobe.inverse_sets.inverse_set")  # the module; the package re-exports the function
     from jaxprobe import JaxprobeError
-    from jaxprobe.neurons import neuron_values
-    from jaxprobe.pixels import PixelConvention, convert_pixels
-    from jaxprobe.probe import Model
+    from jaxprobe.models.neurons import neuron_values
+    from jaxprobe.models.pixels import PixelConvention, convert_pixels
+    from jaxprobe.models.probe import Model
     from jaxprobe.sharding import batch_mesh
-    from jaxprobe.zoo import dcgan_generator, mnist_classifier
+    from jaxprobe.models.zoo import dcgan_generator, mnist_classifier
     assert jax.device_count() == 8, jax.device_count()
     cls = Model.from_module("cls", mnist_classifier(widths=(4, 4), hidden=16, rngs=nnx.Rngs(1)), (28, 28, 1),
                             "classifier", PixelConvention(0.0, 1.0, "gray"))

@@ -7,8 +7,8 @@ import jax
 import pytest
 
 from jaxprobe import JaxprobeError, SHIPPED, load, load_mnist
-from jaxprobe.quality import classifier_accuracy, generator_quality, reconstruction_accuracy
-from jaxprobe.store import WEIGHTS_DIR
+from jaxprobe.train.quality import classifier_accuracy, generator_quality, reconstruction_accuracy
+from jaxprobe.models.store import WEIGHTS_DIR
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxprobe.data import Mnist, Split
+from jaxprobe.train.data import Mnist, Split
 from jaxprobe.train.classifier import train_classifier
 from jaxprobe.train.inverter import train_inverter
 from jaxprobe.train.wgan import train_wgan

@@ -1,7 +1,7 @@
 """weights_convert: third-party weights (Caffe, PyTorch, safetensors) into jaxprobe model directories.
 
-It parses files and maps weights; the models themselves live in `jaxprobe` (`jaxprobe.caffe_net`,
-`jaxprobe.archs_small`), so a converted directory loads with `jaxprobe.load(DIR)` without this
+It parses files and maps weights; the models themselves live in `jaxprobe` (`jaxprobe.models.caffe_net`,
+`jaxprobe.models.archs_small`), so a converted directory loads with `jaxprobe.load(DIR)` without this
 package. Command line: `python -m weights_convert caffe|torch ...` (also `jaxprobe convert`).
 Every failure raises `jaxprobe.JaxprobeError`.
 """

@@ -7,7 +7,7 @@ prototxt may use the current `layer { type: "Convolution" }` or the legacy V1
 from the old num/channels/height/width fields, and layers without blobs (data, loss, accuracy,
 ReLU...) are skipped.
 
-The network itself is built by `jaxprobe.caffe_net` from the prototxt text (the very code
+The network itself is built by `jaxprobe.models.caffe_net` from the prototxt text (the very code
 `jaxprobe.load` runs on the copy stored beside the weights); this module checks that its own
 schema-based reading means the same net, then maps blob i of each learned layer:
 Convolution [out, in/group, kh, kw] -> [kh, kw, in/group, out], Deconvolution
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxprobe import caffe_net
+from jaxprobe.models import caffe_net
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.pixels import PixelConvention
+from jaxprobe.models.pixels import PixelConvention
 
 from weights_convert import mapping
-from weights_convert.caffe_schema import NetParameter
+from jaxprobe.models.caffe_schema import NetParameter
 
 PROTOTXT_NAME = "net.prototxt"
 
@@ -64,7 +64,7 @@ def parse_prototxt(path_or_text) -> "NetParameter":
 
 
 def message_to_tree(msg) -> dict:
-    """A protobuf message as `jaxprobe.caffe_net`'s dict form: field -> list of values, enums by name."""
+    """A protobuf message as `jaxprobe.models.caffe_net`'s dict form: field -> list of values, enums by name."""
     out = {}
     for fd, value in msg.ListFields():
         values = list(value) if fd.is_repeated else [value]
@@ -191,7 +191,7 @@ def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | No
       prototxt: the deploy prototxt; None with `arch`.
       caffemodel: the trained weights.
       arch: a known architecture (`weights_convert.mapping.CAFFE_ARCHITECTURES`: "caffenet",
-        "deepsim_fc6"); its prototxt is written by `jaxprobe.archs_paper` with the widths read off
+        "deepsim_fc6"); its prototxt is written by `jaxprobe.models.archs_paper` with the widths read off
         the caffemodel, and its pixel convention and role are the defaults.
       role: "classifier" (default), "generator" or "critic".
       channels, mean, scale, value_range: the input's (a generator's: output's) pixel convention;
@@ -212,7 +212,7 @@ def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | No
         raise JaxprobeError(f"role: expected classifier, generator or critic, got {role!r}")
     tensors = read_caffemodel(caffemodel)
     if spec_arch is not None:
-        from jaxprobe import archs_paper
+        from jaxprobe.models import archs_paper
 
         kwargs = dict(spec_arch.kwargs, **spec_arch.infer(tensors))
         text = {"caffenet": archs_paper.caffenet_prototxt, "deepsim_fc6": archs_paper.deepsim_prototxt}[arch](**kwargs)

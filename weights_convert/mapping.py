@@ -28,16 +28,16 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxprobe import zoo
+from jaxprobe.models import zoo
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.io import sha256_file
-from jaxprobe.pixels import PixelConvention
-from jaxprobe.probe import Model
+from jaxprobe.models.pixels import PixelConvention
+from jaxprobe.models.probe import Model
 
 # Importing these registers their builders in jaxprobe.zoo.
-import jaxprobe.archs_paper  # noqa: F401
-import jaxprobe.archs_small  # noqa: F401
-import jaxprobe.caffe_net  # noqa: F401
+import jaxprobe.models.archs_paper  # noqa: F401
+import jaxprobe.models.archs_small  # noqa: F401
+import jaxprobe.models.caffe_net  # noqa: F401
 
 TRANSFORMS = {
     "identity": None,
@@ -429,6 +429,6 @@ def write_model(model: Model, out, manifest: dict, files: dict | None = None) ->
     Atomic: everything is written into a temporary sibling directory that is renamed into place
     (an existing `out` is replaced only once the new one is complete).
     """
-    from jaxprobe.store import save_model
+    from jaxprobe.models.store import save_model
 
     return save_model(model, out, manifest, files=files)

@@ -41,7 +41,7 @@ def write_report(out_dir: Path, sections: list[Section], timings: dict) -> None:
     (out_dir / "index.html").write_text(page)
     results = {s.key: s.results for s in sections}
     results["timings_s"] = timings
-    from jaxprobe.store import json_default
+    from jaxprobe.models.store import json_default
 
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=json_default) + "\n")
 

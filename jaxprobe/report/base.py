@@ -15,7 +15,7 @@ class Context:
     models: dict = dataclasses.field(default_factory=dict)
 
     def model(self, name: str):
-        from jaxprobe.store import load
+        from jaxprobe.models.store import load
 
         if name not in self.models:
             self.models[name] = load(name)

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.commands.egbas import METHOD_NAMES, METHODS, PAPER, canonical_images, egbas_tables, sample_rows
-from jaxprobe.egbas import egbas
+from jaxprobe.cli.egbas import METHOD_NAMES, METHODS, PAPER, canonical_images, egbas_tables, sample_rows
+from jaxprobe.gbas.egbas import egbas
 from jaxprobe.report.base import Section
 from jaxprobe.report.figures import _plt, save_grid
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.pixels import PixelConvention
+from jaxprobe.models.pixels import PixelConvention
 from jaxprobe.report.base import Section
 from jaxprobe.report.figures import _plt, save_grid
 
@@ -79,7 +79,7 @@ def foundation_section(ctx) -> Section:
 
     # The fc generator inverts the classifier's fc1 features: x, then G(E(x)).
     try:
-        from jaxprobe.data import load_mnist
+        from jaxprobe.train.data import load_mnist
 
         test = load_mnist().test
         x, y = test.images, test.labels
@@ -87,7 +87,7 @@ def foundation_section(ctx) -> Section:
         x = y = None
         results["mnist"] = f"unavailable ({e})"
     if x is not None:
-        from jaxprobe.quality import classifier_accuracy, reconstruction_accuracy
+        from jaxprobe.train.quality import classifier_accuracy, reconstruction_accuracy
 
         layer = inv.manifest["encoder"]["layer"]
         results["classifier_test_accuracy"] = classifier_accuracy(clf, x, y)
@@ -101,7 +101,7 @@ def foundation_section(ctx) -> Section:
         rows.append(("classifier accuracy on fc_generator(E(x)) (2000 test digits)",
                      f"{results['fc_generator_reconstruction_accuracy']:.4f}"))
 
-    from jaxprobe.quality import generator_quality
+    from jaxprobe.train.quality import generator_quality
 
     for name, g in (("dcgan", gen), ("dcgan2d", gen2)):
         q = generator_quality(g, clf, ctx.key(f"{name} quality"), n=1000)

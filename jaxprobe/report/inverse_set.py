@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from jaxprobe.commands.inverse_set import (CLASS_RANGES, canonical_images, fresh_activations, independent_check,
+from jaxprobe.cli.inverse_set import (CLASS_RANGES, canonical_images, fresh_activations, independent_check,
                                            layer_values, quantile_range, reference_codes, reference_images,
                                            save_histograms)
-from jaxprobe.inverse_set import default_embedding, inverse_set
+from jaxprobe.inverse_sets.inverse_set import default_embedding, inverse_set
 from jaxprobe.report.base import Section
 from jaxprobe.report.figures import _plt
 
@@ -178,6 +178,6 @@ def _fmt(v) -> str:
 
 
 def _json_safe(x):
-    from jaxprobe.commands.inverse_set import _clean
+    from jaxprobe.cli.inverse_set import _clean
 
     return _clean(x)

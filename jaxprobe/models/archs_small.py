@@ -1,7 +1,7 @@
 """Small third-party architectures whose PyTorch/safetensors weights `weights_convert` maps.
 
 Each builder reproduces the PyTorch module's forward pass exactly (eval mode), NHWC, as a probe-able
-`Network` (SPEC section 0), and is registered in `jaxprobe.zoo` so `jaxprobe.load` rebuilds it from
+`Network` (SPEC section 0), and is registered in `jaxprobe.models.zoo` so `jaxprobe.load` rebuilds it from
 a manifest:
 
 - `lenet5`: LeNet-5 on MNIST (conv1 6@5x5, max-pool 2, ReLU, conv2 16@5x5, max-pool 2, ReLU,
@@ -22,10 +22,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxprobe import zoo
-from jaxprobe.caffe_net import conv_transpose2d, lecun_normal
+from jaxprobe.models import zoo
+from jaxprobe.models.caffe_net import conv_transpose2d, lecun_normal
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.layers import Act, Flatten, Layer, MaxPool, Network
+from jaxprobe.models.layers import Act, Flatten, Layer, MaxPool, Network
 
 
 def _pair(v):

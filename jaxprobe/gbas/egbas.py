@@ -18,12 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.beropt import beropt
-from jaxprobe.boundaries import check_query
+from jaxprobe.gbas.beropt import beropt
+from jaxprobe.gbas.boundaries import check_query
 from jaxprobe.checks import check_batch
-from jaxprobe.epsball import eps_l2, eps_linf, sample_l2_ball, sample_linf_ball
+from jaxprobe.gbas.epsball import eps_l2, eps_linf, sample_l2_ball, sample_linf_ball
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.gbrrt import GBRRTResult, gbrrt
+from jaxprobe.gbas.gbrrt import GBRRTResult, gbrrt
 
 
 class EGBASResult(NamedTuple):

@@ -1,7 +1,7 @@
 """Caffe networks as probe-able jaxprobe models: the generic feed-forward prototxt builder.
 
 A deploy `.prototxt` (new `layer { type: "Convolution" }` or legacy V1 `layers { type: CONVOLUTION }`)
-becomes a `CaffeNetwork`, a `jaxprobe.layers.Network` whose layers follow SPEC section 0: each
+becomes a `CaffeNetwork`, a `jaxprobe.models.layers.Network` whose layers follow SPEC section 0: each
 learned map (Convolution, Deconvolution, InnerProduct) starts a layer, and every parameter-free
 operation up to the next learned map is that layer's post ops. The first elementwise nonlinearity
 directly after the map (ReLU, Sigmoid, TanH) is the layer's `act`; anything else is in `after`.
@@ -38,9 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxprobe import zoo
+from jaxprobe.models import zoo
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.layers import Act, Flatten, Layer, Network
+from jaxprobe.models.layers import Act, Flatten, Layer, Network
 
 LEARNED = ("Convolution", "Deconvolution", "InnerProduct")
 NONLINEAR = ("ReLU", "Sigmoid", "TanH")

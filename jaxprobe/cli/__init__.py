@@ -8,9 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+# One module per method's commands. Each defines `add_commands(sub, reproduce)`: it adds its command
+# to `sub` (the `jaxprobe` subparsers) and its paper reproduction to `reproduce` (the subparsers of
+# `jaxprobe reproduce`), each parser setting `func(args)`.
+MODULES = ("egbas", "inverse_set")
+
 
 def _cmd_info(args) -> None:
-    from jaxprobe.store import load
+    from jaxprobe.models.store import load
 
     model = load(args.model)
     shapes = model.layer_shapes()
@@ -75,12 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     import importlib
 
-    from jaxprobe.commands import MODULES
-
     reproduce = sub.add_parser("reproduce", help="reproduce a paper's tables on the default models")
     reproduce_sub = reproduce.add_subparsers(dest="method", required=True)
-    for name in MODULES:
-        importlib.import_module(f"jaxprobe.commands.{name}").add_commands(sub, reproduce_sub)
+    for name in MODULES:  # a module global, so tests can narrow it
+        importlib.import_module(f"jaxprobe.cli.{name}").add_commands(sub, reproduce_sub)
     return parser
 
 

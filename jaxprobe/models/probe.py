@@ -18,8 +18,8 @@ from flax import nnx
 
 from jaxprobe.checks import check_batch
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.layers import Network
-from jaxprobe.pixels import PixelConvention
+from jaxprobe.models.layers import Network
+from jaxprobe.models.pixels import PixelConvention
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -7,7 +7,7 @@ jaxprobe runs c chains at once; chain i maximizes
 
     F_i(y_i) = sum_j W_ij a_j(T(G(y_i))),
 
-with T the generator-to-classifier pixel map (`jaxprobe.pixels.adapt_images`: convention, then
+with T the generator-to-classifier pixel map (`jaxprobe.models.pixels.adapt_images`: convention, then
 centre crop) and W a (c, p) weight matrix over the p neurons (default the identity: one chain per
 neuron; a row with several non-zero weights maximizes a sum of neurons). Iteration t = 0..T-1 of
 the reference scripts (Evolving-AI-Lab/synthesizing, `act_max.py` with the fc8 settings):
@@ -38,9 +38,9 @@ import numpy as np
 
 from jaxprobe.checks import check_count, check_finite
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.neurons import flat_index, neuron_name, resolve_neurons, values_at
-from jaxprobe.pixels import adapt_images
-from jaxprobe.probe import Model
+from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neurons, values_at
+from jaxprobe.models.pixels import adapt_images
+from jaxprobe.models.probe import Model
 from jaxprobe.sharding import check_mesh, constrain_batch
 
 
@@ -154,7 +154,7 @@ def neuron_objective(generator: Model, gen_params, classifier: Model, cls_params
     """codes -> ((c,) objectives sum_j W_ij a_j, ((c, p) neuron values, G(codes))) through G and
     the classifier (the images in the generator's own convention).
 
-    `layers` (static tuple) and `flat` are the neurons as `jaxprobe.neurons.values_at` reads them.
+    `layers` (static tuple) and `flat` are the neurons as `jaxprobe.models.neurons.values_at` reads them.
     """
     def values(codes):
         g = generator.forward(gen_params, codes)

@@ -4,7 +4,7 @@ Target: n codes c whose images G(c) put every constrained neuron f_j (one neuron
 an intersection, eq. 11-12, possibly in different layers) in its range [z1_j, z2_j].
 
 1. **Seeds** (eq. 7-8): K codes minimizing -D(C) subject to the range constraints, by the
-   augmented Lagrangian of `jaxprobe.auglag` (slacks eliminated in closed form), stopping as soon
+   augmented Lagrangian of `jaxprobe.inverse_sets.auglag` (slacks eliminated in closed form), stopping as soon
    as every seed is feasible. D is the diversity:
      - "embedding" (eq. 5): D = sum_ij ||E(G(c_i)) - E(G(c_j))||^2,
      - "code" (eq. 13):     D = sum_ij ||c_i - c_j||^2,
@@ -41,8 +41,8 @@ rho = the mean norm of the seed codes. Every code moves by beta * rho per step w
 others and from the accepted set, or back towards the range when it has left it; lambda* and mu*
 then only set the balance between the two.
 
-Neurons are read through `jaxprobe.neurons` (after the nonlinearity by default); the generator's
-images reach the classifier and E through `jaxprobe.pixels.adapt_images` (pixel convention, then
+Neurons are read through `jaxprobe.models.neurons` (after the nonlinearity by default); the generator's
+images reach the classifier and E through `jaxprobe.models.pixels.adapt_images` (pixel convention, then
 a centre crop to the model's input side: DeePSim's 256 x 256 into CaffeNet's 227 x 227).
 """
 
@@ -59,13 +59,13 @@ import numpy as np
 import optax
 from jax import lax
 
-from jaxprobe import auglag
+from jaxprobe.inverse_sets import auglag
 from jaxprobe.checks import check_finite, check_positive
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.neurons import flat_index, neuron_name, resolve_neurons, values_at
-from jaxprobe.pixels import adapt_images
+from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neurons, values_at
+from jaxprobe.models.pixels import adapt_images
 from jaxprobe.sharding import check_mesh, constrain_batch
-from jaxprobe.probe import Model
+from jaxprobe.models.probe import Model
 
 DIVERSITY = ("embedding", "code", "none")
 STOP_REASONS = ("complete", "sampling_budget", "unreachable", "seeds_out_of_range")
@@ -143,7 +143,7 @@ def make_problem(generator: Model, gen_params, classifier: Model, cls_params, la
                  margin=None, diversity: str = "embedding", normalize: bool = True,
                  feature_scale=1.0) -> Problem:
     """Build the `Problem` for neurons (layers: static tuple of layer numbers, flat: (p,) indices
-    into each layer's flattened activation, see `jaxprobe.neurons.flat_index`) and ranges (p, 2).
+    into each layer's flattened activation, see `jaxprobe.models.neurons.flat_index`) and ranges (p, 2).
 
     Args:
       margin: (p,) margins of the two-sided seed constraints (default (z2 - z1)/4); ignored when

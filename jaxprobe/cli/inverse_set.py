@@ -1,7 +1,7 @@
 """`jaxprobe inverse-set` and `jaxprobe reproduce inverse-set` (paper 003, SPEC section 2).
 
 `jaxprobe inverse-set` samples n images of a generator whose constrained neurons of a classifier lie
-in their ranges (`jaxprobe.inverse_set.inverse_set`) and writes DIR/inverse_set.json plus two PNGs:
+in their ranges (`jaxprobe.inverse_sets.inverse_set.inverse_set`) and writes DIR/inverse_set.json plus two PNGs:
 the samples sorted by activation, labelled with their values, and a histogram of the activations
 with [z1, z2] marked. `jaxprobe reproduce inverse-set` measures, for one logit neuron with K = 10 and
 n = 500, the seeds' outer iterations, the sampling steps for the other n - K samples (paper: about
@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.commands import load_model
+from jaxprobe.cli.common import load_model
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.inverse_set import _choose_init, default_embedding, inverse_set, mean_pairwise_distance
+from jaxprobe.inverse_sets.inverse_set import _choose_init, default_embedding, inverse_set, mean_pairwise_distance
 
 OUT_FILE = "inverse_set.json"
 SAMPLES_PNG = "samples_by_activation.png"
@@ -80,7 +80,7 @@ def check_out_dir(out) -> Path:
 @functools.partial(jax.jit, static_argnames=("generator", "classifier", "layer", "nonlinear"))
 def _layer_program(gen_params, cls_params, codes, *, generator, classifier, layer, nonlinear):
     """(B, *code) -> (B, D): classifier layer `layer` of adapt_images(G(codes)), flattened."""
-    from jaxprobe.pixels import adapt_images
+    from jaxprobe.models.pixels import adapt_images
 
     images = adapt_images(generator.forward(gen_params, codes), generator.pixels, classifier.pixels,
                           classifier.input_shape)
@@ -114,10 +114,10 @@ def fresh_activations(generator, classifier, codes, neurons, *, nonlinear: bool 
     """Neuron values recomputed from codes alone: (m, p) float64, column j = neuron j.
 
     G(c) -> `convert_pixels` -> classifier, read at each neuron's layer and flat index
-    (`jaxprobe.neurons.flat_index`): a program of its own, sharing nothing with the sampler but the
+    (`jaxprobe.models.neurons.flat_index`): a program of its own, sharing nothing with the sampler but the
     models, so it checks the activations the sampler stored.
     """
-    from jaxprobe.neurons import flat_index, resolve_neurons
+    from jaxprobe.models.neurons import flat_index, resolve_neurons
 
     resolved = resolve_neurons(classifier, neurons)
     by_layer = {l: layer_values(generator, classifier, codes, l, nonlinear=nonlinear)
@@ -342,7 +342,7 @@ def _cmd_inverse_set(args) -> None:
 @functools.lru_cache(maxsize=1)
 def _mnist_test():
     """MNIST's test split, read once per process (the report asks for several subsets)."""
-    from jaxprobe.data import load_mnist
+    from jaxprobe.train.data import load_mnist
 
     try:
         return load_mnist().test
@@ -422,7 +422,7 @@ def reproduce_inverse_set(key, generator, classifier, *, neuron: str = "logits:3
     Returns:
       A JSON-ready dict: settings, the range and where it came from, and one entry per equation.
     """
-    from jaxprobe.neurons import resolve_neuron
+    from jaxprobe.models.neurons import resolve_neuron
 
     unknown = [e for e in equations if e not in EQUATIONS]
     if unknown or not equations:

@@ -1,10 +1,10 @@
 """Paper-scale models: CaffeNet, the DeePSim fc6 generator, VGG-16, AlexNet and a PGGAN generator.
 
-All are probe-able `Network`s (SPEC section 0) registered in `jaxprobe.zoo`, so `jaxprobe.load`
+All are probe-able `Network`s (SPEC section 0) registered in `jaxprobe.models.zoo`, so `jaxprobe.load`
 rebuilds them from a manifest. Widths are parameters: the defaults are the published sizes, and
 tests use narrow versions with the same layer structure and parameter names.
 
-- `caffenet`: BVLC reference CaffeNet (deploy), built from its prototxt by `jaxprobe.caffe_net`
+- `caffenet`: BVLC reference CaffeNet (deploy), built from its prototxt by `jaxprobe.models.caffe_net`
   with Caffe's semantics: ceil-rounded max pooling, pooling before LRN (alpha / local_size across
   channels), group-2 conv2/4/5 (one convolution per group), BGR input minus the mean, 227x227.
 - `deepsim_fc6`: the DeePSim fc6 generator of Dosovitskiy & Brox (as used by DGN-AM): defc7, defc6,
@@ -30,10 +30,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxprobe import zoo
-from jaxprobe.caffe_net import CaffeReshape, build, conv2d, lecun_normal, net_spec, parse_prototxt
+from jaxprobe.models import zoo
+from jaxprobe.models.caffe_net import CaffeReshape, build, conv2d, lecun_normal, net_spec, parse_prototxt
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.layers import Act, Flatten, Layer, MaxPool, Network
+from jaxprobe.models.layers import Act, Flatten, Layer, MaxPool, Network
 
 IMAGENET_BGR_MEAN = (104.0, 117.0, 123.0)  # the mean DGN-AM subtracts (Evolving-AI-Lab/synthesizing)
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)

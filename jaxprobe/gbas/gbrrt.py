@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.boundaries import check_indicator, check_query, region_margin, region_membership
+from jaxprobe.gbas.boundaries import check_indicator, check_query, region_margin, region_membership
 from jaxprobe.checks import check_count
 from jaxprobe.errors import JaxprobeError
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprobe.boundaries import check_query, layer_size
+from jaxprobe.gbas.boundaries import check_query, layer_size
 from jaxprobe.errors import JaxprobeError
 
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.commands import load_model
+from jaxprobe.cli.common import load_model
 from jaxprobe.errors import JaxprobeError
 
 OUT_JSON = "egbas.json"
@@ -137,14 +137,14 @@ def _set_metrics(generator, gparams, critic, cparams, z0, sets, counts):
     Returns:
       (sigma, similarity, std):
       sigma (S,): mean over pixels of the population std of G(z) over the valid rows (paper eq. 3,
-        the masked form of `jaxprobe.egbas.sample_sigma`), on the generator's output scale;
+        the masked form of `jaxprobe.gbas.egbas.sample_sigma`), on the generator's output scale;
       similarity (S, K) for the critic's K = L - 1 feature layers: mean over the valid rows of
         cos(d_k(G(z)), d_k(G(z0))) (paper eq. 2, the masked form of `feature_similarity`);
         (S, 0) without a critic. NaN for a set with no valid row;
       std (S, *image): the per-pixel standard deviation whose mean is sigma.
     The padding keeps one compiled function for every sample count.
     """
-    from jaxprobe.pixels import convert_pixels
+    from jaxprobe.models.pixels import convert_pixels
 
     s, n = sets.shape[:2]
     x = generator.forward(gparams, jnp.concatenate([z0[None], sets.reshape((s * n,) + z0.shape)]))
@@ -252,7 +252,7 @@ def sample_rows(result, generator, *, columns: int = 12, key=None):
 
 
 def _cmd_egbas(args) -> None:
-    from jaxprobe.egbas import egbas
+    from jaxprobe.gbas.egbas import egbas
     from jaxprobe.report.figures import save_grid
 
     t0 = time.perf_counter()
@@ -317,7 +317,7 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
     """The paper's Tables 1 and 2 measured on `generator` and `critic` (paper 001, section 4.2).
 
     For `queries` latent vectors drawn from the generator's prior (the same ones at every layer) and
-    each generator layer l, E-GBAS (`jaxprobe.egbas.egbas`, key fold_in(fold_in(key_run, q), l))
+    each generator layer l, E-GBAS (`jaxprobe.gbas.egbas.egbas`, key fold_in(fold_in(key_run, q), l))
     gives three sample sets (E-GBAS nodes, L2 and Linf draws, equally many); sigma (eq. 3) and the
     critic's feature similarity (eq. 2) of each set are averaged over the queries at which all
     three sets exist (a query whose tree rejected nothing has no eps, hence no baseline sets;
@@ -339,7 +339,7 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
     """
     if isinstance(queries, bool) or int(queries) != queries or queries < 1:
         raise JaxprobeError(f"queries: expected an integer >= 1, got {queries!r}")
-    from jaxprobe.egbas import egbas
+    from jaxprobe.gbas.egbas import egbas
 
     layers = [generator.layer(l) for l in layers]
     k_q, k_run = jax.random.split(key)

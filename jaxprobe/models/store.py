@@ -17,11 +17,11 @@ from flax import nnx
 
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.io import atomic_dir
-from jaxprobe.pixels import PixelConvention
-from jaxprobe.probe import Model
-from jaxprobe import zoo
+from jaxprobe.models.pixels import PixelConvention
+from jaxprobe.models.probe import Model
+from jaxprobe.models import zoo
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # package data, beside the floors
 SHIPPED = ("classifier", "dcgan", "dcgan_critic", "dcgan2d", "dcgan2d_critic", "fc_generator")
 FORMAT = "jaxprobe-model/1"
 

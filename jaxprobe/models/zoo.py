@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flax import nnx
 
-from jaxprobe.layers import Act, DownConv, Flatten, Layer, MaxPool, Network, Reshape, SubPixelUp
+from jaxprobe.models.layers import Act, DownConv, Flatten, Layer, MaxPool, Network, Reshape, SubPixelUp
 
 
 def dcgan_generator(*, latent_dim: int = 100, widths=(128, 64, 32), slope: float = 0.0,

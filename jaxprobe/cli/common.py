@@ -1,17 +1,11 @@
-"""One module per method's command-line commands (top floor).
-
-Each module listed in `MODULES` defines `add_commands(sub, reproduce)`: it adds its command to
-`sub` (the `jaxprobe` subparsers) and its paper reproduction to `reproduce` (the subparsers of
-`jaxprobe reproduce`), each parser setting `func(args)`.
-"""
-
-MODULES = ("egbas", "inverse_set")
+"""What every command shares: loading a model named on the command line."""
 
 from jaxprobe.errors import JaxprobeError
 
+
 def load_model(name: str, argument: str, role: str):
     """`jaxprobe.load(name)` with errors naming the command-line argument and the expected role."""
-    from jaxprobe.store import load
+    from jaxprobe.models.store import load
 
     try:
         model = load(name)

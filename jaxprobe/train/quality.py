@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from jaxprobe.pixels import convert_pixels
-from jaxprobe.probe import Model
+from jaxprobe.models.pixels import convert_pixels
+from jaxprobe.models.probe import Model
 
 
 def _batched(fn, x, batch: int = 500):
