@@ -42,6 +42,28 @@ def check_positive(name: str, value, *, strict: bool = True) -> None:
         raise JaxprobeError(f"{name}: expected a {'positive' if strict else 'non-negative'} number, got {value}")
 
 
+def check_number(name: str, value, *, low=None, high=None, low_open: bool = False, high_open: bool = False,
+                 what: str = "a number") -> float:
+    """A finite real number (not a bool) within [low, high] (an end open where `*_open`; None: no
+    bound), returned as float; raise naming `name`, `what` it should be and the interval otherwise."""
+    lo = "-inf" if low is None else low
+    hi = "inf" if high is None else high
+    interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+    expected = f"expected {what or 'a number'} in {interval}"
+    try:
+        ok = not isinstance(value, bool) and np.ndim(value) == 0 and bool(np.isfinite(float(value)))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise JaxprobeError(f"{name}: {expected}, got {value!r}")
+    v = float(value)
+    if low is not None and (v <= low if low_open else v < low):
+        raise JaxprobeError(f"{name}: {expected}, got {value!r}")
+    if high is not None and (v >= high if high_open else v > high):
+        raise JaxprobeError(f"{name}: {expected}, got {value!r}")
+    return v
+
+
 def check_count(name: str, value, minimum: int) -> int:
     """An integer (not a bool) >= minimum, returned as int; raise naming `name` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:

@@ -1,8 +1,11 @@
-"""Atomic file and directory writes: outputs appear whole or not at all."""
+"""Writing results: atomic files and directories (outputs appear whole or not at all), strict JSON,
+and numbers as text."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import shutil
 import tempfile
@@ -70,3 +73,64 @@ def atomic_dir(target):
     os.rename(tmp, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def jsonable(x):
+    """`x` with host types JSON can hold: arrays and tuples to lists, numpy scalars to Python
+    numbers, non-finite floats to None (strict JSON has no NaN or inf)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if hasattr(x, "__array__") and not isinstance(x, (str, bytes)):
+        import numpy as np
+
+        a = np.asarray(x)
+        return jsonable(a.item() if a.ndim == 0 else a.tolist())
+    if isinstance(x, bool) or x is None or isinstance(x, str):
+        return x
+    if isinstance(x, int):
+        return int(x)
+    if isinstance(x, float):
+        return float(x) if math.isfinite(x) else None
+    if hasattr(x, "item"):  # numpy scalars
+        return jsonable(x.item())
+    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+
+
+def _flat(x) -> bool:
+    """A list of scalars or of lists of scalars: written on one line (a latent vector, a matrix row)."""
+    return isinstance(x, list) and all(not isinstance(v, (dict, list)) or
+                                       (isinstance(v, list) and all(not isinstance(w, (dict, list)) for w in v))
+                                       for v in x)
+
+
+def dumps_json(obj, indent: int = 1) -> str:
+    """Strict JSON text of `jsonable(obj)`: objects indented one key per line, lists of numbers
+    (and lists of such lists) on one line each, so long sample arrays stay readable."""
+    def dump(x, level):
+        pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+        if isinstance(x, dict) and x:
+            items = (f"{inner}{json.dumps(k)}: {dump(v, level + 1)}" for k, v in x.items())
+            return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+        if isinstance(x, list) and x and not _flat(x):
+            return "[\n" + ",\n".join(inner + dump(v, level + 1) for v in x) + "\n" + pad + "]"
+        return json.dumps(x, allow_nan=False, separators=(", ", ": "))
+
+    return dump(jsonable(obj), 0) + "\n"
+
+
+def write_json(path, obj) -> Path:
+    """Write `dumps_json(obj)` to `path` atomically."""
+    return write_text(path, dumps_json(obj))
+
+
+def fmt_number(x, spec: str = ".4g", missing: str = "n/a") -> str:
+    """A number as text for tables: `format(x, spec)` for a finite float, str() for an int or a
+    bool, `missing` for None, NaN or inf."""
+    if x is None:
+        return missing
+    if isinstance(x, (bool, int)) or (hasattr(x, "dtype") and getattr(x.dtype, "kind", "") in "biu"):
+        return str(x)
+    x = float(x)
+    return format(x, spec) if math.isfinite(x) else missing

@@ -253,7 +253,7 @@ def sample_rows(result, generator, *, columns: int = 12, key=None):
 
 def _cmd_egbas(args) -> None:
     from jaxprobe.gbas.egbas import egbas
-    from jaxprobe.report.figures import save_grid
+    from jaxprobe.experiments.figures import save_grid
 
     t0 = time.perf_counter()
     model = load_model(args.model, "--model", "generator")

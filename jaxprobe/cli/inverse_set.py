@@ -230,7 +230,7 @@ def save_sorted_samples(path, images, values, neurons, title: str, *, max_shown:
       max_shown: at most this many panels, picked evenly along the sorted order (so the whole range
         of activations is shown, not just its top).
     """
-    from jaxprobe.report.figures import _plt
+    from jaxprobe.experiments.figures import pyplot as _plt
 
     plt = _plt()
     values = np.asarray(values).reshape(len(values), -1)
@@ -260,7 +260,7 @@ def save_sorted_samples(path, images, values, neurons, title: str, *, max_shown:
 
 def save_histograms(path, panels, title: str = ""):
     """PNG with one histogram per panel (label, values (m,), (z1, z2)), [z1, z2] marked."""
-    from jaxprobe.report.figures import _plt
+    from jaxprobe.experiments.figures import pyplot as _plt
 
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.8), dpi=100, squeeze=False)

@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.io import atomic_dir
+from jaxprobe.io import atomic_dir, dumps_json
 from jaxprobe.models.pixels import PixelConvention
 from jaxprobe.models.probe import Model
 from jaxprobe.models import zoo
@@ -74,19 +74,11 @@ def save_model(model: Model, directory, manifest: dict | None = None, files: dic
     with atomic_dir(target) as tmp:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / "params", model.params.to_pure_dict())
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=json_default) + "\n")
+        (tmp / "manifest.json").write_text(dumps_json(manifest))
         for name, src in (files or {}).items():
             shutil.copyfile(src, tmp / name)
     return target
 
-
-def json_default(o):
-    """`json.dumps` default for numpy scalars, arrays and tuples."""
-    if isinstance(o, (np.integer, np.floating)):
-        return o.item()
-    if isinstance(o, (tuple, np.ndarray)):
-        return list(np.asarray(o).tolist())
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
 def read_manifest(directory) -> dict:

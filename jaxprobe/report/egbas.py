@@ -24,7 +24,7 @@ import numpy as np
 from jaxprobe.cli.egbas import METHOD_NAMES, METHODS, PAPER, canonical_images, egbas_tables, sample_rows
 from jaxprobe.gbas.egbas import egbas
 from jaxprobe.report.base import Section
-from jaxprobe.report.figures import _plt, save_grid
+from jaxprobe.experiments.figures import pyplot as _plt, save_grid
 
 # The plane: delta small beside the plotted region so that the tree's paths show; the tree stops
 # at `capacity` nodes or `max_candidates` candidates.

@@ -11,7 +11,7 @@ import numpy as np
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.pixels import PixelConvention
 from jaxprobe.report.base import Section
-from jaxprobe.report.figures import _plt, save_grid
+from jaxprobe.experiments.figures import pyplot as _plt, save_grid
 
 CANONICAL = PixelConvention(0.0, 1.0, "gray")
 

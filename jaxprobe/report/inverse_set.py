@@ -22,7 +22,7 @@ from jaxprobe.cli.inverse_set import (CLASS_RANGES, canonical_images, fresh_acti
                                            save_histograms)
 from jaxprobe.inverse_sets.inverse_set import default_embedding, inverse_set
 from jaxprobe.report.base import Section
-from jaxprobe.report.figures import _plt
+from jaxprobe.experiments.figures import pyplot as _plt
 
 N, K = 50, 10  # samples per inverse set (the paper's n = 500 is `jaxprobe reproduce inverse-set`), seeds
 # Gradient steps per outer iteration of the seeds (paper: 100). 25 keeps the section within its 30 s
