@@ -1,4 +1,4 @@
-"""Caffe semantics of jaxprobe.caffe_net against brute-force numpy transliterations of Caffe's loops.
+"""Caffe semantics of jaxprobe.models.caffe_net against brute-force numpy transliterations of Caffe's loops.
 
 References are float64 loops written from BVLC Caffe's C++ (pooling_layer.cpp, lrn_layer.cpp,
 im2col/col2im convolution), independent of the vectorized JAX code. Tolerances are float32

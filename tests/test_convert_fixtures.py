@@ -168,7 +168,7 @@ def test_loading_needs_no_weights_convert(fx, tmp_path):
     caffe.convert_caffe(fx / CAFFE["lenet"][0], fx / CAFFE["lenet"][1], tmp_path / "lenet")
     torch_files.convert_torch(fx / TORCH["lenet5"][0], "lenet5", tmp_path / "lenet5")
     script = (
-        "import sys, numpy as np, jaxprobe, jaxprobe.caffe_net, jaxprobe.archs_small\n"
+        "import sys, numpy as np, jaxprobe, jaxprobe.models.caffe_net, jaxprobe.models.archs_small\n"
         f"ref = np.load({str(fx / 'reference' / 'caffe_lenet.npz')!r})\n"
         f"m = jaxprobe.load({str(tmp_path / 'lenet')!r})\n"
         "p = np.asarray(m.forward(m.params, ref['input_rand'].transpose(0, 2, 3, 1)))\n"

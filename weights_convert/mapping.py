@@ -34,7 +34,7 @@ from jaxprobe.io import sha256_file
 from jaxprobe.models.pixels import PixelConvention
 from jaxprobe.models.probe import Model
 
-# Importing these registers their builders in jaxprobe.zoo.
+# Importing these registers their builders in jaxprobe.models.zoo.
 import jaxprobe.models.archs_paper  # noqa: F401
 import jaxprobe.models.archs_small  # noqa: F401
 import jaxprobe.models.caffe_net  # noqa: F401
@@ -241,7 +241,7 @@ def _deepsim_infer(t):
 
 
 # Caffe models with a known architecture: `weights_convert caffe --arch NAME --caffemodel M` needs no
-# prototxt (jaxprobe.archs_paper writes it); the widths are read off the caffemodel's blobs.
+# prototxt (jaxprobe.models.archs_paper writes it); the widths are read off the caffemodel's blobs.
 CAFFE_ARCHITECTURES = {
     "caffenet": Arch(
         builder="caffenet", kwargs={"widths": (96, 256, 384, 384, 256, 4096, 4096), "num_classes": 1000},
