@@ -1,0 +1,5 @@
+"""Methods that search a generator's code space for what excites a neuron of a classifier.
+
+`dgn_am` (Nguyen et al., "Synthesizing the preferred inputs for neurons in neural networks via
+deep generator networks", NIPS 2016). Knows models only through the probe protocol.
+"""
