@@ -6,12 +6,10 @@ key and a cache of loaded models. Later methods add their sections to `SECTIONS`
 
 from __future__ import annotations
 
-import html
-import json
 import time
 from pathlib import Path
 
-from jaxprobe.io import atomic_dir
+from jaxprobe.io import atomic_dir, write_json, write_text
 from jaxprobe.report.base import Context, Section
 from jaxprobe.report.egbas import egbas_section
 from jaxprobe.report.foundation import foundation_section
@@ -23,27 +21,17 @@ __all__ = ["Context", "Section", "SECTIONS", "run_demo", "write_report"]
 
 
 def write_report(out_dir: Path, sections: list[Section], timings: dict) -> None:
-    body = []
-    for s in sections:
-        figs = "".join(
-            f'<figure><img src="{html.escape(f)}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
-            for f, c in s.figures
-        )
-        body.append(f"<section id=\"{s.key}\"><h2>{html.escape(s.title)}</h2>{s.html}{figs}"
-                    f"<p class=\"t\">{timings[s.key]:.1f} s</p></section>")
-    page = (
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>jaxprobe report</title><style>"
-        "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}figure{display:inline-block;"
-        "margin:.5em;vertical-align:top}img{max-width:520px;image-rendering:pixelated}table{border-collapse:"
-        "collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}.t{color:#888}</style></head>"
-        f"<body><h1>jaxprobe report</h1>{''.join(body)}</body></html>"
-    )
-    (out_dir / "index.html").write_text(page)
+    """Write index.html (from templates/index.html.j2; section bodies are HTML the sections escaped
+    themselves, everything else is escaped here) and results.json into `out_dir`."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    page = env.get_template("index.html.j2").render(sections=sections, timings=timings)
+    write_text(out_dir / "index.html", page)
     results = {s.key: s.results for s in sections}
     results["timings_s"] = timings
-    from jaxprobe.models.store import json_default
-
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=json_default) + "\n")
+    write_json(out_dir / "results.json", results)
 
 
 def run_demo(out="jaxprobe-report", sections=None, *, seed: int = 0, progress: bool = True) -> Path:

@@ -11,7 +11,7 @@ import numpy as np
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.pixels import PixelConvention
 from jaxprobe.report.base import Section
-from jaxprobe.experiments.figures import pyplot as _plt, save_grid
+from jaxprobe.experiments.figures import pyplot, save_figure, save_grid
 
 CANONICAL = PixelConvention(0.0, 1.0, "gray")
 
@@ -38,7 +38,7 @@ def activation_pattern_ids(model, params, z, l, chunk: int = 4096) -> np.ndarray
 
 
 def _plane_figure(path, ids, extent, n):
-    plt = _plt()
+    plt = pyplot()
     _, inverse = np.unique(ids, return_inverse=True)
     colours = np.random.default_rng(0).random((inverse.max() + 1, 3)) * 0.8 + 0.2
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
@@ -47,8 +47,7 @@ def _plane_figure(path, ids, extent, n):
     ax.set_ylabel("z[1]")
     ax.set_title("dcgan2d latent plane, coloured by layer-1 activation pattern", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def foundation_section(ctx) -> Section:
