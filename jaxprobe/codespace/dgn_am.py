@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.checks import check_count, check_finite
+from jaxprobe.checks import check_count, check_finite, check_number
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neurons, values_at
 from jaxprobe.models.pixels import adapt_images
@@ -237,15 +237,13 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, s
     w = np.eye(p, dtype=np.float32) if weights is None else np.asarray(weights, np.float32)
     if w.ndim != 2 or w.shape[1] != p or w.shape[0] < 1:
         raise JaxprobeError(f"weights: expected shape (chains, {p}), one weight per neuron, got {w.shape}")
-    if not np.all(np.isfinite(w)):
-        raise JaxprobeError("weights: expected finite values, got NaN or inf")
+    check_finite("weights", w)
     c = w.shape[0]
     steps = check_count("steps", steps, 1)
     sizes = np.asarray(step_size, np.float64).reshape(-1)
     if sizes.size not in (1, 2) or not np.all(np.isfinite(sizes)) or np.any(sizes < 0) or sizes[0] <= 0:
         raise JaxprobeError(f"step_size: expected s > 0 or a pair (s_start > 0, s_end >= 0), got {step_size!r}")
-    if not (np.isfinite(decay) and 0.0 < decay <= 1.0):
-        raise JaxprobeError(f"decay: expected a factor in (0, 1], got {decay}")
+    decay = check_number("decay", decay, low=0.0, high=1.0, low_open=True, what="a factor")
     code_shape = tuple(generator.input_shape)
     lo, hi = _bounds("lower", lower, code_shape), _bounds("upper", upper, code_shape)
     if lo is not None and hi is not None and np.any(np.broadcast_to(lo, code_shape) > np.broadcast_to(hi, code_shape)):
