@@ -1,4 +1,4 @@
-"""The augmented-Lagrangian solver on problems with known answers (SPEC section 2)."""
+"""The augmented-Lagrangian solver on problems with known answers."""
 
 import jax
 import jax.numpy as jnp
@@ -167,7 +167,7 @@ def test_raising_mu_does_not_recompile():
 
 
 def test_bad_arguments():
-    with pytest.raises(JaxprobeError, match="inner_steps: expected a positive integer"):
+    with pytest.raises(JaxprobeError, match="inner_steps: expected an integer >= 1, got 0"):
         auglag.augmented_lagrangian(jnp.sum, jnp.ravel, optimizer=optax.sgd(0.1), inner_steps=0)
-    with pytest.raises(JaxprobeError, match="growth: expected a factor a > 1"):
+    with pytest.raises(JaxprobeError, match=r"growth: expected a factor a in \(1\.0, inf\), got 1\.0"):
         auglag.augmented_lagrangian(jnp.sum, jnp.ravel, optimizer=optax.sgd(0.1), growth=1.0)

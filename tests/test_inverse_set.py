@@ -1,6 +1,6 @@
-"""Inverse sets (paper 003, SPEC section 2) on tiny random generators and classifiers.
+"""Inverse sets (Hada & Carreira-Perpiñán 2019) on tiny random generators and classifiers.
 
-Two setups, as SPEC section 2 names them: (1) a DCGAN-like generator with a normal prior feeding a
+Two setups: (1) a DCGAN-like generator with a normal prior feeding a
 small MNIST classifier; (2) an fc-generator-like setup whose codes live in the classifier's fc1
 space (E = the classifier up to fc1 after ReLU, codes initialized from E(random images)).
 Ranges are drawn from the empirical distribution of each neuron over random codes, so they are
@@ -76,7 +76,7 @@ def _check(res, gen, cls, neurons, ranges, n, nonlinear=True):
                                "seeds_out_of_range" if res.seeds_feasible else "unreachable")
     if m:
         # Independent recomputation from the returned codes (eager, other batch): equal up to
-        # float32 reordering (SPEC section 0: 1e-5 absolute plus 1e-5 relative) ...
+        # float32 reordering (1e-5 absolute plus 1e-5 relative) ...
         again = _values(gen, cls, res.codes, neurons, nonlinear)
         np.testing.assert_allclose(again, res.activations, rtol=1e-5, atol=1e-5)
         # ... so inside every range up to that tolerance.
@@ -158,7 +158,7 @@ def test_intersection_of_neurons_in_two_layers(prior_setup):
 
 def test_samples_in_range_fc_generator(fc_setup):
     gen, cls, codes = fc_setup
-    assert inv._choose_init("auto", gen, inv.default_embedding(gen, cls), 5)[0] == "images"
+    assert inv.init_mode(gen, inv.default_embedding(gen, cls)) == "images"
     assert inv.default_embedding(gen, cls).layer == 3  # fc1, the encoder its manifest names
     logits = _values(gen, cls, codes, [f"logits:{u}" for u in range(10)])
     rng = np.random.default_rng(4)
@@ -251,10 +251,14 @@ def no_work(monkeypatch):
     (dict(neurons="logits:12"), r"neuron 'logits:12': unit 12 out of range"),
     (dict(neurons="logits3"), r"neuron 'logits3': expected 'layer:unit'"),
     (dict(n=4, k=5), r"n: expected n >= k .* n=4 < k=5"),
-    (dict(k=0), r"k: expected a positive integer"),
+    (dict(k=0), r"k: expected an integer >= 1, got 0"),
+    (dict(n=True), r"n: expected an integer >= 1, got True"),
+    (dict(inner_steps=2.5), r"inner_steps: expected an integer >= 1, got 2.5"),
+    (dict(max_outer=0), r"max_outer: expected an integer >= 1, got 0"),
+    (dict(max_sampling_steps=-1), r"max_sampling_steps: expected an integer >= 0, got -1"),
     (dict(mu0=float("nan")), r"mu0: expected a positive number, got nan"),
     (dict(beta=float("nan")), r"beta: expected a positive number"),
-    (dict(growth=1.0), r"growth: expected a factor a > 1"),
+    (dict(growth=1.0), r"growth: expected a factor a in \(1\.0, inf\), got 1\.0"),
     (dict(margin=0.5), r"margin: expected 0 <= margin < \(z2 - z1\)/2"),
     (dict(margin=float("nan")), r"margin: expected 0 <= margin"),
     (dict(diversity="pixels"), r"diversity: expected one of embedding, code, none"),

@@ -18,6 +18,7 @@ import pytest
 from conftest import tiny_classifier, tiny_generator
 from jaxprobe.cli import main
 from jaxprobe.cli import inverse_set as cmd
+from jaxprobe.experiments import inverse_set_repro as repro
 from jaxprobe.inverse_sets.inverse_set import default_embedding
 from jaxprobe.models.neurons import neuron_values
 from jaxprobe.models.pixels import convert_pixels
@@ -52,7 +53,7 @@ def _recompute(gen, clf, codes, neurons, nonlinear=True):
 
 def _reachable_range(gen, clf, neuron, q=(0.4, 0.8), nonlinear=True):
     emb = default_embedding(gen, clf)
-    codes, _ = cmd.reference_codes(jax.random.key(7), gen, emb, None, 128)
+    codes, _ = repro.reference_codes(jax.random.key(7), gen, emb, None, 128)
     v = _recompute(gen, clf, codes, [neuron], nonlinear)[:, 0]
     return tuple(float(x) for x in np.quantile(v, q))
 
@@ -160,8 +161,8 @@ def test_reproduce_default_range_from_reference_codes(models):
     """With no range given it is chosen from reference codes before sampling (here random images)."""
     gen, clf = models
     images = np.asarray(jax.random.uniform(jax.random.key(2), (64, 28, 28, 1)))
-    rep = cmd.reproduce_inverse_set(jax.random.key(0), gen, clf, neuron="logits:3", n=N, k=K, reference=images,
-                                    equations=("eq5",))
+    rep = repro.reproduce_inverse_set(jax.random.key(0), gen, clf, neuron="logits:3", n=N, k=K, reference=images,
+                                      equations=("eq5",))
     z1, z2 = rep["range"]
     assert z1 < z2 and "quantiles" in rep["range_source"] and list(rep["runs"]) == ["eq5"]
     assert rep["runs"]["eq5"]["all_in_range_fresh_forward"] is True

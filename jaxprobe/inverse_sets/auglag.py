@@ -1,4 +1,4 @@
-"""Augmented Lagrangian for inequality constraints, slacks eliminated in closed form (SPEC section 2).
+"""Augmented Lagrangian for inequality constraints, slacks eliminated in closed form.
 
 Problem: minimize f(x) subject to g_i(x) >= 0, i = 1..m, x any pytree of float arrays.
 
@@ -28,7 +28,7 @@ Examples:
 
 References:
   J. Nocedal, S. Wright, Numerical Optimization (2006), section 17.4.
-  Paper 003 (inverse set of a neuron), section 3.4, eq. 8 and 10.
+  Hada & Carreira-Perpiñán 2019 (the inverse set of a neuron), section 3.4, eq. 8 and 10.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jaxprobe.errors import JaxprobeError
+from jaxprobe.checks import check_count, check_number
 
 
 class AugLagState(NamedTuple):
@@ -116,11 +116,9 @@ def augmented_lagrangian(objective: Callable, constraints: Callable | None = Non
     Returns:
       An `AugLag` (init, update, lagrangian). Nothing is jitted: jit the driver that uses it.
     """
-    inner_steps = int(inner_steps)
-    if inner_steps < 1:
-        raise JaxprobeError(f"inner_steps: expected a positive integer, got {inner_steps}")
-    if not isinstance(growth, jax.core.Tracer) and not float(growth) > 1.0:
-        raise JaxprobeError(f"growth: expected a factor a > 1, got {growth}")
+    inner_steps = check_count("inner_steps", inner_steps, 1)
+    if not isinstance(growth, jax.core.Tracer):
+        check_number("growth", growth, low=1.0, low_open=True, what="a factor a")
     tx = optax.with_extra_args_support(optimizer)
 
     if constraints is None:

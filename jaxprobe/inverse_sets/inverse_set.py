@@ -1,4 +1,4 @@
-"""Inverse set of a neuron: diverse generator samples with z1 <= f(G(c)) <= z2 (paper 003, SPEC 2).
+"""Inverse set of a neuron: diverse generator samples with z1 <= f(G(c)) <= z2 (Hada & Carreira-Perpiñán 2019).
 
 Target: n codes c whose images G(c) put every constrained neuron f_j (one neuron, or p of them for
 an intersection, eq. 11-12, possibly in different layers) in its range [z1_j, z2_j].
@@ -17,7 +17,7 @@ an intersection, eq. 11-12, possibly in different layers) in its range [z1_j, z2
    rows of C' inside every range are accepted; C <- C' (all rows). Until n are accepted or the
    step budget is spent (lax.while_loop, fixed-capacity buffers of n plus a count).
 
-Constraints (SPEC section 2). By default both sides, with a margin m (default (z2 - z1)/4) so seeds
+Constraints (our choice of form). By default both sides, with a margin m (default (z2 - z1)/4) so seeds
 start in the middle half: f >= z1 + m and f <= z2 - m. `one_sided=True` is the paper's form,
 f >= z2 - eps0 with eps0 = (z2 - z1)/2. Acceptance has no margin: a code is kept iff
 z1 <= f_j(G(c)) <= z2 for every constrained neuron j, evaluated on the same values stored in the
@@ -60,7 +60,7 @@ import optax
 from jax import lax
 
 from jaxprobe.inverse_sets import auglag
-from jaxprobe.checks import check_finite, check_positive
+from jaxprobe.checks import check_count, check_finite, check_number, check_positive
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neurons, values_at
 from jaxprobe.models.pixels import adapt_images
@@ -86,7 +86,7 @@ class Embedding(NamedTuple):
 
 
 def default_embedding(generator: Model, classifier: Model) -> Embedding:
-    """SPEC section 2's default E for a generator and a target classifier.
+    """The default diversity embedding E for a generator and a target classifier.
 
     The encoder the generator was trained to invert, when its manifest names one (`encoder.layer`,
     read on `classifier`: the fc6 generator with CaffeNet's fc6, `fc_generator` with the default
@@ -520,43 +520,53 @@ def _as_ranges(ranges, p: int, texts) -> np.ndarray:
     return r
 
 
-def _choose_init(init, generator: Model, embedding: Embedding, k: int):
-    """Decide how the K initial codes are made: 'images' (E of random images), 'prior', or given."""
+def init_mode(generator: Model, embedding: Embedding, init: str = "auto") -> str:
+    """How `inverse_set` makes its K initial codes for `init` = "auto", "images" or "prior".
+
+    "images": E(uniform random images), E mapping images into the generator's code space (Hada &
+    Carreira-Perpiñán 2019, section 3.4: "initialize C by passing K initial images X0 (we used random
+    values) through E"); "prior": draws from the generator's latent prior. "auto" is "images" when
+    the generator's manifest names E's layer as its encoder, or when it has no prior and E's size
+    equals the code size; otherwise "prior". Raises JaxprobeError when the mode cannot be used.
+    """
     code_size = math.prod(generator.input_shape)
     e_model, e_layer = embedding.model, embedding.model.layer(embedding.layer)
     e_size = math.prod(e_model.layer_shape(e_layer))
     maps_into_codes = e_size == code_size
     has_prior = bool(generator.manifest.get("latent"))
-    if isinstance(init, str):
-        if init == "auto":
-            enc = generator.manifest.get("encoder") or {}
-            named = (enc.get("layer") is not None and maps_into_codes
-                     and enc.get("model", e_model.name) == e_model.name
-                     and e_model.layer(enc["layer"]) == e_layer)
-            if named or (maps_into_codes and not has_prior):
-                return "images", None
-            if has_prior:
-                return "prior", None
+    if init == "auto":
+        enc = generator.manifest.get("encoder") or {}
+        named = (enc.get("layer") is not None and maps_into_codes
+                 and enc.get("model", e_model.name) == e_model.name
+                 and e_model.layer(enc["layer"]) == e_layer)
+        if named or (maps_into_codes and not has_prior):
+            return "images"
+        if has_prior:
+            return "prior"
+        raise JaxprobeError(
+            f"init: generator {generator.name!r} has no latent prior and E (layer {e_layer} of "
+            f"{e_model.name!r}, {e_size} values) does not map into its {code_size}-value code space; "
+            "pass init=an array of K codes")
+    if init == "prior":
+        if not has_prior:
+            raise JaxprobeError(f"init: generator {generator.name!r} has no latent prior (manifest 'latent')")
+        return "prior"
+    if init == "images":
+        if not maps_into_codes:
             raise JaxprobeError(
-                f"init: generator {generator.name!r} has no latent prior and E (layer {e_layer} of "
-                f"{e_model.name!r}, {e_size} values) does not map into its {code_size}-value code space; "
-                "pass init=an array of K codes")
-        if init == "prior":
-            if not has_prior:
-                raise JaxprobeError(f"init: generator {generator.name!r} has no latent prior (manifest 'latent')")
-            return "prior", None
-        if init == "images":
-            if not maps_into_codes:
-                raise JaxprobeError(
-                    f"init: E gives {e_size} values per image but generator {generator.name!r} takes "
-                    f"codes of shape {generator.input_shape}; 'images' needs E to map into the code space")
-            return "images", None
-        raise JaxprobeError(f"init: expected 'auto', 'prior', 'images' or an array of codes, got {init!r}")
+                f"init: E gives {e_size} values per image but generator {generator.name!r} takes "
+                f"codes of shape {generator.input_shape}; 'images' needs E to map into the code space")
+        return "images"
+    raise JaxprobeError(f"init: expected 'auto', 'prior', 'images' or an array of codes, got {init!r}")
+
+
+def _given_codes(init, generator: Model, k: int) -> np.ndarray:
+    """`init` passed as K codes: (k, *code_shape) float32, finite."""
     arr = np.asarray(init, dtype=np.float32)
     if arr.shape != (k,) + tuple(generator.input_shape):
         raise JaxprobeError(f"init: expected codes of shape {(k,) + tuple(generator.input_shape)}, got {arr.shape}")
     check_finite("init", arr)
-    return "given", arr
+    return arr
 
 
 def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n: int = 500, k: int = 10,
@@ -609,10 +619,8 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
       >>> res.n_accepted, res.stop_reason, res.activations.min() >= 4.0
     """
     # ---- every check before any work
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise JaxprobeError(f"n: expected a positive integer, got {n!r}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise JaxprobeError(f"k: expected a positive integer, got {k!r}")
+    n = check_count("n", n, 1)
+    k = check_count("k", k, 1)
     if n < k:
         raise JaxprobeError(f"n: expected n >= k (the K seeds are the first samples), got n={n} < k={k}")
     if diversity not in DIVERSITY:
@@ -632,16 +640,12 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
             raise JaxprobeError(f"margin: expected 0 <= margin < (z2 - z1)/2 = {list(width / 2)}, got {list(m)}")
     for name, value in (("mu0", mu0), ("beta", beta), ("seed_lr", seed_lr)):
         check_positive(name, float(value))
-    if not (np.isfinite(growth) and growth > 1):
-        raise JaxprobeError(f"growth: expected a factor a > 1, got {growth}")
-    for name, value in (("inner_steps", inner_steps), ("max_outer", max_outer)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise JaxprobeError(f"{name}: expected a positive integer, got {value!r}")
+    check_number("growth", growth, low=1.0, low_open=True, what="a factor a")
+    inner_steps = check_count("inner_steps", inner_steps, 1)
+    max_outer = check_count("max_outer", max_outer, 1)
     if max_sampling_steps is None:
         max_sampling_steps = 10 * max(1, -(-(n - k) // k))
-    if isinstance(max_sampling_steps, bool) or not isinstance(max_sampling_steps, (int, np.integer)) \
-            or max_sampling_steps < 0:
-        raise JaxprobeError(f"max_sampling_steps: expected a non-negative integer, got {max_sampling_steps!r}")
+    max_sampling_steps = check_count("max_sampling_steps", max_sampling_steps, 0)
     if generator.role != "generator":
         raise JaxprobeError(
             f"generator: expected a model with role 'generator', got {generator.name!r} ({generator.role})")
@@ -650,15 +654,17 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
         embedding.model.layer(embedding.layer)
     except JaxprobeError as err:
         raise JaxprobeError(f"embedding: {err}") from None
-    init_mode, init_codes = _choose_init(init, generator, embedding, k)
+    if isinstance(init, str):
+        mode = init_mode(generator, embedding, init)
+        init_codes = np.zeros((k,) + tuple(generator.input_shape), np.float32)  # unused: _run draws them
+    else:
+        mode, init_codes = "given", _given_codes(init, generator, k)
     check_mesh(mesh, k, "k", "the K codes")
-    if init_codes is None:
-        init_codes = np.zeros((k,) + tuple(generator.input_shape), np.float32)
 
     # ---- the work (one compiled program per static configuration)
     flat = np.array([flat_index(classifier, x) for x in resolved], np.int32)
     static = _Static(generator, classifier, embedding, tuple(x.layer for x in resolved), bool(nonlinear),
-                     bool(one_sided), diversity, int(k), int(n), int(inner_steps), optimizer, init_mode,
+                     bool(one_sided), diversity, k, n, inner_steps, optimizer, mode,
                      bool(normalize), mesh)
     out = _run(key, generator.params, classifier.params, embedding.model.params, jnp.asarray(init_codes),
                jnp.asarray(flat), jnp.asarray(_inward_float32(r)), jnp.asarray(m, jnp.float32),

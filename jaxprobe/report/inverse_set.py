@@ -1,4 +1,4 @@
-"""Report section: inverse sets of neurons on fc_generator + classifier (paper 003, SPEC section 2).
+"""Report section: inverse sets of neurons on fc_generator + classifier (Hada & Carreira-Perpiñán 2019).
 
 Four inverse sets, each of `N` samples with K = `K` seeds: two ranges of one class neuron (the
 paper's Figure 1 shows several ranges of the volcano neuron), one hidden neuron (the conv2 unit that
@@ -7,7 +7,7 @@ digits drive most (eq. 11-12). Ranges are quantiles of each
 neuron's value over G(c) for reference codes c = E(MNIST test digits) (`reference_codes`), fixed
 before sampling, so they are ranges the generator is known to reach. Every sample's activations go
 into the results, and `all_samples_in_range` is computed from a fresh forward pass G -> classifier
-on the returned codes, not from the sampler's own values.
+on the returned codes (`jaxprobe.experiments.rechecks`), not from the sampler's own values.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import time
 
 import numpy as np
 
-from jaxprobe.cli.inverse_set import (CLASS_RANGES, canonical_images, fresh_activations, independent_check,
-                                           layer_values, quantile_range, reference_codes, reference_images,
-                                           save_histograms)
+from jaxprobe.experiments.figures import save_histograms, save_sorted_samples
+from jaxprobe.experiments.inverse_set_repro import (CLASS_RANGES, canonical_images, embedding_layer, quantile_range,
+                                                    reference_codes, reference_images)
+from jaxprobe.experiments.rechecks import fresh_activations, independent_check, layer_values
 from jaxprobe.inverse_sets.inverse_set import default_embedding, inverse_set
+from jaxprobe.io import fmt_number, jsonable
 from jaxprobe.report.base import Section
-from jaxprobe.experiments.figures import pyplot as _plt
 
 N, K = 50, 10  # samples per inverse set (the paper's n = 500 is `jaxprobe reproduce inverse-set`), seeds
 # Gradient steps per outer iteration of the seeds (paper: 100). 25 keeps the section within its 30 s
@@ -53,32 +54,8 @@ def choose_hidden_unit(generator, classifier, layer: int, codes) -> str:
     return f"{classifier.layer_names[layer - 1]}:{unit}"
 
 
-def _rows_figure(path, rows, title):
-    """One row per inverse set: `SHOWN` samples picked evenly along its order by activation (high to
-    low), each labelled with its activations; the row's label on the left."""
-    plt = _plt()
-    fig, axes = plt.subplots(len(rows), SHOWN, figsize=(1.0 * SHOWN + 1.6, 1.15 * len(rows) + 0.5), dpi=100,
-                             squeeze=False)
-    for r, (label, images, values) in enumerate(rows):
-        values = np.asarray(values).reshape(len(values), -1)
-        order = np.argsort(-values[:, 0], kind="stable")
-        if len(order) > SHOWN:
-            order = order[np.linspace(0, len(order) - 1, SHOWN).round().astype(int)]
-        for c, ax in enumerate(axes[r]):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-            if c < len(order):
-                img = images[order[c]]
-                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1,
-                          interpolation="nearest")
-                ax.set_title("/".join(f"{v:.3g}" for v in values[order[c]]), fontsize=7)
-        axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def _ranges_text(neurons, ranges, sep: str) -> str:
+    return sep.join(f"{n} in [{a:.3g}, {b:.3g}]" for n, (a, b) in zip(neurons, ranges))
 
 
 def inverse_set_section(ctx) -> Section:
@@ -114,7 +91,7 @@ def inverse_set_section(ctx) -> Section:
     ]
 
     runs, fig_rows, hist_panels = [], [], []
-    for i, (label, neurons, ranges, source) in enumerate(problems):
+    for label, neurons, ranges, source in problems:
         t0 = time.perf_counter()
         res = inverse_set(ctx.key(f"inverse set {label}"), gen, cls, neurons, ranges, n=N, k=K, embedding=emb,
                           inner_steps=INNER_STEPS)
@@ -122,30 +99,28 @@ def inverse_set_section(ctx) -> Section:
         check = independent_check(res, gen, cls)
         runs.append({
             "label": label, "neurons": list(res.neurons), "reading": res.reading,
-            "ranges": np.asarray(res.ranges).tolist(), "range_source": source,
+            "ranges": res.ranges, "range_source": source,
             "n_requested": res.n_requested, "k": res.k, "n_accepted": res.n_accepted,
             "stop_reason": res.stop_reason, "stop_message": res.stop_message,
             "steps": {"outer_iterations": res.outer_iterations, "inner_steps": res.inner_steps,
                       "sampling_steps": res.sampling_steps},
             "diversity_statistics": res.stats,
-            "activations": np.asarray(res.activations, np.float64).tolist(),
+            "activations": res.activations,
             "fresh_forward_check": check,
             "wall_s": round(wall, 2),
         })
         images = canonical_images(gen, res.images)
-        fig_rows.append((f"{label}\n" + "\n".join(f"{n} in [{a:.3g}, {b:.3g}]" for n, (a, b) in
-                                                   zip(res.neurons, res.ranges)), images, res.activations))
+        fig_rows.append((label + "\n" + _ranges_text(res.neurons, res.ranges, "\n"), images, res.activations))
         for j, name in enumerate(res.neurons):
-            vals = np.asarray(res.activations)[:, j] if res.n_accepted else np.zeros(0)
-            hist_panels.append((f"{label}: {name}", vals, tuple(res.ranges[j])))
+            hist_panels.append((f"{label}: {name}", np.asarray(res.activations)[:, j], tuple(res.ranges[j])))
 
     out = ctx.out_dir
-    _rows_figure(out / "inverse_set_samples.png", fig_rows,
-                 f"Inverse sets on {gen.name} + {cls.name}: {K} of each set's samples, sorted by activation")
+    save_sorted_samples(out / "inverse_set_samples.png", fig_rows, f"Inverse sets on {gen.name} + {cls.name}",
+                        shown=SHOWN, ncol=SHOWN)
     save_histograms(out / "inverse_set_histograms.png", hist_panels, "activations of all accepted samples")
     results = {
         "generator": gen.name, "classifier": cls.name, "n": N, "k": K,
-        "embedding": {"model": emb.model.name, "layer": emb.model.layer_names[emb.model.layer(emb.layer) - 1]},
+        "embedding": {"model": emb.model.name, "layer": embedding_layer(emb)},
         "all_samples_in_range": all(r["fresh_forward_check"]["all_in_range"] for r in runs),
         "every_set_has_samples": all(r["n_accepted"] > 0 for r in runs),
         "samples_checked": sum(r["fresh_forward_check"]["n_checked"] for r in runs),
@@ -153,15 +128,15 @@ def inverse_set_section(ctx) -> Section:
     }
     rows = "".join(
         f"<tr><th style=\"text-align:left\">{html.escape(r['label'])}</th>"
-        f"<td style=\"text-align:left\">{html.escape(', '.join(f'{n} in [{a:.3g}, {b:.3g}]' for n, (a, b) in zip(r['neurons'], r['ranges'])))}</td>"
+        f"<td style=\"text-align:left\">{html.escape(_ranges_text(r['neurons'], r['ranges'], ', '))}</td>"
         f"<td>{r['n_accepted']}/{r['n_requested']}</td><td>{r['steps']['outer_iterations']}</td>"
         f"<td>{r['steps']['sampling_steps']}</td>"
-        f"<td>{_fmt(r['diversity_statistics']['mean_pairwise_distance'])}</td>"
+        f"<td>{fmt_number(r['diversity_statistics']['mean_pairwise_distance'], '.3g')}</td>"
         f"<td>{r['fresh_forward_check']['all_in_range']}</td><td>{r['stop_reason']}</td></tr>"
         for r in runs)
     body = (
-        f"<p>n = {N} samples per set, K = {K} seeds ({INNER_STEPS} gradient steps per outer iteration), diversity in E = {html.escape(results['embedding']['layer'])} "
-        f"of the classifier (eq. 5); neurons read after their nonlinearity. Ranges are quantiles of each "
+        f"<p>n = {N} samples per set, K = {K} seeds ({INNER_STEPS} gradient steps per outer iteration), "
+        f"diversity in E = {html.escape(results['embedding']['layer'])} of the classifier (eq. 5); neurons read after their nonlinearity. Ranges are quantiles of each "
         f"neuron over images the generator makes from encoded test digits, chosen before sampling. "
         f"Every sample's activations were recomputed by a fresh forward pass: all "
         f"{results['samples_checked']} in range: <b>{results['all_samples_in_range']}</b>.</p>"
@@ -170,14 +145,6 @@ def inverse_set_section(ctx) -> Section:
         f"{rows}</table>")
     figures = [("inverse_set_samples.png", "inverse sets: samples sorted by activation, with their values"),
                ("inverse_set_histograms.png", "activations of every sample, [z1, z2] shaded")]
-    return Section("inverse_set", "Inverse set of a neuron (paper 003)", body, figures, _json_safe(results))
+    return Section("inverse_set", "Inverse set of a neuron (Hada & Carreira-Perpiñán 2019)", body, figures,
+                   jsonable(results))
 
-
-def _fmt(v) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3g}"
-
-
-def _json_safe(x):
-    from jaxprobe.cli.inverse_set import _clean
-
-    return _clean(x)

@@ -1,0 +1,260 @@
+"""The inverse set of a neuron (Hada & Carreira-Perpiñán 2019) measured against the paper's numbers.
+
+`reproduce_inverse_set` runs, for one logit neuron with K = 10 and n = 500, the seeds' outer
+iterations, the sampling steps for the other n - K samples (paper: about 85, the minimum being
+ceil((n - K)/K) = 49), and the mean pairwise E-distance of the samples for eq. 5, eq. 13 and
+eq. 14 from a shared initialization (paper section 4.2: eq. 5 the most diverse);
+`reproduction_table` writes it as markdown. `result_record` is the JSON record of one
+`InverseSet`.
+
+Ranges are not tuned: they are quantiles (`quantile_range`) of the neuron's value over G(codes)
+for reference codes (`reference_codes`: E of MNIST test digits when the generator inverts E, as
+the fc generator does; otherwise codes from the generator's prior), so they are ranges the
+generator is known to reach, fixed before any sampling.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprobe.errors import JaxprobeError
+from jaxprobe.experiments.rechecks import fresh_activations, independent_check, range_check
+from jaxprobe.inverse_sets.inverse_set import default_embedding, init_mode, inverse_set, mean_pairwise_distance
+from jaxprobe.io import fmt_number, jsonable
+from jaxprobe.models.neurons import resolve_neuron
+
+# Quantile pairs of a class neuron's value over its class's reference codes (paper Figure 1 shows
+# several ranges of one class neuron; these are two of them, a typical and a high one).
+CLASS_RANGES = {"typical": (0.25, 0.5), "high": (0.75, 0.95)}
+# The paper's diversity terms by equation: eq. 5 in E, eq. 13 in code space, eq. 14 none.
+EQUATIONS = {"eq5": "embedding", "eq13": "code", "eq14": "none"}
+PAPER = {"sampling_steps": "about 85 for the other 490 (minimum 49)", "outer_iterations": "about 4",
+         "diversity": "eq. 5 the most diverse (section 4.2)"}
+
+
+def canonical_images(generator, images) -> np.ndarray:
+    """Generator images (m, H, W, C) in its pixel convention -> canonical [0, 1] for figures."""
+    images = jnp.asarray(images)
+    if generator.pixels is not None:
+        images = generator.pixels.to_canonical(images)
+    return np.clip(np.asarray(images), 0.0, 1.0)
+
+
+def embedding_layer(embedding) -> str:
+    """The name of E's layer in its model."""
+    model = embedding.model
+    return model.layer_names[model.layer(embedding.layer) - 1]
+
+
+# ---------------------------------------------------------------- reference ranges
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_test():
+    """MNIST's test split, read once per process (the report asks for several subsets)."""
+    from jaxprobe.train.data import load_mnist
+
+    try:
+        return load_mnist().test
+    except JaxprobeError:
+        return None
+
+
+def reference_images(label=None, count: int = 500):
+    """Up to `count` MNIST test digits (canonical [0, 1], NHWC) of class `label` (None: any), or
+    None when MNIST is not installed. Only ranges are chosen from them; the sampler never sees them."""
+    test = _mnist_test()
+    if test is None:
+        return None
+    x = test.images if label is None else test.images[test.labels == label]
+    return x[:count]
+
+
+def reference_codes(key, generator, embedding, images=None, count: int = 500):
+    """Codes whose images G(c) the generator is known to produce, to choose reachable ranges from.
+
+    When the sampler initializes codes as E(images) (`init_mode` "images": E maps into the code
+    space, as for the fc generator), the codes are E(images) for the given canonical images, or
+    for `count` uniform random images (the sampler's own initialization) when `images` is None.
+    Otherwise `count` draws from the generator's prior. Returns ((m, *code_shape) float32, a
+    sentence saying which).
+    """
+    if init_mode(generator, embedding) == "prior":
+        return np.asarray(generator.sample_prior(key, count)), f"{count} codes from the generator's prior"
+    e_model = embedding.model
+    source = "MNIST test digits"
+    if images is None:
+        images = np.asarray(jax.random.uniform(key, (count,) + tuple(e_model.input_shape)))
+        source = "uniform random images"
+    x = jnp.asarray(images, jnp.float32)
+    if e_model.pixels is not None:
+        x = e_model.pixels.from_canonical(x)
+    h = e_model.activation(e_model.params, x, e_model.layer(embedding.layer), nonlinear=embedding.nonlinear)
+    codes = np.asarray(h).reshape((len(images),) + tuple(generator.input_shape))
+    return codes, f"E(x) for {len(images)} {source}"
+
+
+def quantile_range(values, q) -> tuple:
+    """(z1, z2) = the (q1, q2) quantiles of values (m,); raises when they coincide."""
+    z1, z2 = (float(v) for v in np.quantile(np.asarray(values, np.float64), q))
+    if not z2 > z1:
+        raise JaxprobeError(f"range: the reference values of this neuron are constant ({z1}); pick another neuron")
+    return z1, z2
+
+
+# ---------------------------------------------------------------- records
+
+
+def result_record(result, *, generator, classifier, embedding, seed, check=None, wall_s=None) -> dict:
+    """The JSON record of an `InverseSet`: every accepted sample's codes and activations.
+
+    `activations` holds one list per sample with each constrained neuron's value in the order of
+    `neurons`; `codes` one (flattened) code per sample, `code_shape` their shape. `check` (from
+    `independent_check`) and `wall_s` are added when given.
+    """
+    equation = {d: eq.replace("eq", "eq. ") for eq, d in EQUATIONS.items()}
+    record = {
+        "generator": generator.name,
+        "classifier": classifier.name,
+        "neurons": list(result.neurons),
+        "reading": result.reading,
+        "ranges": result.ranges,
+        "n_requested": result.n_requested,
+        "k": result.k,
+        "n_accepted": result.n_accepted,
+        "seed": seed,
+        "diversity": result.diversity,
+        "diversity_equation": equation[result.diversity],
+        "embedding": {"model": embedding.model.name, "layer": embedding_layer(embedding),
+                      "reading": "post-nonlinearity" if embedding.nonlinear else "pre-activation"},
+        "stop_reason": result.stop_reason,
+        "stop_message": result.stop_message,
+        "seeds_feasible": result.seeds_feasible,
+        "steps": {"outer_iterations": result.outer_iterations, "inner_steps": result.inner_steps,
+                  "sampling_steps": result.sampling_steps},
+        "lambda": result.lam,
+        "mu": result.mu,
+        "diversity_statistics": result.stats,
+        "stored_activations_in_range": range_check(result.activations, result.ranges)["all_in_range"],
+        "activations": np.asarray(result.activations, np.float64),
+        "code_shape": list(np.shape(result.codes)[1:]),
+        "codes": np.asarray(result.codes, np.float64).reshape(len(result.codes), -1),
+    }
+    if check is not None:
+        record["fresh_forward_check"] = check
+    if wall_s is not None:
+        record["wall_s"] = round(float(wall_s), 3)
+    return jsonable(record)
+
+
+# ---------------------------------------------------------------- reproduction
+
+
+def reproduce_inverse_set(key, generator, classifier, *, neuron: str = "logits:3", value_range=None,
+                          n: int = 500, k: int = 10, reference=None, equations=tuple(EQUATIONS),
+                          **kwargs) -> dict:
+    """The paper's numbers for one logit neuron (Hada & Carreira-Perpiñán 2019, sections 3.4 and
+    4.2), as measured here.
+
+    Runs `inverse_set` once per equation with the same key, which draws only the initial codes, so
+    all runs start from the same K codes: diversity by eq. 5 (in E), eq. 13 (in code space) and
+    eq. 14 (none). Reports, per equation, the seeds' outer iterations and inner steps, the sampling
+    steps that produced the other n - K samples (the minimum is ceil((n - K)/K)), the accepted
+    count and stop reason, the mean Euclidean distance in E over distinct pairs, of the K seeds
+    and of all accepted samples, whether a fresh forward pass finds every sample in range
+    (`independent_check`), and the wall time of each run (compilation included).
+
+    Args:
+      key: PRNG key (the reference codes, and the initial codes shared by the runs).
+      generator, classifier: models (E: `default_embedding`).
+      neuron: the logit neuron, `layer:unit`.
+      value_range: (z1, z2); default: the "high" quantiles of `CLASS_RANGES` of the neuron over
+        G(reference codes) of its class (the unit's digit; see `reference_codes`).
+      n, k: samples and seeds (paper: 500 and 10).
+      reference: canonical images for the reference codes (default: MNIST test digits of the
+        neuron's class, or uniform random images when MNIST is missing).
+      equations: which of "eq5", "eq13", "eq14" to run (default all three).
+      **kwargs: passed on to `inverse_set` (budgets, beta, ...).
+
+    Returns:
+      A JSON-ready dict: settings, the range and where it came from, the paper's numbers, and
+      "runs" with one entry per equation.
+    """
+    unknown = [e for e in equations if e not in EQUATIONS]
+    if unknown or not equations:
+        raise JaxprobeError(f"equations: expected some of {', '.join(EQUATIONS)}, got {list(equations)}")
+    target = resolve_neuron(classifier, neuron)
+    embedding = default_embedding(generator, classifier)
+    k_ref, k_run = jax.random.split(key)
+    range_source = "given"
+    if value_range is None:
+        images = reference if reference is not None else reference_images(target.unit)
+        codes, source = reference_codes(k_ref, generator, embedding, images)
+        values = fresh_activations(generator, classifier, codes, [neuron])[:, 0]
+        value_range = quantile_range(values, CLASS_RANGES["high"])
+        range_source = (f"quantiles {CLASS_RANGES['high']} of {neuron} over G(c), c = {source}"
+                        + (f" of class {target.unit}" if "MNIST" in source else ""))
+    runs = {}
+    for eq in equations:
+        diversity = EQUATIONS[eq]
+        t0 = time.perf_counter()
+        res = inverse_set(k_run, generator, classifier, neuron, value_range, n=n, k=k, embedding=embedding,
+                          diversity=diversity, **kwargs)
+        wall = time.perf_counter() - t0
+        # With feasible seeds every seed is in range, so the first K accepted rows are the seeds.
+        seeds = res.embeddings[:k] if res.seeds_feasible and res.n_accepted >= k else np.zeros((0, 1))
+        check = independent_check(res, generator, classifier)
+        runs[eq] = {
+            "diversity": diversity,
+            "outer_iterations": res.outer_iterations,
+            "inner_steps": res.inner_steps,
+            "seeds_feasible": res.seeds_feasible,
+            "sampling_steps": res.sampling_steps,
+            "minimum_sampling_steps": -(-(n - k) // k),
+            "n_accepted": res.n_accepted,
+            "stop_reason": res.stop_reason,
+            "mean_pairwise_E_distance_seeds": mean_pairwise_distance(seeds),
+            "mean_pairwise_E_distance": res.stats["mean_pairwise_distance"],
+            "mean_pairwise_code_distance": res.stats["mean_pairwise_code_distance"],
+            # Eq. 14 has no force that moves a code inside the range, so its accepted set repeats codes.
+            "distinct_codes": int(len(np.unique(np.asarray(res.codes).reshape(res.n_accepted, -1), axis=0))),
+            "all_in_range_fresh_forward": check["all_in_range"],
+            "wall_s": round(wall, 2),
+        }
+    return jsonable({
+        "neuron": neuron, "range": value_range, "range_source": range_source, "n": n, "k": k,
+        "generator": generator.name, "classifier": classifier.name,
+        "embedding": {"model": embedding.model.name, "layer": embedding_layer(embedding)},
+        "paper": PAPER,
+        "runs": runs,
+    })
+
+
+def reproduction_table(rep: dict) -> str:
+    """A markdown table of a `reproduce_inverse_set` result, one row per equation."""
+    lines = [
+        f"Inverse set of {rep['neuron']} in [{rep['range'][0]:.4g}, {rep['range'][1]:.4g}] "
+        f"({rep['range_source']}); generator {rep['generator']}, classifier {rep['classifier']}, "
+        f"E = {rep['embedding']['model']} {rep['embedding']['layer']}; n = {rep['n']}, K = {rep['k']}; "
+        "the runs start from the same K codes.",
+        "",
+        "| diversity | outer iterations | inner steps | sampling steps (min) | accepted | stop | "
+        "distinct codes | mean pairwise E-distance, seeds | mean pairwise E-distance, all | "
+        "all in range (fresh pass) | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for eq, r in rep["runs"].items():
+        lines.append(
+            f"| {eq.replace('eq', 'eq. ')} ({r['diversity']}) | {r['outer_iterations']} | {r['inner_steps']} | "
+            f"{r['sampling_steps']} ({r['minimum_sampling_steps']}) | {r['n_accepted']} | {r['stop_reason']} | "
+            f"{r['distinct_codes']} | {fmt_number(r['mean_pairwise_E_distance_seeds'])} | "
+            f"{fmt_number(r['mean_pairwise_E_distance'])} | {r['all_in_range_fresh_forward']} | "
+            f"{fmt_number(r['wall_s'], '.3g')} |")
+    lines += ["", "Paper (CaffeNet fc8, DeePSim fc6 generator): about 4 outer iterations, about 85 sampling "
+              "steps for the other 490 (minimum 49), eq. 5 the most diverse."]
+    return "\n".join(lines) + "\n"
