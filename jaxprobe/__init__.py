@@ -26,7 +26,8 @@ from jaxprobe.gbas.beropt import BerOptResult, beropt, default_lambda
 from jaxprobe.gbas.gbrrt import (GBRRT, GBRRTResult, GBRRTState, gbrrt, gbrrt_kernel, gbrrt_run, gbrrt_sequential,
                             gbrrt_sequential_run, stop_reason_name)
 from jaxprobe.gbas.epsball import eps_l2, eps_linf, log_ball_volume, sample_l2_ball, sample_linf_ball
-from jaxprobe.gbas.egbas import EGBASResult, egbas, feature_similarity, sample_sigma
+from jaxprobe.gbas.egbas import EGBASResult, egbas
+from jaxprobe.gbas.metrics import feature_similarity, sample_sigma
 from jaxprobe.models.neurons import Neuron, neuron_values, parse_neuron, resolve_neuron, resolve_neurons
 from jaxprobe.inverse_sets.auglag import AugLag, AugLagState, augmented_lagrangian, feasible
 from jaxprobe.inverse_sets.auglag import run as auglag_run

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprobe.gbas.egbas import egbas, feature_similarity, sample_sigma
+from jaxprobe.gbas.egbas import egbas
+from jaxprobe.gbas.metrics import feature_similarity, masked_sigma, masked_similarity, sample_sigma
 from jaxprobe.errors import JaxprobeError
 from conftest import tiny_critic, tiny_generator
 from test_boundaries import perturbed
@@ -48,6 +49,26 @@ def test_sample_sigma_is_mean_pixel_std():
     assert float(sample_sigma(np.repeat(x[:1], 4, axis=0))) == 0.0
     with pytest.raises(JaxprobeError, match=r"images: expected a batch"):
         sample_sigma(np.zeros(5))
+
+
+def test_padded_sets_ignore_their_padding():
+    # The masked forms (one compilation for every set size) against numpy on the valid rows only:
+    # padding rows hold large values that would change every number if they were counted.
+    critic = tiny_critic()
+    rng = np.random.default_rng(2)
+    images = rng.uniform(-1, 1, size=(3, 6, 28, 28, 1)).astype(np.float32)
+    counts = np.array([6, 2, 0])
+    images[1, 2:] = 50.0
+    images[2] = 50.0
+    ref = images[0, :1]
+    sigma, std = masked_sigma(jnp.asarray(images), jnp.asarray(counts))
+    sim = np.asarray(masked_similarity(critic, critic.params, ref, jnp.asarray(images), jnp.asarray(counts)))
+    for s, n in enumerate(counts[:2]):
+        want = images[s, :n].astype(np.float64).std(axis=0)
+        np.testing.assert_allclose(std[s], want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(float(sigma[s]), want.mean(), rtol=1e-5)
+        np.testing.assert_allclose(sim[s], feature_similarity(critic, critic.params, images[s, :n], ref), rtol=1e-5)
+    assert np.isnan(float(sigma[2])) and np.isnan(sim[2]).all() and sim.shape == (3, 4)
 
 
 def test_feature_similarity_matches_layer_by_layer_numpy():

@@ -14,7 +14,7 @@ from flax import nnx
 
 import jaxprobe.cli
 from jaxprobe.cli import main
-from jaxprobe.cli.egbas import egbas_tables, tables_markdown
+from jaxprobe.experiments.egbas_tables import egbas_tables, tables_markdown
 from jaxprobe.models.store import load, save_model
 from conftest import tiny_critic, tiny_generator
 from test_boundaries import perturbed

@@ -83,7 +83,7 @@ def test_bad_input():
             sample_l2_ball(key, jnp.zeros(3), bad, 4)
         with pytest.raises(JaxprobeError, match=r"a: expected a positive radius"):
             sample_linf_ball(key, jnp.zeros(3), bad, 4)
-    with pytest.raises(JaxprobeError, match=r"n: expected a number of samples >= 0"):
+    with pytest.raises(JaxprobeError, match=r"n: expected an integer >= 0, got -1"):
         sample_l2_ball(key, jnp.zeros(3), 1.0, -1)
-    with pytest.raises(JaxprobeError, match=r"d: expected a dimension >= 1"):
+    with pytest.raises(JaxprobeError, match=r"d: expected an integer >= 1, got 0"):
         eps_linf(1.0, 0)

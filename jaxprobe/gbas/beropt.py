@@ -24,11 +24,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from jaxprobe.checks import check_count, check_number
 from jaxprobe.gbas.boundaries import check_query, layer_size
-from jaxprobe.errors import JaxprobeError
 
 
 class BerOptResult(NamedTuple):
@@ -143,18 +142,11 @@ def beropt(key, model, params, z0, layer, *, lam: float | None = None, tau: floa
     """
     l = model.layer(layer)
     z0 = check_query(model, z0)
-    for name, value in (("p", p), ("init", init)):
-        if not (0.0 < float(value) < 1.0):
-            raise JaxprobeError(f"{name}: expected a number in (0, 1), got {value}")
-    if not (np.isfinite(tau) and tau > 0):
-        raise JaxprobeError(f"tau: expected a positive temperature, got {tau}")
-    if not (np.isfinite(learning_rate) and learning_rate > 0):
-        raise JaxprobeError(f"learning_rate: expected a positive number, got {learning_rate}")
-    if lam is not None and not (np.isfinite(lam) and lam >= 0):
-        raise JaxprobeError(f"lam: expected a non-negative number or None, got {lam}")
-    for name, value in (("steps", steps), ("n_masks", n_masks)):
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise JaxprobeError(f"{name}: expected an integer >= 1, got {value}")
-    return _beropt_jit(key, model, params, z0, l, lam=lam, tau=float(tau), steps=int(steps),
-                       learning_rate=float(learning_rate), init=float(init), p=float(p),
-                       n_masks=int(n_masks))
+    p = check_number("p", p, low=0, high=1, low_open=True, high_open=True)
+    init = check_number("init", init, low=0, high=1, low_open=True, high_open=True)
+    tau = check_number("tau", tau, low=0, low_open=True, what="a positive temperature")
+    learning_rate = check_number("learning_rate", learning_rate, low=0, low_open=True, what="a positive number")
+    if lam is not None:
+        check_number("lam", lam, low=0, what="a non-negative number or None")
+    return _beropt_jit(key, model, params, z0, l, lam=lam, tau=tau, steps=check_count("steps", steps, 1),
+                       learning_rate=learning_rate, init=init, p=p, n_masks=check_count("n_masks", n_masks, 1))

@@ -1,17 +1,14 @@
-"""E-GBAS: explorative generative boundary aware sampling (paper 001, Algorithm 3) and its metrics.
+"""E-GBAS: explorative generative boundary aware sampling (Jeon et al. 2020, Algorithm 3).
 
 Algorithm 3: theta* = BerOpt(z0, G, l); V* = 1[theta* > p] sign(f_{l:1}(z0)); Z = GB-RRT(z0, GR_V*).
 `egbas` adds the section-4 baselines: eps_L2 and eps_Linf from the tree's accepted and rejected
 sets, and as many uniform draws from each ball around z0 as the tree has nodes.
 
-Metrics (SPEC section 1): `sample_sigma`, Table 1's mean over pixels of the standard deviation of
-G(z) over a sample set; `feature_similarity`, Table 2's mean cosine similarity between a critic's
-layer-k features of G(z) and of G(z0), for each feature layer (every layer but the scalar head).
+The paper's metrics of the resulting sample sets (Tables 1-2) are in `jaxprobe.gbas.metrics`.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -20,11 +17,8 @@ import numpy as np
 
 from jaxprobe.gbas.beropt import beropt
 from jaxprobe.gbas.boundaries import check_query
-from jaxprobe.checks import check_batch
 from jaxprobe.gbas.epsball import eps_l2, eps_linf, sample_l2_ball, sample_linf_ball
-from jaxprobe.errors import JaxprobeError
 from jaxprobe.gbas.gbrrt import GBRRTResult, gbrrt
-
 
 class EGBASResult(NamedTuple):
     """One E-GBAS run for one query and one layer (trimmed, host-side arrays).
@@ -118,60 +112,3 @@ def _baselines(k_l2, k_linf, z0, nodes, count, rejected, n_rejected):
     cap = nodes.shape[0]
     return e2, einf, sample_l2_ball(k_l2, z0, e2, cap), sample_linf_ball(k_linf, z0, einf, cap)
 
-
-def sample_sigma(images):
-    """Table 1's sigma: the mean over pixels of the standard deviation over the sample set.
-
-    Args:
-      images: (n, *image_shape), n >= 1, on the generator's output scale (e.g. [-1, 1] for a tanh
-        generator; say which when reporting).
-
-    Returns:
-      () float32: mean_pixels std_n(images) (population std, ddof = 0).
-    """
-    images = jnp.asarray(images, jnp.float32)
-    if images.ndim < 2 or images.shape[0] < 1:
-        raise JaxprobeError(f"images: expected a batch (n >= 1, ...), got shape {tuple(images.shape)}")
-    return jnp.mean(jnp.std(images, axis=0))
-
-
-def feature_similarity(critic, params, images, ref_image):
-    """Table 2's similarity: mean cosine similarity of critic features of `images` and `ref_image`.
-
-    For each feature layer k = 1..L-1 of the critic (every layer but its last, the scalar head),
-    the features are the layer's activation after its nonlinearity (`critic.activation`),
-    flattened; the result is mean_i cos(phi_k(x_i), phi_k(x_ref)).
-
-    Args:
-      critic: a probe-able critic (`Model`), params its parameters.
-      images: (n, *critic.input_shape), e.g. G(z) for the samples (same scale the critic was
-        trained on).
-      ref_image: one image (*critic.input_shape) or (1, *input_shape), e.g. G(z0).
-
-    Returns:
-      float32 (L-1,): the mean similarity at each feature layer.
-    """
-    check_batch("images", images, critic.input_shape, what=f"critic {critic.name!r}")
-    ref = jnp.asarray(ref_image, jnp.float32)
-    if tuple(ref.shape) == tuple(critic.input_shape):
-        ref = ref[None]
-    check_batch("ref_image", ref, critic.input_shape, what=f"critic {critic.name!r}")
-    if ref.shape[0] != 1:
-        raise JaxprobeError(f"ref_image: expected one image, got a batch of {ref.shape[0]}")
-    if critic.n_layers < 2:
-        raise JaxprobeError(f"critic: {critic.name!r} has no feature layer below its head")
-    return _similarity(critic, params, jnp.asarray(images, jnp.float32), ref)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _similarity(critic, params, images, ref):
-    # Jitted here because op-by-op dispatch of a conv critic cost seconds per call; inside a
-    # caller's jit this is simply inlined.
-    x = jnp.concatenate([ref, images], axis=0)
-    sims = []
-    for k in range(1, critic.n_layers):
-        f = critic.activation(params, x, k).reshape(x.shape[0], -1)
-        norms = jnp.linalg.norm(f, axis=1)
-        cos = (f[1:] @ f[0]) / jnp.maximum(norms[1:] * norms[0], 1e-12)
-        sims.append(jnp.mean(cos))
-    return jnp.stack(sims)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 
-from jaxprobe.errors import JaxprobeError
+from jaxprobe.checks import check_count, check_number
 
 
 def _rows(x):
@@ -67,19 +67,18 @@ def eps_linf(eps, d: int):
 
     log a = log eps + ((d/2) log pi - lgamma(d/2 + 1)) / d - log 2.
     """
-    if isinstance(d, bool) or int(d) != d or d < 1:
-        raise JaxprobeError(f"d: expected a dimension >= 1, got {d!r}")
+    check_count("d", d, 1)
     eps = jnp.asarray(eps, jnp.float32)
     return jnp.exp(jnp.log(eps) + (0.5 * d * math.log(math.pi) - gammaln(0.5 * d + 1.0)) / d - math.log(2.0))
 
 
 def _check_draw(name, radius, n):
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise JaxprobeError(f"n: expected a number of samples >= 0, got {n!r}")
+    """Refuse a count n < 0 or a concrete radius with a value <= 0 or not finite (a traced radius
+    has no value to check)."""
+    check_count("n", n, 0)
     if not isinstance(radius, jax.core.Tracer):
-        value = np.asarray(radius)
-        if not (np.all(np.isfinite(value)) and np.all(value > 0)):
-            raise JaxprobeError(f"{name}: expected a positive radius, got {value}")
+        for value in np.asarray(radius, np.float64).reshape(-1):
+            check_number(name, float(value), low=0, low_open=True, what="a positive radius")
 
 
 def sample_l2_ball(key, center, eps, n: int):

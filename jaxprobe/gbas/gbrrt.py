@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.gbas.boundaries import check_indicator, check_query, region_margin, region_membership
-from jaxprobe.checks import check_count
+from jaxprobe.checks import check_count, check_number
 from jaxprobe.errors import JaxprobeError
 
 RUNNING, CAPACITY_FULL, ITERATIONS_DONE = 0, 1, 2
@@ -474,8 +474,7 @@ def check_arguments(model, params, z0, layer, v_star, *, delta, interval, capaci
     layer = model.layer(layer)
     z0 = check_query(model, z0)
     v = check_indicator(model, layer, v_star).astype(jnp.float32)
-    if not (np.isfinite(delta) and delta > 0):
-        raise JaxprobeError(f"delta: expected a positive step size, got {delta}")
+    delta = check_number("delta", delta, low=0, low_open=True, what="a positive step size")
     d = math.prod(model.input_shape)
     iv = np.asarray(interval, dtype=np.float64)
     if iv.shape not in ((), (d,), tuple(model.input_shape)):
@@ -493,7 +492,7 @@ def check_arguments(model, params, z0, layer, v_star, *, delta, interval, capaci
     if margin < 0:
         raise JaxprobeError(f"v_star: the query z0 is not in the region it defines (min V_i h_i(z0) = {margin:.3g} < 0)")
     interval = jnp.asarray(np.broadcast_to(iv.reshape(-1) if iv.ndim else iv, (d,)), jnp.float32)
-    return layer, z0, v, float(delta), interval, capacity, max_candidates, batch, rejected_capacity
+    return layer, z0, v, delta, interval, capacity, max_candidates, batch, rejected_capacity
 
 
 def gbrrt(key, model, params, z0, layer, v_star, *, delta: float, interval=1.0, capacity: int = 256,

@@ -21,10 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.cli.egbas import METHOD_NAMES, METHODS, PAPER, canonical_images, egbas_tables, sample_rows
+from jaxprobe.experiments.egbas_tables import (METHOD_NAMES, METHODS, PAPER, canonical_images, egbas_tables,
+                                               sample_rows)
+from jaxprobe.experiments.figures import pyplot, save_figure, save_grid
 from jaxprobe.gbas.egbas import egbas
+from jaxprobe.io import fmt_number
 from jaxprobe.report.base import Section
-from jaxprobe.experiments.figures import pyplot as _plt, save_grid
 
 # The plane: delta small beside the plotted region so that the tree's paths show; the tree stops
 # at `capacity` nodes or `max_candidates` candidates.
@@ -78,7 +80,7 @@ def selected_values(model, params, z, l, v):
 
 def _plane_figure(path, gen2, r, lim: float = 3.0, side: int = 256, zoom_side: int = 128):
     """Figures 2-5 of the paper for a 2-D latent generator at layer r.layer (see module docstring)."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.collections import LineCollection
     from matplotlib.patches import Circle, Rectangle
 
@@ -150,13 +152,8 @@ def _plane_figure(path, gen2, r, lim: float = 3.0, side: int = 256, zoom_side: i
                  f"boundaries that wall it in view ({crossing} cross the view)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return {"selected_boundaries_in_zoom": crossing, "walls_in_zoom": int(len(walls))}
-
-
-def _fmt(x, d=4):
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{d}f}"
 
 
 def _tables_html(t) -> str:
@@ -164,13 +161,15 @@ def _tables_html(t) -> str:
     head = "".join(f"<th>layer {l}</th>" for l in layers)
     rows = "".join(
         f"<tr><th style=\"text-align:left\">{METHOD_NAMES[m]}</th>"
-        + "".join(f"<td>{_fmt(v)} <small>({_fmt(PAPER['sigma'][m][l - 1]) if l <= 4 else '-'})</small></td>"
+        + "".join(f"<td>{fmt_number(v, '.4f')} "
+                  f"<small>({fmt_number(PAPER['sigma'][m][l - 1], '.4f') if l <= 4 else '-'})</small></td>"
                   for v, l in zip(t["sigma"][m], layers)) + "</tr>" for m in METHODS)
     crit = t["critic_layers"]
     head2 = "".join(f"<th>critic {k + 1} ({html.escape(n)})</th>" for k, n in enumerate(crit))
     rows2 = "".join(
         f"<tr><th style=\"text-align:left\">{METHOD_NAMES[m]}</th>"
-        + "".join(f"<td>{_fmt(v, 3)} <small>({_fmt(PAPER['similarity'][m][k], 3) if k < 4 else '-'})</small></td>"
+        + "".join(f"<td>{fmt_number(v, '.3f')} "
+                  f"<small>({fmt_number(PAPER['similarity'][m][k], '.3f') if k < 4 else '-'})</small></td>"
                   for k, v in enumerate(t["similarity_mean_over_layers"][m])) + "</tr>" for m in METHODS)
     return (f"<p>Small Tables 1-2: {t['queries']} random queries, "
             f"{t['settings']['max_candidates']} candidates per tree "
