@@ -20,6 +20,7 @@ from jaxprobe.gbas.boundaries import check_query
 from jaxprobe.gbas.epsball import eps_l2, eps_linf, sample_l2_ball, sample_linf_ball
 from jaxprobe.gbas.gbrrt import GBRRTResult, gbrrt
 
+
 class EGBASResult(NamedTuple):
     """One E-GBAS run for one query and one layer (trimmed, host-side arrays).
 
