@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from jaxprobe.io import atomic_dir, write_json, write_text
-from jaxprobe.report.base import Context, Section
+from jaxprobe.report.base import Context, Section, render
 from jaxprobe.report.egbas import egbas_section
 from jaxprobe.report.foundation import foundation_section
 from jaxprobe.report.inverse_set import inverse_set_section
@@ -21,14 +21,9 @@ __all__ = ["Context", "Section", "SECTIONS", "run_demo", "write_report"]
 
 
 def write_report(out_dir: Path, sections: list[Section], timings: dict) -> None:
-    """Write index.html (from templates/index.html.j2; section bodies are HTML the sections escaped
-    themselves, everything else is escaped here) and results.json into `out_dir`."""
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-                             autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    page = env.get_template("index.html.j2").render(sections=sections, timings=timings)
-    write_text(out_dir / "index.html", page)
+    """Write index.html (templates/index.html.j2; each section's body is HTML rendered from its own
+    template, everything else is escaped here) and results.json into `out_dir`."""
+    write_text(out_dir / "index.html", render("index.html.j2", sections=sections, timings=timings))
     results = {s.key: s.results for s in sections}
     results["timings_s"] = timings
     write_json(out_dir / "results.json", results)

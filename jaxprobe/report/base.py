@@ -1,11 +1,32 @@
-"""What a report section receives and returns."""
+"""What a report section receives and returns, and the templates its HTML comes from."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import jax
+
+from jaxprobe.io import fmt_number
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@functools.lru_cache(maxsize=1)
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
+    env.filters["num"] = fmt_number  # {{ x | num(".4f") }}: "n/a" for None or NaN
+    return env
+
+
+def render(template: str, **context) -> str:
+    """HTML from `templates/<template>`, every value escaped unless the template marks it safe."""
+    return _environment().get_template(template).render(**context)
 
 
 @dataclasses.dataclass

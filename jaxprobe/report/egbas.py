@@ -15,7 +15,6 @@ Settings are smaller than the command's defaults so that the section stays withi
 
 from __future__ import annotations
 
-import html
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +24,7 @@ from jaxprobe.experiments.egbas_tables import (METHOD_NAMES, METHODS, PAPER, can
                                                sample_rows)
 from jaxprobe.experiments.figures import pyplot, save_figure, save_grid
 from jaxprobe.gbas.egbas import egbas
-from jaxprobe.io import fmt_number
-from jaxprobe.report.base import Section
+from jaxprobe.report.base import Section, render
 
 # The plane: delta small beside the plotted region so that the tree's paths show; the tree stops
 # at `capacity` nodes or `max_candidates` candidates.
@@ -156,30 +154,6 @@ def _plane_figure(path, gen2, r, lim: float = 3.0, side: int = 256, zoom_side: i
     return {"selected_boundaries_in_zoom": crossing, "walls_in_zoom": int(len(walls))}
 
 
-def _tables_html(t) -> str:
-    layers = t["layers"]
-    head = "".join(f"<th>layer {l}</th>" for l in layers)
-    rows = "".join(
-        f"<tr><th style=\"text-align:left\">{METHOD_NAMES[m]}</th>"
-        + "".join(f"<td>{fmt_number(v, '.4f')} "
-                  f"<small>({fmt_number(PAPER['sigma'][m][l - 1], '.4f') if l <= 4 else '-'})</small></td>"
-                  for v, l in zip(t["sigma"][m], layers)) + "</tr>" for m in METHODS)
-    crit = t["critic_layers"]
-    head2 = "".join(f"<th>critic {k + 1} ({html.escape(n)})</th>" for k, n in enumerate(crit))
-    rows2 = "".join(
-        f"<tr><th style=\"text-align:left\">{METHOD_NAMES[m]}</th>"
-        + "".join(f"<td>{fmt_number(v, '.3f')} "
-                  f"<small>({fmt_number(PAPER['similarity'][m][k], '.3f') if k < 4 else '-'})</small></td>"
-                  for k, v in enumerate(t["similarity_mean_over_layers"][m])) + "</tr>" for m in METHODS)
-    return (f"<p>Small Tables 1-2: {t['queries']} random queries, "
-            f"{t['settings']['max_candidates']} candidates per tree "
-            f"(paper's DCGAN-MNIST values in parentheses; <code>jaxprobe reproduce egbas</code> runs 10 queries). "
-            f"Sigma on the {html.escape(t['sigma_scale'])} scale, each set without its query.</p>"
-            f"<table><tr><th>sigma</th>{head}</tr>{rows}</table>"
-            f"<p>Critic feature similarity, mean over generator layers:</p>"
-            f"<table><tr><th>similarity</th>{head2}</tr>{rows2}</table>")
-
-
 def egbas_section(ctx) -> Section:
     """E-GBAS figures and small tables on the default dcgan2d, dcgan and dcgan's critic."""
     out = ctx.out_dir
@@ -235,9 +209,5 @@ def egbas_section(ctx) -> Section:
     figures.append(("egbas_std.png",
                     "standard deviation of the generated images per layer (paper Figure 6, first row)"))
 
-    text = (f"<p>E-GBAS (paper 001): BerOpt selects the boundaries that support G(z0) at a layer, GB-RRT samples "
-            f"the selected region, and L2 / Linf eps balls of equal volume are the baselines. dcgan2d layer 1: "
-            f"{results['plane']['selected']}/{results['plane']['units']} units selected, "
-            f"{results['plane']['accepted']} nodes, {results['plane']['n_rejected']} rejected "
-            f"({html.escape(results['plane']['stop_reason'])}).</p>" + _tables_html(t))
+    text = render("egbas.html.j2", plane=results["plane"], t=t, methods=METHODS, names=METHOD_NAMES, paper=PAPER)
     return Section("egbas", "E-GBAS: generative boundaries and regions (paper 001)", text, figures, results)

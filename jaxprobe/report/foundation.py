@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import html
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.pixels import PixelConvention
-from jaxprobe.report.base import Section
+from jaxprobe.report.base import Section, render
 from jaxprobe.experiments.figures import pyplot, save_figure, save_grid
 
 CANONICAL = PixelConvention(0.0, 1.0, "gray")
@@ -109,5 +107,4 @@ def foundation_section(ctx) -> Section:
         rows.append((f"{name}: rarest digit's share", f"{q['min_digit_fraction']:.3f}"))
     results["models"] = {m.name: {"layers": list(m.layer_names), "training": m.manifest.get("training", {}).get("command")}
                          for m in (clf, gen, gen2, inv)}
-    table = "".join(f"<tr><th style=\"text-align:left\">{html.escape(a)}</th><td>{b}</td></tr>" for a, b in rows)
-    return Section("models", "Default models", f"<table>{table}</table>", figures, results)
+    return Section("models", "Default models", render("models.html.j2", rows=rows), figures, results)

@@ -12,7 +12,6 @@ on the returned codes (`jaxprobe.experiments.rechecks`), not from the sampler's 
 
 from __future__ import annotations
 
-import html
 import time
 
 import numpy as np
@@ -22,8 +21,8 @@ from jaxprobe.experiments.inverse_set_repro import (CLASS_RANGES, canonical_imag
                                                     reference_codes, reference_images)
 from jaxprobe.experiments.rechecks import fresh_activations, independent_check, layer_values
 from jaxprobe.inverse_sets.inverse_set import default_embedding, inverse_set
-from jaxprobe.io import fmt_number, jsonable
-from jaxprobe.report.base import Section
+from jaxprobe.io import jsonable
+from jaxprobe.report.base import Section, render
 
 N, K = 50, 10  # samples per inverse set (the paper's n = 500 is `jaxprobe reproduce inverse-set`), seeds
 # Gradient steps per outer iteration of the seeds (paper: 100). 25 keeps the section within its 30 s
@@ -126,23 +125,9 @@ def inverse_set_section(ctx) -> Section:
         "samples_checked": sum(r["fresh_forward_check"]["n_checked"] for r in runs),
         "runs": runs,
     }
-    rows = "".join(
-        f"<tr><th style=\"text-align:left\">{html.escape(r['label'])}</th>"
-        f"<td style=\"text-align:left\">{html.escape(_ranges_text(r['neurons'], r['ranges'], ', '))}</td>"
-        f"<td>{r['n_accepted']}/{r['n_requested']}</td><td>{r['steps']['outer_iterations']}</td>"
-        f"<td>{r['steps']['sampling_steps']}</td>"
-        f"<td>{fmt_number(r['diversity_statistics']['mean_pairwise_distance'], '.3g')}</td>"
-        f"<td>{r['fresh_forward_check']['all_in_range']}</td><td>{r['stop_reason']}</td></tr>"
-        for r in runs)
-    body = (
-        f"<p>n = {N} samples per set, K = {K} seeds ({INNER_STEPS} gradient steps per outer iteration), "
-        f"diversity in E = {html.escape(results['embedding']['layer'])} of the classifier (eq. 5); neurons read after their nonlinearity. Ranges are quantiles of each "
-        f"neuron over images the generator makes from encoded test digits, chosen before sampling. "
-        f"Every sample's activations were recomputed by a fresh forward pass: all "
-        f"{results['samples_checked']} in range: <b>{results['all_samples_in_range']}</b>.</p>"
-        "<table><tr><th>set</th><th>neurons and ranges</th><th>accepted</th><th>outer iterations</th>"
-        "<th>sampling steps</th><th>mean pairwise E-distance</th><th>all in range</th><th>stop</th></tr>"
-        f"{rows}</table>")
+    body = render("inverse_set.html.j2", n=N, k=K, inner_steps=INNER_STEPS, embedding_layer=results["embedding"]["layer"],
+                  samples_checked=results["samples_checked"], all_in_range=results["all_samples_in_range"],
+                  runs=[dict(r, ranges_text=_ranges_text(r["neurons"], r["ranges"], ", ")) for r in runs])
     figures = [("inverse_set_samples.png", "inverse sets: samples sorted by activation, with their values"),
                ("inverse_set_histograms.png", "activations of every sample, [z1, z2] shaded")]
     return Section("inverse_set", "Inverse set of a neuron (Hada & Carreira-Perpiñán 2019)", body, figures,
