@@ -1,4 +1,5 @@
-"""Caffe semantics of jaxprobe.models.caffe_net against brute-force numpy transliterations of Caffe's loops.
+"""Caffe semantics of jaxprobe.models.caffe_net, caffe_layers and caffe_spec against brute-force numpy
+transliterations of Caffe's loops.
 
 References are float64 loops written from BVLC Caffe's C++ (pooling_layer.cpp, lrn_layer.cpp,
 im2col/col2im convolution), independent of the vectorized JAX code. Tolerances are float32
@@ -8,6 +9,7 @@ rounding of sums of a few hundred terms: atol 1e-5 + rtol 1e-5 on O(1) values.
 from __future__ import annotations
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +18,10 @@ import pytest
 from flax import nnx
 
 from jaxprobe import JaxprobeError
+from jaxprobe.models import caffe_layers as cl
 from jaxprobe.models import caffe_net as cn
+from jaxprobe.models import caffe_spec as cs
+from jaxprobe.models.layers import Act, conv2d, conv_transpose2d
 from jaxprobe.models.probe import Model
 
 ATOL, RTOL = 1e-5, 1e-5
@@ -133,12 +138,12 @@ def test_pool_sizes_caffe_ceil_rounding():
     # The cifar10_full stack: 3x3 stride-2 pooling rounds up, 32 -> 16 -> 8 -> 4 (floor gives 15 -> 7 -> 3).
     sizes, n = [], 32
     for _ in range(3):
-        n = cn.pool_output_size(n, 3, 2, 0)
+        n = cl.pool_output_size(n, 3, 2, 0)
         sizes.append(n)
     assert sizes == [16, 8, 4]
-    assert cn.pool_output_size(32, 3, 2, 0, ceil=False) == 15
+    assert cl.pool_output_size(32, 3, 2, 0, ceil=False) == 15
     # With padding, a last window starting in the padding is dropped: n=5, k=2, s=2, p=1 -> 3, not 4.
-    assert cn.pool_output_size(5, 2, 2, 1) == 3
+    assert cl.pool_output_size(5, 2, 2, 1) == 3
 
 
 @pytest.mark.parametrize("mode", ["MAX", "AVE"])
@@ -152,7 +157,7 @@ def test_pooling_matches_caffe_loops(mode):
         h, w = rng.integers(max(kh, 2), 12), rng.integers(max(kw, 2), 12)
         ceil = bool(rng.integers(0, 2))
         x = rng.normal(size=(2, 3, h, w))
-        pool = cn.CaffePool(mode, (int(kh), int(kw)), (int(sh), int(sw)), (int(ph), int(pw)), ceil)
+        pool = cl.CaffePool(mode, (int(kh), int(kw)), (int(sh), int(sw)), (int(ph), int(pw)), ceil)
         if any(window_outside(n, k, s, p, ceil) for n, k, s, p in ((h, kh, sh, ph), (w, kw, sw, pw))):
             with pytest.raises(JaxprobeError, match="entirely outside"):
                 pool(nhwc(x))
@@ -169,7 +174,7 @@ def test_ave_pool_clipped_window_divisor():
     # All-ones input: Caffe's AVE divides by the window clipped to [-p, n + p), so padded cells count
     # (values < 1 at the border) while the ceil overhang past n + p does not.
     x = np.ones((1, 1, 6, 6))
-    got = nchw(cn.CaffePool("AVE", (3, 3), (2, 2), (1, 1))(nhwc(x)))[0, 0]
+    got = nchw(cl.CaffePool("AVE", (3, 3), (2, 2), (1, 1))(nhwc(x)))[0, 0]
     # windows start at -1, 1, 3, 5 (ceil: 4 outputs); sizes clipped to [-1, 7): 3, 3, 3, 2
     valid = np.array([2, 3, 3, 1])  # cells inside [0, 6)
     size = np.array([3, 3, 3, 2])
@@ -178,9 +183,9 @@ def test_ave_pool_clipped_window_divisor():
 
 def test_global_pooling():
     x = np.random.default_rng(2).normal(size=(2, 3, 5, 7))
-    got = nchw(cn.CaffePool("AVE", global_pooling=True)(nhwc(x)))
+    got = nchw(cl.CaffePool("AVE", global_pooling=True)(nhwc(x)))
     np.testing.assert_allclose(got[:, :, 0, 0], x.mean(axis=(2, 3)), atol=ATOL)
-    got = nchw(cn.CaffePool("MAX", global_pooling=True)(nhwc(x)))
+    got = nchw(cl.CaffePool("MAX", global_pooling=True)(nhwc(x)))
     np.testing.assert_allclose(got[:, :, 0, 0], x.max(axis=(2, 3)), atol=ATOL)
 
 
@@ -190,14 +195,14 @@ def test_global_pooling():
 @pytest.mark.parametrize("size,alpha,beta,k", [(5, 1e-4, 0.75, 1.0), (3, 0.5, 0.6, 2.0), (1, 0.3, 1.0, 1.5)])
 def test_lrn_across_channels(size, alpha, beta, k):
     x = np.random.default_rng(size).normal(scale=3.0, size=(2, 7, 4, 5))
-    got = nchw(cn.CaffeLRN("ACROSS_CHANNELS", size, alpha, beta, k)(nhwc(x)))
+    got = nchw(cl.CaffeLRN("ACROSS_CHANNELS", size, alpha, beta, k)(nhwc(x)))
     np.testing.assert_allclose(got, ref_lrn_across(x, size, alpha, beta, k), atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.parametrize("size,alpha,beta", [(3, 5e-5, 0.75), (5, 0.2, 0.75), (3, 1.0, 0.5)])
 def test_lrn_within_channel(size, alpha, beta):
     x = np.random.default_rng(10 + size).normal(scale=3.0, size=(2, 3, 6, 5))
-    got = nchw(cn.CaffeLRN("WITHIN_CHANNEL", size, alpha, beta, 7.0)(nhwc(x)))  # k plays no part
+    got = nchw(cl.CaffeLRN("WITHIN_CHANNEL", size, alpha, beta, 7.0)(nhwc(x)))  # k plays no part
     np.testing.assert_allclose(got, ref_lrn_within(x, size, alpha, beta), atol=ATOL, rtol=RTOL)
     # alpha is divided by local_size^2 within a channel, not by local_size
     assert not np.allclose(got, ref_lrn_within(x, size, alpha * size, beta), atol=1e-4)
@@ -213,7 +218,7 @@ def test_grouped_conv_matches_direct_sum(group, stride, pad, dil):
     x = rng.normal(size=(2, 6, 9, 8))
     w = rng.normal(size=(6, 6 // group, 3, 2))
     b = rng.normal(size=6)
-    got = cn.conv2d(nhwc(x), jnp.asarray(np.transpose(w, (2, 3, 1, 0)), jnp.float32), jnp.asarray(b, jnp.float32),
+    got = conv2d(nhwc(x), jnp.asarray(np.transpose(w, (2, 3, 1, 0)), jnp.float32), jnp.asarray(b, jnp.float32),
                     stride, pad, dil, group)
     np.testing.assert_allclose(nchw(got), ref_conv(x, w, b, stride, pad, dil, group), atol=1e-4, rtol=RTOL)
 
@@ -227,7 +232,7 @@ def test_deconv_matches_scatter_definition(group, stride, pad, dil, kernel):
     x = rng.normal(size=(2, 4, 4, 5))
     w = rng.normal(size=(4, 3) + kernel)  # [in, out/group, kh, kw]
     b = rng.normal(size=3 * group)
-    got = cn.conv_transpose2d(nhwc(x), jnp.asarray(np.transpose(w, (2, 3, 0, 1)), jnp.float32),
+    got = conv_transpose2d(nhwc(x), jnp.asarray(np.transpose(w, (2, 3, 0, 1)), jnp.float32),
                               jnp.asarray(b, jnp.float32), stride, pad, dil, group)
     np.testing.assert_allclose(nchw(got), ref_deconv(x, w, b, stride, pad, dil, group), atol=1e-4, rtol=RTOL)
 
@@ -322,7 +327,7 @@ def ref_synthetic(x, wts):
 
 
 def load_synthetic(text, wts):
-    spec = cn.net_spec(cn.parse_prototxt(text))
+    spec = cs.parse_prototxt(text)
     net = cn.build(spec, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(net)
     pure = state.to_pure_dict()
@@ -333,11 +338,11 @@ def load_synthetic(text, wts):
         pure["layers"][i]["linear"]["kernel"] = jnp.asarray(w if p is None else np.transpose(w, p), jnp.float32)
         pure["layers"][i]["linear"]["bias"] = jnp.asarray(b, jnp.float32)
     nnx.replace_by_pure_dict(state, pure)
-    return Model(spec.name, graphdef, state, net.names, cn.input_shape(spec), "classifier"), spec
+    return Model(spec.name, graphdef, state, net.names, cs.input_shape(spec), "classifier"), spec
 
 
 def test_new_and_v1_prototxt_mean_the_same_net():
-    new, old = cn.net_spec(cn.parse_prototxt(NEW)), cn.net_spec(cn.parse_prototxt(V1))
+    new, old = cs.parse_prototxt(NEW), cs.parse_prototxt(V1)
     assert new == old
     assert new.input_shape == (4, 11, 11)
     assert "train_data" not in [s.name for s in new.layers]  # TRAIN-phase layer skipped
@@ -363,10 +368,10 @@ def test_grouping_and_probe_protocol():
     net = nnx.merge(model.graphdef, model.params)
     layers = list(net.layers)
     # conv1: ReLU right after the map is its act; pool1 and norm1 follow it
-    assert layers[0].act == cn.Act("leaky_relu", np.float32(0.1).item())
+    assert layers[0].act == Act("leaky_relu", np.float32(0.1).item())
     assert [type(op).__name__ for op in layers[0].after] == ["CaffePool", "CaffeLRN"]
     assert layers[1].act.kind == "tanh" and layers[2].act.kind == "sigmoid"  # through the Dropout
-    assert layers[4].act.kind == "identity" and isinstance(layers[4].after[-1], cn.Softmax)
+    assert layers[4].act.kind == "identity" and isinstance(layers[4].after[-1], cl.Softmax)
     x = nhwc(np.random.default_rng(4).normal(size=(3, 4, 11, 11)))
     full = model.forward(model.params, x)
     for l in range(1, model.n_layers + 1):
@@ -378,9 +383,9 @@ def test_grouping_and_probe_protocol():
 
 
 def test_inner_product_flattens_chw():
-    spec = cn.net_spec(cn.parse_prototxt(
+    spec = cs.parse_prototxt(
         'input: "d" input_dim: 1 input_dim: 3 input_dim: 2 input_dim: 4\n'
-        'layer { name: "ip" type: "InnerProduct" bottom: "d" top: "ip" inner_product_param { num_output: 5 } }'))
+        'layer { name: "ip" type: "InnerProduct" bottom: "d" top: "ip" inner_product_param { num_output: 5 } }')
     net = cn.build(spec, rngs=nnx.Rngs(0))
     x = np.random.default_rng(0).normal(size=(2, 3, 2, 4))
     w = np.asarray(net.layers[0].linear.kernel[...])
@@ -396,8 +401,8 @@ def test_input_layer_and_reshape_flatten():
             convolution_param { num_output: 3 kernel_size: 4 stride: 2 pad: 1 } }
     layer { name: "fl" type: "Flatten" bottom: "up" top: "fl" }
     """
-    spec = cn.net_spec(cn.parse_prototxt(text))
-    assert spec.input_shape == (12,) and cn.input_shape(spec) == (12,)
+    spec = cs.parse_prototxt(text)
+    assert spec.input_shape == (12,) and cs.input_shape(spec) == (12,)
     net = cn.build(spec, rngs=nnx.Rngs(0))
     z = np.random.default_rng(1).normal(size=(2, 12)).astype(np.float32)
     out = net.layer_outputs(jnp.asarray(z))
@@ -433,9 +438,29 @@ def test_input_layer_and_reshape_flatten():
     ('input: "d" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n'
      'layer { name: "c" type: "Convolution" bottom: "d" top: "c" convolution_param { num_output: 4 kernel_size: 3 group: 3 } }',
      "group 3"),
-    ('name: "x"\nlayer {\n  name: "c" type: "ReLU"\n  bottom: "d" top: "c"\n', "missing '}'"),
-    ('name: "x"\n\nlayer { name: "c" ]', "line 3"),
+    ('name: "x"\nlayer {\n  name: "c" type: "ReLU"\n  bottom: "d" top: "c"\n', 'line 4 column 20: Expected "}"'),
+    ('name: "x"\n\nlayer { name: "c" ]', "line 3 column 19"),
+    ('name: "x"\nname: "y"', 'line 2 column 7: .*multiple "name" fields'),
 ])
 def test_bad_prototxt_errors(text, match):
     with pytest.raises(JaxprobeError, match=match):
-        cn.build(cn.net_spec(cn.parse_prototxt(text)), rngs=nnx.Rngs(0))
+        cn.build(cs.parse_prototxt(text), rngs=nnx.Rngs(0))
+
+
+def test_prototxt_errors_name_their_source(tmp_path):
+    bad = 'input: "d" input_dim: 1 input_dim: 3\nlayer { name: "e" type: "Eltwise" bottom: "d" top: "e" }'
+    with pytest.raises(JaxprobeError, match=r"^prototxt <mine>: layer 'e': unsupported layer type"):
+        cs.parse_prototxt(bad, "<mine>")
+    path = tmp_path / "net.prototxt"
+    path.write_text('name: "x"\nlayer {\n')
+    with pytest.raises(JaxprobeError, match=rf'^prototxt {re.escape(str(path))}: line 2 column 7: Expected "}}"'):
+        cs.read_prototxt(path)
+    path.write_bytes(b'name: "\xff"')
+    with pytest.raises(JaxprobeError, match=rf"^prototxt {re.escape(str(path))}: not UTF-8 text"):
+        cs.read_prototxt(path)
+    with pytest.raises(JaxprobeError, match=r"cannot read .*missing\.prototxt"):
+        cs.read_prototxt(tmp_path / "missing.prototxt")
+    # one rule: text goes to parse_prototxt, a path to read_prototxt, never guessed
+    for not_text in (path, str(path).encode()):
+        with pytest.raises(JaxprobeError, match="expected prototxt text"):
+            cs.parse_prototxt(not_text)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxprobe.models import archs_paper, caffe_net
+from jaxprobe.models import archs_paper, caffe_net, caffe_spec
 from jaxprobe.models.pixels import PixelConvention, center_crop, convert_pixels
 from jaxprobe.models.probe import Model
 from weights_convert import caffe, torch_files
@@ -66,7 +66,7 @@ def write_caffemodel(path, spec, rng, legacy=False):
     net = NetParameter()
     blobs_of = {}
     v1 = {"Convolution": 4, "Deconvolution": 39, "InnerProduct": 14}
-    learned = [s for s in spec.layers if s.type in caffe_net.LEARNED]
+    learned = [s for s in spec.layers if s.type in caffe_spec.LEARNED]
     for s, layer in zip(learned, abstract.layers):
         k = layer.linear.kernel.shape
         if s.type == "Convolution":
@@ -176,7 +176,7 @@ def test_caffenet_round_trip_layer_by_layer(tmp_path, legacy):
     widths = (8, 16, 12, 12, 16, 32, 32)
     text = archs_paper.caffenet_prototxt(widths, num_classes=10)
     (tmp_path / "deploy.prototxt").write_text(text)
-    spec = caffe_net.net_spec(caffe_net.parse_prototxt(text))
+    spec = caffe_spec.parse_prototxt(text)
     write_caffemodel(tmp_path / "w.caffemodel", spec, np.random.default_rng(1), legacy=legacy)
     names = ("conv1", "pool1", "norm1", "conv2", "pool2", "norm2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7",
              "fc8", "prob")
@@ -206,7 +206,7 @@ def test_caffenet_round_trip_layer_by_layer(tmp_path, legacy):
 def test_full_size_caffenet_round_trip(tmp_path):
     text = archs_paper.caffenet_prototxt()
     (tmp_path / "deploy.prototxt").write_text(text)
-    spec = caffe_net.net_spec(caffe_net.parse_prototxt(text))
+    spec = caffe_spec.parse_prototxt(text)
     write_caffemodel(tmp_path / "full.caffemodel", spec, np.random.default_rng(3))
     names = ("conv1", "pool2", "conv5", "fc6", "fc8", "prob")
     x = np.random.default_rng(4).uniform(-120, 130, size=(1, 3, 227, 227)).astype(np.float32)
@@ -223,7 +223,7 @@ def test_deepsim_round_trip_layer_by_layer(tmp_path):
     kwargs = dict(latent_dim=32, fc=(24, 24), base=8, convs=(8, 12, 8, 8, 6, 6, 4, 4))
     text = archs_paper.deepsim_prototxt(**kwargs)
     (tmp_path / "generator.prototxt").write_text(text)
-    spec = caffe_net.net_spec(caffe_net.parse_prototxt(text))
+    spec = caffe_spec.parse_prototxt(text)
     write_caffemodel(tmp_path / "g.caffemodel", spec, np.random.default_rng(5))
     names = ("defc7", "defc6", "defc5", "deconv5", "conv5_1", "deconv4", "conv4_1", "deconv3", "conv3_1", "deconv2",
              "deconv1", "deconv0")

@@ -190,13 +190,13 @@ def fuzz_sources(tmp_path, rng) -> dict:
         }
     from safetensors.numpy import save as save_safetensors
 
-    from jaxprobe.models import caffe_net
+    from jaxprobe.models import caffe_spec
     from test_convert_roundtrip import write_caffemodel
 
     def normal(*shape):
         return rng.normal(scale=0.1, size=shape).astype(np.float32)
 
-    write_caffemodel(tmp_path / "gen.caffemodel", caffe_net.read_prototxt(GENERATED_LENET), rng)
+    write_caffemodel(tmp_path / "gen.caffemodel", caffe_spec.parse_prototxt(GENERATED_LENET), rng)
     lenet5 = {"conv1.weight": normal(6, 1, 5, 5), "conv1.bias": normal(6), "conv2.weight": normal(16, 6, 5, 5),
               "conv2.bias": normal(16), "fc1.weight": normal(120, 256), "fc1.bias": normal(120),
               "fc2.weight": normal(84, 120), "fc2.bias": normal(84), "fc3.weight": normal(10, 84), "fc3.bias": normal(10)}

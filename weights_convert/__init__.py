@@ -6,7 +6,8 @@ package. Command line: `python -m weights_convert caffe|torch ...` (also `jaxpro
 Every failure raises `jaxprobe.JaxprobeError`.
 """
 
-from weights_convert.caffe import caffe_model, convert_caffe, read_caffemodel, read_prototxt
+from jaxprobe.models.caffe_spec import read_prototxt
+from weights_convert.caffe import caffe_model, convert_caffe, read_caffemodel
 from weights_convert.mapping import ARCHITECTURES, Arch, Rule, map_weights
 from weights_convert.torch_files import convert_torch, load_state_dict, read_torch_zip, save_torch_zip, torch_model
 

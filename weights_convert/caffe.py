@@ -1,18 +1,14 @@
 """Caffe files: `.prototxt` (text NetParameter) and `.caffemodel` (binary NetParameter).
 
-Both are parsed with the protobuf library against `caffe_schema` (BVLC field numbers). The
-prototxt may use the current `layer { type: "Convolution" }` or the legacy V1
-`layers { type: CONVOLUTION }`, and declare its input with an Input layer or with the legacy
-`input`/`input_dim`/`input_shape` fields. In a caffemodel, blob shapes are read from `shape.dim` or
-from the old num/channels/height/width fields, and layers without blobs (data, loss, accuracy,
-ReLU...) are skipped.
+Both are parsed with the protobuf library against `jaxprobe.models.caffe_schema` (BVLC field
+numbers): the prototxt by `jaxprobe.models.caffe_spec.read_prototxt`, the very reader `jaxprobe.load`
+runs on the copy stored beside the weights, and the caffemodel here. In a caffemodel, blob shapes
+are read from `shape.dim` or from the old num/channels/height/width fields, and layers without blobs
+(data, loss, accuracy, ReLU...) are skipped.
 
-The network itself is built by `jaxprobe.models.caffe_net` from the prototxt text (the very code
-`jaxprobe.load` runs on the copy stored beside the weights); this module checks that its own
-schema-based reading means the same net, then maps blob i of each learned layer:
-Convolution [out, in/group, kh, kw] -> [kh, kw, in/group, out], Deconvolution
-[in, out/group, kh, kw] -> [kh, kw, in, out/group], InnerProduct [out, in] -> [in, out] (no
-permutation when the layer says `transpose: true`), bias as is.
+Blob i of each learned layer maps as: Convolution [out, in/group, kh, kw] -> [kh, kw, in/group, out],
+Deconvolution [in, out/group, kh, kw] -> [kh, kw, in, out/group], InnerProduct [out, in] -> [in, out]
+(no permutation when the layer says `transpose: true`), bias as is.
 
 Every failure raises `JaxprobeError`.
 """
@@ -23,74 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxprobe.models import caffe_net
 from jaxprobe.errors import JaxprobeError
+from jaxprobe.models import caffe_spec
+from jaxprobe.models.caffe_schema import NetParameter
 from jaxprobe.models.pixels import PixelConvention
 
 from weights_convert import mapping
-from jaxprobe.models.caffe_schema import NetParameter
 
 PROTOTXT_NAME = "net.prototxt"
-
-
-def _read(path, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise JaxprobeError(f"{what}: cannot read {path}: {e.strerror or e}") from None
-
-
-def parse_prototxt(path_or_text) -> "NetParameter":
-    """The NetParameter message of a `.prototxt` file (path) or text (str containing a newline)."""
-    from google.protobuf import text_format
-
-    if isinstance(path_or_text, (str, Path)) and not (isinstance(path_or_text, str) and "\n" in path_or_text):
-        data = _read(path_or_text, "prototxt")
-    else:
-        data = path_or_text
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise JaxprobeError(f"prototxt: not UTF-8 text ({e})") from None
-    net = NetParameter()
-    try:
-        text_format.Parse(data, net, allow_unknown_field=True)
-    except text_format.ParseError as e:
-        raise JaxprobeError(f"prototxt: {e}") from None
-    except Exception as e:  # protobuf raises a few other types on odd input (e.g. RecursionError)
-        raise JaxprobeError(f"prototxt: cannot parse ({type(e).__name__}: {e})") from None
-    return net
-
-
-def message_to_tree(msg) -> dict:
-    """A protobuf message as `jaxprobe.models.caffe_net`'s dict form: field -> list of values, enums by name."""
-    out = {}
-    for fd, value in msg.ListFields():
-        values = list(value) if fd.is_repeated else [value]
-        if fd.type == fd.TYPE_MESSAGE:
-            values = [message_to_tree(v) for v in values]
-        elif fd.type == fd.TYPE_ENUM:
-            values = [fd.enum_type.values_by_number[v].name if v in fd.enum_type.values_by_number else int(v)
-                      for v in values]
-        out[fd.name] = values
-    return out
-
-
-def read_prototxt(path, data: bytes | str | None = None) -> caffe_net.NetSpec:
-    """The `NetSpec` of a prototxt (file `path`, or text `data`), read by both the protobuf schema
-    and jaxprobe's own reader, which must agree."""
-    if data is None:
-        data = _read(path, "prototxt")
-    schema_spec = caffe_net.net_spec(message_to_tree(parse_prototxt(data if isinstance(data, bytes) else data.encode())))
-    text_spec = caffe_net.net_spec(caffe_net.parse_prototxt(data))
-    if schema_spec != text_spec:
-        diff = [f"{a.name}: {a} vs {b}" for a, b in zip(schema_spec.layers, text_spec.layers) if a != b]
-        raise JaxprobeError(
-            f"prototxt: {path}: the protobuf schema and jaxprobe's text reader disagree "
-            f"({'; '.join(diff) or 'input or layer count'}); please report this file"
-        )
-    return schema_spec
 
 
 def blob_to_array(blob, what: str) -> np.ndarray:
@@ -121,7 +57,10 @@ def read_caffemodel(path) -> dict:
     Handles new `layer` and V1 `layers` entries; layers without blobs (data, loss, ReLU...) carry
     nothing and are skipped. Duplicate names among layers with blobs are an error.
     """
-    data = _read(path, "caffemodel")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise JaxprobeError(f"caffemodel: cannot read {path}: {e.strerror or e}") from None
     net = NetParameter()
     try:
         net.ParseFromString(data)
@@ -142,11 +81,11 @@ def read_caffemodel(path) -> dict:
     return tensors
 
 
-def caffe_rules(spec: caffe_net.NetSpec) -> list:
+def caffe_rules(spec: caffe_spec.NetSpec) -> list:
     """The mapping table of a Caffe net: blob 0 (weights) and blob 1 (bias) of each learned layer."""
     rules = []
     for s in spec.layers:
-        if s.type not in caffe_net.LEARNED:
+        if s.type not in caffe_spec.LEARNED:
             continue
         if s.type == "Convolution":
             transform = "oihw_to_hwio"
@@ -160,7 +99,7 @@ def caffe_rules(spec: caffe_net.NetSpec) -> list:
     return rules
 
 
-def default_pixels(spec: caffe_net.NetSpec, channels=None, mean=None, scale=1.0, value_range=None):
+def default_pixels(spec: caffe_spec.NetSpec, channels=None, mean=None, scale=1.0, value_range=None):
     """Pixel convention of a Caffe classifier's input (a generator's output when its input is a
     code and `channels` is given): gray [0, 1] or BGR [0, 255] by default."""
     if len(spec.input_shape) == 3 and spec.input_shape[0] in (1, 3):
@@ -216,7 +155,7 @@ def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | No
 
         kwargs = dict(spec_arch.kwargs, **spec_arch.infer(tensors))
         text = {"caffenet": archs_paper.caffenet_prototxt, "deepsim_fc6": archs_paper.deepsim_prototxt}[arch](**kwargs)
-        spec = read_prototxt(f"<{arch}>", text)
+        spec = caffe_spec.parse_prototxt(text, f"<{arch}>")
         architecture = {"builder": spec_arch.builder,
                         "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
         graphdef, abstract, names = mapping.abstract_network(spec_arch.builder, kwargs)
@@ -227,7 +166,7 @@ def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | No
         value_range = value_range if value_range is not None else (p["low"], p["high"])
         sources = [mapping.source_record(caffemodel, "caffemodel")]
     else:
-        spec = read_prototxt(prototxt)
+        spec = caffe_spec.read_prototxt(prototxt)
         architecture = {"builder": "caffe_prototxt", "kwargs": {"prototxt": PROTOTXT_NAME}}
         graphdef, abstract, names = mapping.abstract_network(
             "caffe_prototxt", {"prototxt": str(Path(prototxt).resolve())}, Path(prototxt).resolve().parent)
@@ -235,7 +174,7 @@ def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | No
     pixels = default_pixels(spec, channels, mean, 1.0 if scale is None else scale, value_range)
     state, records = mapping.map_weights(caffe_rules(spec), tensors, graphdef, abstract, names, legacy_shapes=True,
                                          what=f"caffemodel {Path(caffemodel).name}")
-    input_shape = caffe_net.input_shape(spec)
+    input_shape = caffe_spec.input_shape(spec)
     manifest = {
         "architecture": architecture,
         "role": role,

@@ -5,6 +5,7 @@ learned map with its batch norm, its nonlinearity and the parameter-free operati
 next learned map), with `forward`, `up_to` (pre-activation at layer l) and `from_` (the rest).
 Here too: the layer primitives (`layers`), pixel conventions (`pixels`), neuron addresses
 (`neurons`), the architecture registry and default architectures (`zoo`, `archs_small`,
-`archs_paper`), the generic Caffe builder and its protobuf schema (`caffe_net`, `caffe_schema`)
+`archs_paper`), the Caffe prototxt reader, layers and generic builder with their protobuf schema
+(`caffe_spec`, `caffe_layers`, `caffe_net`, `caffe_schema`)
 and model directories (`store`). Nothing here knows a method.
 """

@@ -30,10 +30,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxprobe.models import zoo
-from jaxprobe.models.caffe_net import CaffeReshape, build, conv2d, lecun_normal, net_spec, parse_prototxt
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.models.layers import Act, Flatten, Layer, MaxPool, Network
+from jaxprobe.models import zoo
+from jaxprobe.models.caffe_layers import CaffeReshape
+from jaxprobe.models.caffe_net import build
+from jaxprobe.models.caffe_spec import parse_prototxt
+from jaxprobe.models.layers import Act, Flatten, Layer, MaxPool, Network, conv2d, lecun_normal
 
 IMAGENET_BGR_MEAN = (104.0, 117.0, 123.0)  # the mean DGN-AM subtracts (Evolving-AI-Lab/synthesizing)
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)
@@ -82,7 +84,7 @@ def caffenet_prototxt(widths=CAFFENET_WIDTHS, num_classes: int = 1000, size: int
 
 def caffenet(*, widths=CAFFENET_WIDTHS, num_classes: int = 1000, size: int = 227, rngs: nnx.Rngs):
     """CaffeNet (227, 227, 3) BGR minus mean -> class probabilities; layers conv1-5, fc6-8."""
-    return build(net_spec(parse_prototxt(caffenet_prototxt(widths, num_classes, size))), rngs=rngs)
+    return build(parse_prototxt(caffenet_prototxt(widths, num_classes, size), "<caffenet>"), rngs=rngs)
 
 
 # fc: defc7, defc6 widths; base: channels of the 4x4 map (defc5 = 16 * base);
@@ -119,8 +121,8 @@ def deepsim_prototxt(latent_dim: int = 4096, fc=DEEPSIM_FC, base: int = 256, con
 def deepsim_fc6(*, latent_dim: int = 4096, fc=DEEPSIM_FC, base: int = 256, convs=DEEPSIM_CONVS, channels: int = 3,
                 rngs: nnx.Rngs):
     """DeePSim fc6 generator: code (latent_dim,) -> (256, 256, channels) BGR minus the mean."""
-    return build(net_spec(parse_prototxt(deepsim_prototxt(latent_dim, tuple(fc), base, tuple(convs), channels))),
-                 rngs=rngs)
+    text = deepsim_prototxt(latent_dim, tuple(fc), base, tuple(convs), channels)
+    return build(parse_prototxt(text, "<deepsim_fc6>"), rngs=rngs)
 
 
 # ================================================================ torchvision VGG-16 and AlexNet

@@ -22,10 +22,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxprobe.models import zoo
-from jaxprobe.models.caffe_net import conv_transpose2d, lecun_normal
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.models.layers import Act, Flatten, Layer, MaxPool, Network
+from jaxprobe.models import zoo
+from jaxprobe.models.layers import Act, Flatten, Layer, MaxPool, Network, conv_transpose2d, lecun_normal
 
 
 def _pair(v):

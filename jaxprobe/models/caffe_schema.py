@@ -1,4 +1,4 @@
-"""The subset of BVLC Caffe's `caffe.proto` that weights_convert reads, built at run time.
+"""The subset of BVLC Caffe's `caffe.proto` that jaxprobe reads (prototxt and caffemodel), built at run time.
 
 No generated `_pb2` module and no protoc: the messages are declared below as data and turned into a
 `google.protobuf.descriptor_pb2.FileDescriptorProto`, added to a private `DescriptorPool` (so it

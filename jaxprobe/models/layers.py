@@ -12,10 +12,12 @@ hashable, and carry their own settings.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
@@ -104,6 +106,100 @@ def depth_to_space(x, r: int):
     x = x.reshape(n, h, w, r, r, c_out)
     x = jnp.transpose(x, (0, 1, 3, 2, 4, 5))
     return x.reshape(n, h * r, w * r, c_out)
+
+
+# ---------------------------------------------------------------- convolutions and initial weights
+
+
+def lecun_normal(key, shape, dtype=jnp.float32, fan_in: int | None = None):
+    """LeCun-normal initial weights (std 1/sqrt(fan_in); fan_in = prod(shape[:-1]) by default).
+
+    With a concrete key the numbers are drawn on the host by numpy, seeded from the key: compiling
+    `jax.random.normal` for every new weight shape cost seconds per layer on the shared 2-core
+    machine, and these weights are placeholders that converted checkpoints overwrite. Inside a
+    trace (`nnx.eval_shape`, jit) it falls back to `jax.random.normal`.
+    """
+    fan_in = int(np.prod(shape[:-1])) if fan_in is None else fan_in
+    scale = 1.0 / math.sqrt(max(fan_in, 1))
+    try:
+        seed = np.asarray(jax.random.key_data(key)).astype(np.uint64).ravel()
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return scale * jax.random.normal(key, shape, dtype)
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape) * scale, dtype)
+
+
+def conv2d(x, kernel, bias, stride=(1, 1), pad=(0, 0), dilation=(1, 1), group: int = 1):
+    """Caffe/PyTorch convolution of NHWC `x` with HWIO `kernel` (I = in/group), symmetric padding.
+
+    Each group is its own convolution and the results are concatenated (NOTES.md: faster than
+    `feature_group_count` on XLA's CPU backend, same numbers).
+    """
+    padding = [(pad[0], pad[0]), (pad[1], pad[1])]
+
+    def one(xg, kg):
+        return jax.lax.conv_general_dilated(xg, kg, tuple(stride), padding, rhs_dilation=tuple(dilation),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    if group == 1:
+        y = one(x, kernel)
+    else:
+        ci, co = kernel.shape[2], kernel.shape[3] // group
+        y = jnp.concatenate([one(x[..., g * ci:(g + 1) * ci], kernel[..., g * co:(g + 1) * co])
+                             for g in range(group)], axis=-1)
+    return y if bias is None else y + bias
+
+
+def conv_transpose2d(x, kernel, bias, stride=(1, 1), pad=(0, 0), dilation=(1, 1), group: int = 1,
+                     output_padding=(0, 0)):
+    """Transposed convolution (Caffe Deconvolution, PyTorch ConvTranspose2d) of NHWC `x`.
+
+    `kernel` is (kh, kw, in, out/group): the [in, out/group, kh, kw] blob of Caffe and PyTorch
+    with its spatial axes moved first. Output size (n - 1) s - 2p + d (k - 1) + 1 (+ output_padding).
+    Computed as the correlation of the stride-dilated input with the spatially flipped kernel,
+    padded by d (k - 1) - p on each side (negative padding crops).
+    """
+    kh, kw = kernel.shape[0], kernel.shape[1]
+    if (kh, kw) == (4, 4) and tuple(stride) == (2, 2) and tuple(pad) == (1, 1) and tuple(dilation) == (1, 1) \
+            and group == 1 and tuple(output_padding) == (0, 0):
+        return _subpixel_k4s2p1(x, kernel, bias)
+    eff = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
+    padding = [(eff[0] - pad[0], eff[0] - pad[0] + output_padding[0]),
+               (eff[1] - pad[1], eff[1] - pad[1] + output_padding[1])]
+    flipped = kernel[::-1, ::-1]
+
+    def one(xg, kg):
+        return jax.lax.conv_general_dilated(xg, kg, (1, 1), padding, lhs_dilation=tuple(stride),
+                                            rhs_dilation=tuple(dilation),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    if group == 1:
+        y = one(x, flipped)
+    else:
+        ci = kernel.shape[2] // group
+        y = jnp.concatenate([one(x[..., g * ci:(g + 1) * ci], flipped[:, :, g * ci:(g + 1) * ci])
+                             for g in range(group)], axis=-1)
+    return y if bias is None else y + bias
+
+
+def _subpixel_k4s2p1(x, kernel, bias):
+    """The kernel-4, stride-2, pad-1 transposed convolution as one 2x2 convolution to 4C channels
+    followed by an interleave (NOTES.md: faster on XLA's CPU backend than the dilated form).
+
+    In 1-D, y[2m] = x[m] w1 + x[m-1] w3 and y[2m+1] = x[m+1] w0 + x[m] w2: both phases read a
+    2-tap window (x[j-1], x[j]) of the input padded by one, phase a at j = m + a, with taps
+    w[3 - a - 2t] for t = 0, 1. In 2-D the four phases (a, b) are four output channel blocks.
+    """
+    n, h, w, c = x.shape
+    co = kernel.shape[3]
+    taps = jnp.asarray([[3, 1], [2, 0]])  # [a, t] -> kernel index 3 - a - 2t
+    # k2[t, u, c, (a, b, o)] = kernel[3 - a - 2t, 3 - b - 2u, c, o]
+    k = kernel[taps[:, :, None, None], taps[None, None, :, :]]  # (a, t, b, u, c, o)
+    k2 = jnp.transpose(k, (1, 3, 4, 0, 2, 5)).reshape(2, 2, c, 4 * co)
+    z = jax.lax.conv_general_dilated(x, k2, (1, 1), [(1, 1), (1, 1)], dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    z = z.reshape(n, h + 1, w + 1, 2, 2, co)
+    phases = jnp.stack([jnp.stack([z[:, a:a + h, b:b + w, a, b] for b in (0, 1)], axis=3) for a in (0, 1)], axis=2)
+    y = phases.reshape(n, 2 * h, 2 * w, co)  # (n, h, a, w, b, o) -> (n, 2h + a, 2w + b, o)
+    return y if bias is None else y + bias
 
 
 # ---------------------------------------------------------------- learned maps
