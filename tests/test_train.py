@@ -105,5 +105,5 @@ def test_train_rejects_bad_arguments(tmp_path):
 
     with pytest.raises(JaxprobeError, match="name: no recipe 'resnet'"):
         train("resnet", tmp_path)
-    with pytest.raises(JaxprobeError, match="steps: expected a positive integer, got 0"):
+    with pytest.raises(JaxprobeError, match="steps: expected an integer >= 1, got 0"):
         train("classifier", tmp_path, steps=0)

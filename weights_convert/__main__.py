@@ -85,17 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from jaxprobe.errors import JaxprobeError
+    from jaxprobe.errors import run_command
 
-    args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except JaxprobeError as e:
-        if args.debug:
-            raise
-        print(f"weights_convert: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command("weights_convert", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

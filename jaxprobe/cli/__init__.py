@@ -88,21 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from jaxprobe.errors import JaxprobeError
+    from jaxprobe.errors import run_command
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except JaxprobeError as e:
-        if args.debug:
-            raise
-        print(f"jaxprobe: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("jaxprobe: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_command("jaxprobe", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jax
 
+from jaxprobe.checks import check_count
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.io import sha256_file
 from jaxprobe.train.recipes import RECIPES
@@ -47,9 +48,7 @@ def train(name: str, out_dir, *, seed: int = 0, steps: int | None = None, work_d
     recipe = copy.deepcopy(RECIPES[name])
     hyper = dict(recipe["hyper"])
     if steps is not None:
-        if steps < 1:
-            raise JaxprobeError(f"steps: expected a positive integer, got {steps}")
-        hyper["steps"] = steps
+        hyper["steps"] = check_count("steps", steps, 1)
     out_dir = Path(out_dir).resolve()
     work_dir = Path(work_dir).resolve() if work_dir else out_dir / ".work" / name
     data = load_mnist(mnist)
