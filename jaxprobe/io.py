@@ -54,15 +54,62 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
+# Every directory `atomic_dir` writes holds this file, so that jaxprobe can tell its own outputs
+# (which it may replace) from a user's directory (which it must not).
+MARKER = ".jaxprobe-output"
+
+
+def _protected(target: Path) -> str | None:
+    """Why `target` may never be replaced, even with force: None when it may."""
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    if target == cwd:
+        return "it is the working directory"
+    if target in cwd.parents:
+        return "it contains the working directory"
+    if target == home or target in home.parents:
+        return "it is the home directory" if target == home else "it contains the home directory"
+    return None
+
+
+def check_replaceable(target, *, force: bool = False, name: str = "out") -> Path:
+    """The resolved `target` if jaxprobe may write a directory there; raise otherwise.
+
+    It may when `target` does not exist, is an empty directory, or is a directory jaxprobe wrote (it
+    holds `MARKER`). Any other directory is replaced only with `force`, and never the working
+    directory, a directory above it, or the home directory (or one above it). The error names the
+    argument `name` (a command passes its flag).
+    """
+    from jaxprobe.errors import JaxprobeError
+
+    target = Path(target).expanduser().resolve()
+    if not target.exists():
+        return target
+    if not target.is_dir():
+        raise JaxprobeError(f"{name}: {target} exists and is not a directory")
+    why = _protected(target)
+    if why:
+        raise JaxprobeError(f"{name}: {target} cannot be replaced ({why}); choose a new directory")
+    if force or (target / MARKER).is_file() or not any(target.iterdir()):
+        return target
+    raise JaxprobeError(f"{name}: {target} is a non-empty directory that jaxprobe did not write; choose a new "
+                        "directory, or replace it whole with --force (force=True)")
+
+
 @contextmanager
-def atomic_dir(target):
-    """Yield a temporary sibling directory; on success it replaces `target`, on error it is removed."""
-    target = Path(target).resolve()
+def atomic_dir(target, *, force: bool = False, name: str = "out"):
+    """Yield a temporary sibling directory; on success it replaces `target`, on error it is removed.
+
+    `target` must pass `check_replaceable(target, force=force, name=name)`, checked before and after
+    the work: a directory of the user's is never replaced unless `force`. The result holds `MARKER`.
+    """
+    target = check_replaceable(target, force=force, name=name)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only; a plain mkdir would not
     try:
         yield tmp
+        (tmp / MARKER).write_text("written by jaxprobe; jaxprobe may replace this directory whole\n")
+        check_replaceable(target, force=force, name=name)  # it may have changed during the work
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

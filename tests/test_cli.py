@@ -44,3 +44,31 @@ def test_debug_shows_the_exception():
 def test_console_script_exit_status():
     r = subprocess.run([sys.executable, "-m", "jaxprobe", "info", "no_such_model"], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "no_such_model" in r.stderr
+
+
+def test_out_never_replaces_a_users_directory(tmp_path, monkeypatch):
+    """demo, convert and train refuse a directory jaxprobe did not write before doing any work, and
+    leave every file in it; `--out .` is refused even with --force."""
+    from test_io import _victim
+
+    victim = tmp_path / "victim"
+    before = _victim(victim)
+    g = tiny_generator()
+    save_model(g, tmp_path / "g")
+    commands = [
+        ["demo", "--out", str(victim)],
+        ["train", "classifier", "--out", str(tmp_path), "--steps", "1"],  # would write tmp_path/classifier
+        ["convert", "torch", str(tmp_path / "none.pth"), "--arch", "vgg16", "--out", str(victim)],
+        ["convert", "caffe", "--prototxt", "x", "--caffemodel", "y", "--out", str(victim)],
+    ]
+    (tmp_path / "classifier").mkdir()
+    (tmp_path / "classifier" / "mine.txt").write_text("mine")
+    for argv in commands:
+        assert main(argv) == 2, argv
+    assert sorted(str(p.relative_to(victim)) for p in victim.rglob("*")) == before
+    assert (tmp_path / "classifier" / "mine.txt").read_text() == "mine"
+    with pytest.raises(JaxprobeError, match="directory: .* jaxprobe did not write"):
+        save_model(g, victim)
+    monkeypatch.chdir(victim)
+    assert main(["demo", "--out", ".", "--force"]) == 2
+    assert sorted(str(p.relative_to(victim)) for p in victim.rglob("*")) == before

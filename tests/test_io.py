@@ -6,7 +6,8 @@ import stat
 
 import pytest
 
-from jaxprobe.io import atomic_dir, atomic_file, sha256_file, write_text
+from jaxprobe.errors import JaxprobeError
+from jaxprobe.io import MARKER, atomic_dir, atomic_file, check_replaceable, sha256_file, write_text
 
 
 def test_write_text_replaces_whole_and_respects_umask(tmp_path):
@@ -23,8 +24,8 @@ def test_write_text_replaces_whole_and_respects_umask(tmp_path):
 
 def test_atomic_dir_replaces_on_success_and_leaves_nothing_on_error(tmp_path):
     target = tmp_path / "out"
-    target.mkdir()
-    (target / "old.txt").write_text("old")
+    with atomic_dir(target) as tmp:  # an earlier output of jaxprobe's
+        (tmp / "old.txt").write_text("old")
     old = os.umask(0o022)
     try:
         with atomic_dir(target) as tmp:
@@ -32,13 +33,13 @@ def test_atomic_dir_replaces_on_success_and_leaves_nothing_on_error(tmp_path):
             assert not (target / "new.txt").exists()  # not visible until complete
     finally:
         os.umask(old)
-    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in target.iterdir()) == [MARKER, "new.txt"]
     assert stat.S_IMODE(target.stat().st_mode) == 0o755
     with pytest.raises(RuntimeError):
         with atomic_dir(target) as tmp:
             (tmp / "half.txt").write_text("half")
             raise RuntimeError("interrupted")
-    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in target.iterdir()) == [MARKER, "new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -59,3 +60,54 @@ def test_atomic_file_keeps_suffix_and_cleans_up_on_error(tmp_path):
             tmp.write_bytes(b"half")
             raise ValueError("draw failed")
     assert target.read_bytes() == b"png" and sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]
+
+
+def _victim(root):
+    """A user's directory: files jaxprobe did not write, one in a subdirectory."""
+    root.mkdir()
+    (root / "thesis.txt").write_text("years of work")
+    (root / "sub").mkdir()
+    (root / "sub" / "data.csv").write_text("1,2,3")
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_atomic_dir_never_replaces_a_users_directory_without_force(tmp_path):
+    victim = tmp_path / "victim"
+    before = _victim(victim)
+    with pytest.raises(JaxprobeError, match=r"^out: .*victim is a non-empty directory that jaxprobe did not write"):
+        with atomic_dir(victim) as tmp:
+            (tmp / "result.json").write_text("{}")
+    assert sorted(str(p.relative_to(victim)) for p in victim.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim"]  # no temporary left behind
+    with pytest.raises(JaxprobeError, match="^--out: "):
+        check_replaceable(victim, name="--out")
+    # missing and empty directories are fine; so is a file's parent that does not exist yet
+    assert check_replaceable(tmp_path / "new") == tmp_path / "new"
+    (tmp_path / "empty").mkdir()
+    assert check_replaceable(tmp_path / "empty") == tmp_path / "empty"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(JaxprobeError, match="exists and is not a directory"):
+        check_replaceable(tmp_path / "file")
+
+
+def test_force_replaces_a_users_directory_but_never_cwd_its_parents_or_home(tmp_path, monkeypatch):
+    victim = tmp_path / "victim"
+    _victim(victim)
+    with atomic_dir(victim, force=True) as tmp:
+        (tmp / "result.json").write_text("{}")
+    assert sorted(p.name for p in victim.iterdir()) == [MARKER, "result.json"]
+    work, home = tmp_path / "work" / "deep", tmp_path / "home" / "me"
+    work.mkdir(parents=True)
+    home.mkdir(parents=True)
+    (work / "notes.txt").write_text("keep")
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(home))
+    for target, why in ((".", "it is the working directory"), (work.parent, "it contains the working directory"),
+                        (home, "it is the home directory"), ("~", "it is the home directory"),
+                        (home.parent, "it contains the home directory")):
+        for force in (False, True):
+            with pytest.raises(JaxprobeError, match=why):
+                check_replaceable(target, force=force)
+    with atomic_dir(work / "out", force=True) as tmp:  # below the working directory: fine
+        (tmp / "a").write_text("a")
+    assert (work / "notes.txt").read_text() == "keep"

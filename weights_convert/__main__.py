@@ -37,14 +37,15 @@ def _cmd_caffe(args) -> None:
         raise JaxprobeError(f"range: expected two numbers low,high, got {len(args.range)}")
 
     model = convert_caffe(args.prototxt, args.caffemodel, args.out, arch=args.arch, role=args.role,
-                          channels=args.channels, mean=args.mean, scale=args.scale, value_range=args.range)
+                          channels=args.channels, mean=args.mean, scale=args.scale, value_range=args.range,
+                          force=args.force)
     _summary(model, args.out)
 
 
 def _cmd_torch(args) -> None:
     from weights_convert.torch_files import convert_torch
 
-    model = convert_torch(args.file, args.arch, args.out, key=args.key)
+    model = convert_torch(args.file, args.arch, args.out, key=args.key, force=args.force)
     _summary(model, args.out)
 
 
@@ -58,6 +59,7 @@ def add_subcommands(subparsers) -> None:
                    help="a known architecture instead of --prototxt (widths read from the caffemodel)")
     p.add_argument("--caffemodel", required=True, help="trained .caffemodel")
     p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--force", action="store_true", help="replace --out even if jaxprobe did not write it")
     p.add_argument("--role", default=None, choices=("classifier", "generator", "critic"),
                    help="default: the arch's, else classifier")
     p.add_argument("--channels", default=None, choices=("gray", "RGB", "BGR"),
@@ -73,6 +75,7 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES),
                    help="architecture of the state dict (a state dict carries none)")
     p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--force", action="store_true", help="replace --out even if jaxprobe did not write it")
     p.add_argument("--key", default=None, help="dotted key of the state dict inside a larger checkpoint")
     p.set_defaults(func=_cmd_torch)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxprobe.errors import JaxprobeError
+from jaxprobe.io import check_replaceable
 from jaxprobe.models import caffe_spec
 from jaxprobe.models.caffe_schema import NetParameter
 from jaxprobe.models.pixels import PixelConvention
@@ -196,14 +197,16 @@ def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | No
     return mapping.make_model(name or Path(caffemodel).stem, graphdef, state, names, manifest)
 
 
-def convert_caffe(prototxt, caffemodel, out, **options):
+def convert_caffe(prototxt, caffemodel, out, *, force: bool = False, **options):
     """Convert a Caffe deploy prototxt (or a known `arch=`) + caffemodel into model directory `out`.
 
     Writes the orbax checkpoint, `manifest.json` and, for a prototxt, a copy of it (`net.prototxt`,
-    which `jaxprobe.load(out)` builds the network from), atomically. `options` are `caffe_model`'s.
+    which `jaxprobe.load(out)` builds the network from), atomically; a directory jaxprobe did not
+    write is refused before any work unless `force`. `options` are `caffe_model`'s.
     Returns the converted `Model`.
     """
+    check_replaceable(out, force=force)
     model = caffe_model(prototxt, caffemodel, **options)
     files = {PROTOTXT_NAME: prototxt} if prototxt is not None else {}
-    path = mapping.write_model(model, out, model.manifest, files)
+    path = mapping.write_model(model, out, model.manifest, files, force=force)
     return model.replace(name=options.get("name") or str(path))

@@ -423,12 +423,13 @@ def make_model(name: str, graphdef, state, names, manifest: dict) -> Model:
                  dict(manifest))
 
 
-def write_model(model: Model, out, manifest: dict, files: dict | None = None) -> Path:
+def write_model(model: Model, out, manifest: dict, files: dict | None = None, *, force: bool = False) -> Path:
     """Write `model` with `manifest` to directory `out`, plus `files` ({name in out: source path}).
 
     Atomic: everything is written into a temporary sibling directory that is renamed into place
-    (an existing `out` is replaced only once the new one is complete).
+    (an existing `out` is replaced only once the new one is complete, and only if jaxprobe wrote
+    it or it is empty, unless `force`).
     """
     from jaxprobe.models.store import save_model
 
-    return save_model(model, out, manifest, files=files)
+    return save_model(model, out, manifest, files=files, force=force)

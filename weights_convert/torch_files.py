@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxprobe.errors import JaxprobeError
+from jaxprobe.io import check_replaceable
 
 from weights_convert import mapping
 
@@ -496,9 +497,11 @@ def torch_model(path, arch: str, *, key: str | None = None, name: str | None = N
     return mapping.make_model(name or Path(path).stem, graphdef, state, names, manifest)
 
 
-def convert_torch(path, arch: str, out, *, key: str | None = None, name: str | None = None):
+def convert_torch(path, arch: str, out, *, key: str | None = None, name: str | None = None, force: bool = False):
     """Convert a PyTorch/safetensors state dict of architecture `arch` into model directory `out`
-    (orbax checkpoint + manifest, written atomically). Returns the converted `Model`."""
+    (orbax checkpoint + manifest, written atomically; a directory jaxprobe did not write is refused
+    before any work unless `force`). Returns the converted `Model`."""
+    check_replaceable(out, force=force)
     model = torch_model(path, arch, key=key, name=name)
-    out_path = mapping.write_model(model, out, model.manifest)
+    out_path = mapping.write_model(model, out, model.manifest, force=force)
     return model.replace(name=name or str(out_path))

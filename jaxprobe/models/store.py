@@ -55,11 +55,13 @@ def _abstract(model: Model):
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), model.params.to_pure_dict())
 
 
-def save_model(model: Model, directory, manifest: dict | None = None, files: dict | None = None) -> Path:
+def save_model(model: Model, directory, manifest: dict | None = None, files: dict | None = None, *,
+               force: bool = False) -> Path:
     """Write `model` (params and manifest) to `directory` atomically; returns the path.
 
     `files` ({name in the directory: source path}) are copied in beside them (a converted model's
-    prototxt, say). An existing directory is replaced only once the new one is complete.
+    prototxt, say). An existing directory is replaced only once the new one is complete, and only
+    if jaxprobe wrote it or it is empty, unless `force` (`jaxprobe.io.check_replaceable`).
     """
     import shutil
 
@@ -71,7 +73,7 @@ def save_model(model: Model, directory, manifest: dict | None = None, files: dic
                     layer_names=list(model.layer_names))
     if model.pixels is not None:
         manifest["pixels"] = model.pixels.to_dict()
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, force=force, name="directory") as tmp:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / "params", model.params.to_pure_dict())
         (tmp / "manifest.json").write_text(dumps_json(manifest))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from jaxprobe.io import atomic_dir, write_json, write_text
+from jaxprobe.io import atomic_dir, check_replaceable, write_json, write_text
 from jaxprobe.report.base import Context, Section, render
 from jaxprobe.report.egbas import egbas_section
 from jaxprobe.report.foundation import foundation_section
@@ -29,14 +29,18 @@ def write_report(out_dir: Path, sections: list[Section], timings: dict) -> None:
     write_json(out_dir / "results.json", results)
 
 
-def run_demo(out="jaxprobe-report", sections=None, *, seed: int = 0, progress: bool = True) -> Path:
-    """Run every section on the default models and write the report to `out` (atomically)."""
+def run_demo(out="jaxprobe-report", sections=None, *, seed: int = 0, progress: bool = True,
+             force: bool = False) -> Path:
+    """Run every section on the default models and write the report to `out` (atomically).
+
+    `out` is refused before any work if it is a directory jaxprobe did not write, unless `force`
+    (`jaxprobe.io.check_replaceable`)."""
     from tqdm.auto import tqdm
 
     sections = SECTIONS if sections is None else sections
-    out = Path(out).resolve()
+    out = check_replaceable(out, force=force)
     done, timings = [], {}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, force=force) as tmp:
         ctx = Context(out_dir=tmp, seed=seed)
         bar = tqdm(sections, desc="jaxprobe demo", disable=not progress, unit="section")
         for fn in bar:

