@@ -122,7 +122,10 @@ INVSET_SCRIPT = textwrap.dedent("""
     images = convert_pixels(gen.forward(gen.params, codes), gen.pixels, cls.pixels)
     vals = np.asarray(neuron_values(cls, cls.params, images, ["logits:3"]))[:, 0]
     rng = tuple(float(q) for q in np.quantile(vals, [0.4, 0.6]))
-    run = dict(n=40, k=8, inner_steps=25, max_outer=5)
+    # Adam turns float32 reassociation noise in near-zero gradients into full-size steps, so long
+    # seed runs can part ways: with 25 inner steps one seed of eight ended 0.13 away on one CPU
+    # and not on another. With 10 the seeds still become feasible, and every code agrees to 5e-6.
+    run = dict(n=40, k=8, inner_steps=10, max_outer=5)
     sharded = inv.inverse_set(jax.random.key(0), gen, cls, "logits:3", rng, mesh=batch_mesh(), **run)
     for name in ("seeds", "sampler"):
         s = seen[name]
@@ -130,12 +133,11 @@ INVSET_SCRIPT = textwrap.dedent("""
     seen.clear()
     single = inv.inverse_set(jax.random.key(0), gen, cls, "logits:3", rng, **run)
     assert len(seen["seeds"].device_set) == 1, seen
-    # The same samples: only the order of float32 sums over the K codes differs, and 125 seed steps
-    # plus the sampler's steps carry that rounding along (4e-4 seen). Each sampling step moves a
-    # code by beta * rho (about 0.1 here), so 1e-2 still tells the same trajectory from another.
+    # The same samples: only the order of float32 sums over the K codes differs. Each sampling step
+    # moves a code by beta * rho (about 0.1 here), so 1e-4 tells the same trajectory from another.
     assert sharded.n_accepted == single.n_accepted == 40, (sharded.n_accepted, single.n_accepted)
     assert sharded.sampling_steps == single.sampling_steps
-    np.testing.assert_allclose(sharded.codes, single.codes, atol=1e-2, rtol=0)
+    np.testing.assert_allclose(sharded.codes, single.codes, atol=1e-4, rtol=0)
     again = convert_pixels(gen.forward(gen.params, sharded.codes), gen.pixels, cls.pixels)
     again = np.asarray(neuron_values(cls, cls.params, again, ["logits:3"]))[:, 0]
     assert np.all((again >= rng[0] - 1e-5) & (again <= rng[1] + 1e-5)), (again.min(), again.max(), rng)
