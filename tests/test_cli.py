@@ -36,9 +36,40 @@ def test_errors_are_one_line_exit_2(argv, message, capsys):
     assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_debug_shows_the_exception():
-    with pytest.raises(JaxprobeError, match="no_such_model"):
-        main(["--debug", "info", "no_such_model"])
+@pytest.mark.parametrize("argv", [["--debug", "info", "no_such_model"], ["info", "no_such_model", "--debug"],
+                                  ["convert", "torch", "missing.pth", "--arch", "vgg16", "--out", "x", "--debug"]])
+def test_debug_shows_the_exception_before_or_after_the_command(argv):
+    with pytest.raises(JaxprobeError):
+        main(argv)
+
+
+def test_help_names_every_command(capsys):
+    from jaxprobe.cli import _subparsers, build_parser
+
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    text = capsys.readouterr().out.split("positional arguments")[0]
+    names = list(_subparsers(parser))
+    assert {"demo", "info", "train", "convert", "reproduce", "egbas", "inverse-set"} <= set(names)
+    listed = [line.split()[0] for line in text.split("commands:")[1].strip().splitlines()]
+    assert listed == names
+
+
+def test_readme_commands_parse():
+    """Every concrete `jaxprobe ...` line of the README (no [optional] or a|b synopsis) parses."""
+    import shlex
+    from pathlib import Path
+
+    from jaxprobe.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ")
+    lines = [l.strip() for l in readme.splitlines() if l.startswith("    jaxprobe ")]
+    concrete = [l for l in lines if not any(c in l for c in "[|]") and "..." not in l]
+    assert len(concrete) >= 3, lines
+    parser = build_parser()
+    for line in concrete:
+        parser.parse_args(shlex.split(line.split("#")[0])[1:])  # SystemExit (exit 2) on a bad flag or choice
 
 
 def test_console_script_exit_status():

@@ -1,6 +1,7 @@
-"""The `jaxprobe` command line: demo, info, train, convert.
+"""The `jaxprobe` command line.
 
-Errors in user input print one line and exit 2; `--debug` shows the traceback instead.
+Errors in user input print one line and exit 2; `--debug` (before or after the command's name)
+shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -50,8 +51,24 @@ def _cmd_demo(args) -> None:
     run_demo(args.out, force=args.force)
 
 
+def _subparsers(parser: argparse.ArgumentParser) -> dict:
+    """{name: parser} of `parser`'s subcommands (none when it has none)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _debug_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept --debug after any (sub)command name too; SUPPRESS keeps a subcommand from resetting
+    the value given before it."""
+    for child in _subparsers(parser).values():
+        child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        _debug_everywhere(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxprobe", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="jaxprobe", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -86,7 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce_sub = reproduce.add_subparsers(dest="method", required=True)
     for name in MODULES:  # a module global, so tests can narrow it
         importlib.import_module(f"jaxprobe.cli.{name}").add_commands(sub, reproduce_sub)
+    _debug_everywhere(parser)
+    commands = _subparsers(parser)
+    width = max(map(len, commands))
+    parser.description = "Look inside deep networks by sampling through generators.\n\ncommands:\n" + "\n".join(
+        f"  {name:<{width}}  {_sub_help(sub, name)}" for name in commands)
     return parser
+
+
+def _sub_help(sub, name: str) -> str:
+    """The help line `sub.add_parser(name, help=...)` was given."""
+    return next((a.help for a in sub._choices_actions if a.dest == name), "") or ""
 
 
 def main(argv=None) -> int:
