@@ -20,12 +20,29 @@ SECTIONS = [foundation_section, egbas_section, inverse_set_section]
 __all__ = ["Context", "Section", "SECTIONS", "run_demo", "write_report"]
 
 
-def write_report(out_dir: Path, sections: list[Section], timings: dict) -> None:
+def provenance(command: str | None = None, seed: int = 0) -> dict:
+    """How a report was made: the command line, seed, date, and the jaxprobe / JAX versions and backend."""
+    import datetime
+    import importlib.metadata
+    import sys
+
+    import jax
+
+    return {"command": command or "jaxprobe " + " ".join(sys.argv[1:]), "seed": seed,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "jaxprobe": importlib.metadata.version("jaxprobe"), "jax": jax.__version__,
+            "backend": jax.default_backend()}
+
+
+def write_report(out_dir: Path, sections: list[Section], timings: dict, made: dict | None = None) -> None:
     """Write index.html (templates/index.html.j2; each section's body is HTML rendered from its own
-    template, everything else is escaped here) and results.json into `out_dir`."""
-    write_text(out_dir / "index.html", render("index.html.j2", sections=sections, timings=timings))
+    template, everything else is escaped here) and results.json into `out_dir`. `made` is the
+    `provenance` the page states (default: this process's)."""
+    made = provenance() if made is None else made
+    write_text(out_dir / "index.html", render("index.html.j2", sections=sections, timings=timings, made=made))
     results = {s.key: s.results for s in sections}
     results["timings_s"] = timings
+    results["provenance"] = made
     write_json(out_dir / "results.json", results)
 
 
@@ -49,7 +66,7 @@ def run_demo(out="jaxprobe-report", sections=None, *, seed: int = 0, progress: b
             section = fn(ctx)
             timings[section.key] = round(time.perf_counter() - t0, 2)
             done.append(section)
-        write_report(tmp, done, timings)
+        write_report(tmp, done, timings, provenance(seed=seed))
     if progress:
         print(f"report written to {out / 'index.html'}")
     return out
