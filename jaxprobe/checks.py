@@ -38,6 +38,7 @@ def check_finite(name: str, x) -> None:
 
 
 def check_positive(name: str, value, *, strict: bool = True) -> None:
+    """Raise unless `value` is a finite number > 0 (>= 0 when not `strict`), naming `name`."""
     if not np.isfinite(value) or (value <= 0 if strict else value < 0):
         raise JaxprobeError(f"{name}: expected a {'positive' if strict else 'non-negative'} number, got {value}")
 

@@ -68,6 +68,7 @@ def _debug_everywhere(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `jaxprobe` argument parser: every command, each setting `func(args)`."""
     parser = argparse.ArgumentParser(prog="jaxprobe", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +118,7 @@ def _sub_help(sub, name: str) -> str:
 
 
 def main(argv=None) -> int:
+    """Run the command line `argv` (default sys.argv[1:]); returns the exit status."""
     from jaxprobe.errors import run_command
 
     return run_command("jaxprobe", build_parser().parse_args(argv))

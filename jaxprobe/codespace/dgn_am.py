@@ -1,6 +1,6 @@
-"""DGN-AM: activation maximization in a generator's code space (Nguyen et al. 2016; SPEC section 3).
+"""DGN-AM: activation maximization in a generator's code space (Nguyen et al. 2016; docs/methods/dgn-am.md).
 
-Paper 004 (slides), eq. (1): y* = argmax_y Phi_h(G(y)) - lambda ||y||. A generator G maps a code y
+Nguyen et al. 2016, eq. (1): y* = argmax_y Phi_h(G(y)) - lambda ||y||. A generator G maps a code y
 to an image, a frozen classifier reads neurons a_j of that image, and gradient ascent on y raises
 them; as in the reference code, the lambda ||y|| term acts as a decay of y after each step.
 jaxprobe runs c chains at once; chain i maximizes
@@ -25,7 +25,7 @@ normalisation, so the single normalised step above is the same update.
 
 `dgn_am_kernel` gives the init/step pair over `DGNAMState` for any objective; `dgn_am_run` is the
 pure driver (`lax.scan`); `dgn_am` checks its arguments and jits it. The reference keeps only the
-last code; jaxprobe keeps the last and the best evaluated one (SPEC section 3).
+last code; jaxprobe keeps the last and the best evaluated one (docs/methods/dgn-am.md, choices).
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def _bounds(name, value, code_shape):
 def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, steps: int = 200,
            step_size=(8.0, 1e-10), decay: float = 0.99, lower=None, upper=None, init=None,
            nonlinear: bool = True, gen_params=None, cls_params=None, mesh=None) -> DGNAMResult:
-    """DGN-AM (Nguyen et al. 2016; paper 004 eq. 1; SPEC section 3): codes whose images excite neurons.
+    """DGN-AM (Nguyen et al. 2016, eq. 1; docs/methods/dgn-am.md): codes whose images excite neurons.
 
     Args:
       key: PRNG key for the initial codes, y0 ~ N(0, I) as in the reference (unused with `init`).

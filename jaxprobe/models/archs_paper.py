@@ -1,6 +1,6 @@
 """Paper-scale models: CaffeNet, the DeePSim fc6 generator, VGG-16, AlexNet and a PGGAN generator.
 
-All are probe-able `Network`s (SPEC section 0) registered in `jaxprobe.models.zoo`, so `jaxprobe.load`
+All are probe-able `Network`s (the probe protocol, docs/probe-protocol.md) registered in `jaxprobe.models.zoo`, so `jaxprobe.load`
 rebuilds them from a manifest. Widths are parameters: the defaults are the published sizes, and
 tests use narrow versions with the same layer structure and parameter names.
 

@@ -1,7 +1,7 @@
 """Small third-party architectures whose PyTorch/safetensors weights `weights_convert` maps.
 
 Each builder reproduces the PyTorch module's forward pass exactly (eval mode), NHWC, as a probe-able
-`Network` (SPEC section 0), and is registered in `jaxprobe.models.zoo` so `jaxprobe.load` rebuilds it from
+`Network` (the probe protocol, docs/probe-protocol.md), and is registered in `jaxprobe.models.zoo` so `jaxprobe.load` rebuilds it from
 a manifest:
 
 - `lenet5`: LeNet-5 on MNIST (conv1 6@5x5, max-pool 2, ReLU, conv2 16@5x5, max-pool 2, ReLU,

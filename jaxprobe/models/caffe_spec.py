@@ -54,6 +54,7 @@ class LayerSpec(NamedTuple):
     settings: tuple
 
     def get(self, key, default=None):
+        """The layer's setting `key` (kernel, stride, ...), or `default`."""
         return dict(self.settings).get(key, default)
 
 

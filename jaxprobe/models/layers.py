@@ -1,6 +1,6 @@
 """Building blocks of probe-able networks.
 
-A *layer* in the sense of SPEC section 0 is one learned map (dense, convolution, transposed
+A *layer* in the sense of the probe protocol (docs/probe-protocol.md, "Layers") is one learned map (dense, convolution, transposed
 convolution), its batch norm if any (always in eval mode), its nonlinearity, and the parameter-free
 operations before the next learned map (pooling, reshape, flatten). `Layer.pre` computes the
 pre-activation (the learned map's output, batch norm included); `Layer.post` applies the rest.
@@ -251,7 +251,7 @@ class DownConv(nnx.Module):
 
 
 class Layer(nnx.Module):
-    """One SPEC layer: `pre` = learned map (+ eval-mode batch norm), `post` = act + static ops."""
+    """One layer of the probe protocol: `pre` = learned map (+ eval-mode batch norm), `post` = act + static ops."""
 
     def __init__(self, linear: nnx.Module, act: Act = Act("identity"), after: Sequence = (),
                  norm: nnx.Module | None = None):
@@ -261,12 +261,14 @@ class Layer(nnx.Module):
         self.after = tuple(after)
 
     def pre(self, x):
+        """The layer's pre-activation: its learned map, then eval-mode batch norm if any."""
         h = self.linear(x)
         if self.norm is not None:
             h = self.norm(h, use_running_average=True)
         return h
 
     def post(self, h):
+        """The rest of the layer from its pre-activation h: the nonlinearity, then the static ops."""
         h = self.act(h)
         for op in self.after:
             h = op(h)

@@ -1,4 +1,4 @@
-"""Neuron addresses: `layer:unit` or `layer:unit@y,x`, and reading their values (SPEC section 0).
+"""Neuron addresses: `layer:unit` or `layer:unit@y,x`, and reading their values (docs/probe-protocol.md, "Neuron addresses").
 
 A neuron is one unit of one layer of a probe-able model. `layer` is a layer name or its number
 1..L; `unit` counts from 0 (the papers' MatConvNet numbers count from 1: the inverse-set paper's
@@ -7,7 +7,7 @@ volcano neuron 981 is `fc8:980` here). A unit of a convolutional layer (pre-acti
 (H // 2, W // 2), as the DGN-AM and PPGN scripts do for conv5. Its value is read **after** the
 layer's nonlinearity by default (what Caffe reports: its ReLUs run in place), or before it
 (`nonlinear=False`). "After the nonlinearity" means the activation function alone, before any
-pooling that follows it in the same SPEC layer, so positions index the layer's own grid.
+pooling that follows it in the same layer, so positions index the layer's own grid.
 
 Examples:
   >>> parse_neuron("logits:3")

@@ -3,7 +3,7 @@
 The canonical image is NHWC, RGB (or one gray channel), values in [0, 1]. A convention maps it
 linearly: value = ((canonical in channel order) * (high - low) + low - mean) * scale. One function,
 `convert_pixels`, carries a generator's images into a classifier's input through that form
-(SPEC section 0: "one function maps the first into the second").
+(docs/probe-protocol.md, "Pixel conventions": one function maps the first into the second).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class PixelConvention:
         return 1 if self.channels == "gray" else 3
 
     def to_canonical(self, x):
+        """Images in this convention to the canonical one: [0, 1], RGB (or gray), no mean."""
         x = x / self.scale
         if self.mean:
             x = x + jnp.asarray(self.mean, x.dtype)
@@ -43,6 +44,7 @@ class PixelConvention:
         return x[..., ::-1] if self.channels == "BGR" else x
 
     def from_canonical(self, x):
+        """Canonical images ([0, 1], RGB or gray) to this convention: the inverse of `to_canonical`."""
         if self.channels == "BGR":
             x = x[..., ::-1]
         x = x * (self.high - self.low) + self.low
@@ -51,10 +53,12 @@ class PixelConvention:
         return x * self.scale
 
     def to_dict(self) -> dict:
+        """The convention as a manifest's JSON object."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PixelConvention":
+        """The convention a manifest's JSON object describes."""
         d = dict(d)
         d["mean"] = tuple(d.get("mean", ()))
         return cls(**d)
@@ -87,7 +91,7 @@ def center_crop(images, size: int):
 
 
 def adapt_images(images, src: PixelConvention | None, dst: PixelConvention | None, shape=None):
-    """A generator's images as a classifier's input (SPEC section 0): `convert_pixels`, then a centre
+    """A generator's images as a classifier's input, as DGN-AM (Nguyen et al. 2016) feeds DeePSim's 256 images to CaffeNet's 227: `convert_pixels`, then a centre
     crop to the classifier's side when the images are larger (DeePSim's 256 -> CaffeNet's 227).
 
     Args:

@@ -1,7 +1,7 @@
 """The probe protocol: a model handle whose pure functions split a network at any layer l.
 
 `Model.up_to(params, x, l)` is f_{l:1}(x), ending at layer l's pre-activation; `Model.from_(params,
-h, l)` is the rest, starting with layer l's nonlinearity (SPEC section 0). Both are pure functions
+h, l)` is the rest, starting with layer l's nonlinearity (docs/probe-protocol.md). Both are pure functions
 of (params, input), jit-able with `l` static, and `from_(up_to(x, l), l) == forward(x)` up to
 float32 rounding for every l. Samplers see models only through this protocol.
 """
@@ -49,6 +49,7 @@ class Model:
 
     @classmethod
     def from_module(cls, name: str, module: Network, input_shape, role: str, pixels=None, manifest=None):
+        """A `Model` of an nnx `Network` built in code: its graph and parameters split apart."""
         graphdef, params = nnx.split(module)
         return cls(name, graphdef, params, tuple(module.names), tuple(input_shape), role, pixels,
                    dict(manifest or {}))
@@ -101,6 +102,7 @@ class Model:
         return self._shapes[("out", l)]
 
     def output_shape(self) -> tuple:
+        """The shape of one output of `forward` (no batch axis), by `jax.eval_shape`."""
         x = jax.ShapeDtypeStruct((1,) + self.input_shape, jnp.float32)
         return tuple(jax.eval_shape(self.forward, self.params, x).shape[1:])
 
@@ -148,4 +150,5 @@ class Model:
         return jax.random.normal(key, shape)
 
     def replace(self, **changes) -> "Model":
+        """A copy with `changes` (name, params, ...); its cached layer shapes are dropped."""
         return dataclasses.replace(self, _shapes={}, **changes)

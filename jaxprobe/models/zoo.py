@@ -15,7 +15,7 @@ def dcgan_generator(*, latent_dim: int = 100, widths=(128, 64, 32), slope: float
                     rngs: nnx.Rngs) -> Network:
     """DCGAN-structured generator z (latent_dim,) -> image (28, 28, 1) in [-1, 1].
 
-    Layers (SPEC section 0): fc (dense to 7x7xw0), deconv1 (2x up to 14x14xw1), deconv2 (2x up to
+    Layers (docs/probe-protocol.md; Jeon et al. 2020, section 4, count the same four): fc (dense to 7x7xw0), deconv1 (2x up to 14x14xw1), deconv2 (2x up to
     28x28xw2), out (3x3 conv to one channel, pre-tanh). Hidden nonlinearity ReLU (or leaky ReLU
     with `slope`, as DeePSim uses 0.3). The 2x upsamplings are sub-pixel convolutions.
     """
@@ -65,13 +65,17 @@ ARCHITECTURES = {
     "dcgan_critic": dcgan_critic,
     "mnist_classifier": mnist_classifier,
 }
-# Builders that read files stored beside the checkpoint (a Caffe prototxt): they receive
-# `directory=` (the model directory) in addition to their manifest kwargs.
-NEEDS_DIRECTORY: set = set()
+# Builders that read files stored beside the checkpoint (a Caffe prototxt), with the keyword
+# arguments that name those files: they receive `directory=` (the model directory) in addition to
+# their manifest kwargs, and `jaxprobe.load` checks each named file against its recorded sha256.
+NEEDS_DIRECTORY: dict = {}
 
 
-def register(name: str, builder, *, needs_directory: bool = False) -> None:
-    """Make `builder(**kwargs, rngs=...)` loadable by name from a manifest's architecture record."""
+def register(name: str, builder, *, files: tuple = ()) -> None:
+    """Make `builder(**kwargs, rngs=...)` loadable by name from a manifest's architecture record.
+
+    `files` names the keyword arguments that name files in the model directory.
+    """
     ARCHITECTURES[name] = builder
-    if needs_directory:
-        NEEDS_DIRECTORY.add(name)
+    if files:
+        NEEDS_DIRECTORY[name] = tuple(files)

@@ -31,11 +31,15 @@ def render(template: str, **context) -> str:
 
 @dataclasses.dataclass
 class Context:
+    """What every section receives: the directory it writes its figures into, the report's seed
+    and a cache of loaded models shared by the sections."""
+
     out_dir: Path
     seed: int = 0
     models: dict = dataclasses.field(default_factory=dict)
 
     def model(self, name: str):
+        """The model `name` (shipped name or directory), loaded once per report."""
         from jaxprobe.models.store import load
 
         if name not in self.models:
@@ -51,6 +55,9 @@ class Context:
 
 @dataclasses.dataclass
 class Section:
+    """What a section returns: its anchor `key`, `title`, `html` body (rendered from its template),
+    `figures` as (file name, caption) pairs, and `results` for results.json."""
+
     key: str
     title: str
     html: str = ""

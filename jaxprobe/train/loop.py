@@ -25,6 +25,8 @@ class EpochSampler:
         self._epoch, self._perm = -1, None
 
     def indices(self, step: int) -> np.ndarray:
+        """The example indices of batch `step`: epoch step // (n // batch_size), each epoch a fresh
+        permutation drawn from the seed, so a resumed run sees the same batches."""
         per_epoch = self.n // self.batch_size
         epoch, i = divmod(step, per_epoch)
         if epoch != self._epoch:
