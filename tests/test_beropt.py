@@ -1,5 +1,6 @@
 """BerOpt: recovers exactly the units that affect the output of a toy generator; V* is the
-thresholded theta times sign(h0); lambda's role; bad input."""
+thresholded theta times sign(h0); lambda's role; a supporting set at the shipped dcgan's output
+layer; non-finite features and bad input."""
 
 import jax
 import jax.numpy as jnp
@@ -57,14 +58,50 @@ def test_v_star_is_thresholded_theta_times_sign_and_lambda_matters(toy):
     for p in (0.3, 0.5, 0.7):
         r = beropt(jax.random.PRNGKey(1), model, model.params, z0, 1, steps=100, p=p)
         np.testing.assert_array_equal(r.v_star, (np.asarray(r.theta) > p) * np.sign(h0))
-    # lambda's default: ||G(z0) - f_{L:l+1}(0)|| / D_l, by hand.
-    full = np.asarray(model.forward(model.params, z0[None]))[0]
-    empty = np.asarray(model.from_(model.params, jnp.zeros((1, 8)), 1))[0]
+    # lambda's default: ||G(z0) - f_{L:l+1}(0)||^2 / (16 D_l), by hand.
+    full = np.asarray(model.forward(model.params, z0[None]), np.float64)[0]
+    empty = np.asarray(model.from_(model.params, jnp.zeros((1, 8)), 1), np.float64)[0]
     np.testing.assert_allclose(default_lambda(model, model.params, z0, 1),
-                               np.linalg.norm(full - empty) / 8, rtol=1e-5)
+                               np.sum((full - empty) ** 2) / 16 / 8, rtol=1e-5)
     # A sparsity weight far above any unit's effect drops everything.
     r = beropt(jax.random.PRNGKey(1), model, model.params, z0, 1, steps=100, lam=100.0)
     assert not np.any(r.v_star) and float(r.lam) == 100.0
+
+
+def test_selects_a_supporting_set_at_the_output_layer_of_dcgan():
+    """At l = L of the shipped dcgan every unit feeds one pixel; the unsquared paper loss slid to
+    the empty mask there. For 10 queries the thresholded mask's reconstruction error of G(z0) is
+    at most half the empty mask's (SPEC section 1)."""
+    import jaxprobe
+
+    g = jaxprobe.load("dcgan")
+    L = g.n_layers
+    z0s = g.sample_prior(jax.random.PRNGKey(7), 10)
+    h0 = np.asarray(g.up_to(g.params, z0s, L))
+    x0 = np.asarray(g.forward(g.params, z0s), np.float64)
+    masks, ratios = [], []
+    for q in range(10):
+        r = beropt(jax.random.PRNGKey(q), g, g.params, z0s[q], L)
+        keep = (np.asarray(r.v_star) != 0).reshape(h0.shape[1:])
+        masks.append(h0[q] * keep)
+        masks.append(np.zeros_like(h0[q]))
+    out = np.asarray(g.from_(g.params, jnp.asarray(np.stack(masks)), L), np.float64)
+    for q in range(10):
+        kept, empty = (np.linalg.norm(out[2 * q + i] - x0[q]) for i in (0, 1))
+        ratios.append(kept / empty)
+    assert max(ratios) <= 0.5, ratios
+
+
+def test_non_finite_features_are_an_error(toy):
+    model, z0 = toy
+    key = jax.random.PRNGKey(0)
+    leaves, tree = jax.tree.flatten(model.params)
+    # leaves: hidden bias, hidden kernel, output bias, output kernel
+    for i, what in ((0, r"h0 = f_\{l:1\}\(z0\) at layer 'hidden'"), (len(leaves) - 1, r"G\(z0\)")):
+        # A NaN in the hidden layer's parameters reaches h0; one in the output layer only G(z0).
+        bad = [jnp.full(x.shape, jnp.nan) if j == i else x for j, x in enumerate(leaves)]
+        with pytest.raises(JaxprobeError, match=rf"params: expected parameters under which {what} is finite"):
+            beropt(key, model, jax.tree.unflatten(tree, bad), z0, "hidden", steps=5)
 
 
 def test_bad_input(toy):

@@ -1,9 +1,20 @@
 """BerOpt: Bernoulli mask optimization for the smallest supporting boundary set (paper 001, Alg. 1).
 
 For a query z0 and a layer l, h0 = f_{l:1}(z0) (the layer's pre-activation, `Model.up_to`) and
-Bernoulli masks m ~ Ber(theta) over its D_l units. Equation (1):
+Bernoulli masks m ~ Ber(theta) over its D_l units. Equation (1) of the paper reads
 
-    theta* = argmin_theta  E_m || f_{L:l+1}(h0 * m) - G(z0) ||_2 + lambda * ||theta||_1 .
+    theta* = argmin_theta  E_m || f_{L:l+1}(h0 * m) - G(z0) ||_2 + lambda * ||theta||_1 ;
+
+jaxprobe minimizes it with the norm squared,
+
+    L(theta) = E_m || f_{L:l+1}(h0 * m) - G(z0) ||_2^2 + lambda * ||theta||_1 ,
+
+because the unsquared norm selects nothing at the output layer: its gradient is the squared
+norm's divided by 2 ||r||, so each unit dropped makes dropping the next cheaper, and where every
+unit feeds one pixel (l = L, the output layer) the loss is concave in the number dropped and the
+optimizer slides to the empty mask. Squared, at l = L the loss is separable, E ||r||^2 =
+sum_i (1 - theta_i) a_i^2 with a_i = G(z0)_i - f(0)_i for binary masks, and its minimum keeps unit
+i exactly when a_i^2 > lambda (see `default_lambda` for the scale).
 
 The sampled mask has no gradient, so (SPEC section 1) the mask is the concrete / relaxed Bernoulli
 relaxation (Maddison et al. 2017; Jang et al. 2017) with temperature tau,
@@ -27,6 +38,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxprobe.checks import check_count, check_number
+from jaxprobe.errors import JaxprobeError
 from jaxprobe.gbas.boundaries import check_query, layer_size
 
 
@@ -36,7 +48,8 @@ class BerOptResult(NamedTuple):
     Attributes:
       theta: theta*, the optimized Bernoulli keep-probabilities, float32 (D_l,).
       v_star: V* = 1[theta* > p] * sign(h0), int32 (D_l,) in {-1, 0, +1}.
-      losses: the (stochastic) loss of equation (1) at each step, float32 (steps,).
+      losses: the (stochastic) loss L(theta) at each step (the module docstring's squared form of
+        equation 1), float32 (steps,).
       lam: the lambda used (resolved when the default `lam=None` was given), float32 ().
     """
 
@@ -46,34 +59,37 @@ class BerOptResult(NamedTuple):
     lam: jax.Array
 
 
-def _safe_norm(x):
-    # The gradient of a plain norm is NaN at 0 (mask all ones, output equal to the target); the
-    # 1e-12 under the root changes the loss by at most 1e-6.
-    return jnp.sqrt(jnp.sum(x * x) + 1e-12)
+# lambda's default scale: the fraction rho of the average unit's share of the empty mask's error.
+RHO = 1.0 / 16.0
 
 
 def default_lambda(model, params, z0, l):
-    """lambda when none is given: ||G(z0) - f_{L:l+1}(0)||_2 / D_l.
+    """lambda when none is given: rho ||G(z0) - f_{L:l+1}(0)||_2^2 / D_l with rho = 1/16.
 
-    With it, keeping every unit costs as much sparsity penalty as dropping every unit costs
-    reconstruction error, so neither trivial mask wins by construction, and a unit is kept when
-    its removal changes the output by more than its 1/D_l share of the all-dropped error. The
-    scale follows the model's output and the layer's width, so one default serves every layer.
+    ||G(z0) - f_{L:l+1}(0)||^2 is the squared error of the empty mask, so lambda is rho times
+    the average unit's share of it: a unit is kept when removing it raises the squared error by
+    more than 1/16 of that share. At l = L, where the loss is separable (module docstring), the
+    units dropped each have a_i^2 <= lambda, so for binary masks the thresholded mask's error is
+    at most sqrt(rho) = 1/4 of the empty mask's: a supporting set by construction, with a factor
+    of 2 to spare against "at most half" for the relaxed masks' bias (a saturated tanh pixel
+    looks cheap to drop until its mask is near 0). Deeper interactions make hidden layers
+    differ, but the scale follows the model's output and the layer's width, so one default
+    serves every layer (measured on the shipped dcgan: `tests/test_beropt.py`).
     """
     l = model.layer(l)
     h0 = model.up_to(params, z0[None], l)
     full = model.from_(params, h0, l)[0]
     empty = model.from_(params, jnp.zeros_like(h0), l)[0]
-    return _safe_norm(full - empty) / layer_size(model, l)
+    return RHO * jnp.sum((full - empty) ** 2) / layer_size(model, l)
 
 
 def beropt_loss(logits, key, model, params, h0, target, l, *, lam, tau, n_masks):
-    """Equation (1) with concrete masks: mean over `n_masks` relaxed masks of the output error,
+    """L(theta) with concrete masks: mean over `n_masks` relaxed masks of the squared output error,
     plus lambda * ||sigmoid(logits)||_1.  h0: (1, *layer_shape); target: G(z0), (1, *out)."""
     u = jax.random.uniform(key, (n_masks,) + h0.shape[1:], h0.dtype, 1e-6, 1.0 - 1e-6)
     m = jax.nn.sigmoid((logits.reshape(h0.shape[1:]) + jnp.log(u) - jnp.log1p(-u)) / tau)
     out = model.from_(params, h0 * m, l)  # the n_masks masked features in one batch
-    err = jax.vmap(lambda o: _safe_norm(o - target[0]))(out)
+    err = jnp.sum((out - target) ** 2, axis=tuple(range(1, out.ndim)))
     return jnp.mean(err) + lam * jnp.sum(jax.nn.sigmoid(logits))
 
 
@@ -105,7 +121,14 @@ def beropt_run(key, model, params, z0, l, *, lam=None, tau=0.5, steps=300, learn
     return BerOptResult(theta, v_star, losses, lam)
 
 
-_beropt_jit = jax.jit(beropt_run, static_argnames=("model", "l", "steps", "n_masks"))
+def _checked_run(key, model, params, z0, l, **kw):
+    """`beropt_run` and whether h0 = f_{l:1}(z0) and G(z0) are finite (XLA shares the forward)."""
+    h0 = model.up_to(params, z0[None], l)
+    finite = jnp.stack([jnp.all(jnp.isfinite(h0)), jnp.all(jnp.isfinite(model.from_(params, h0, l)))])
+    return beropt_run(key, model, params, z0, l, **kw), finite
+
+
+_beropt_jit = jax.jit(_checked_run, static_argnames=("model", "l", "steps", "n_masks"))
 
 
 def beropt(key, model, params, z0, layer, *, lam: float | None = None, tau: float = 0.5,
@@ -119,8 +142,8 @@ def beropt(key, model, params, z0, layer, *, lam: float | None = None, tau: floa
       params: its parameters.
       z0: the query, shape `model.input_shape`.
       layer: the layer l (name or number 1..L).
-      lam: the sparsity weight lambda. Default None: `default_lambda`, ||G(z0) - f_{L:l+1}(0)|| / D_l
-        (scale-free across layers and models; see there why).
+      lam: the sparsity weight lambda, in squared output units. Default None: `default_lambda`,
+        ||G(z0) - f_{L:l+1}(0)||^2 / (16 D_l) (scale-free across layers and models; see there why).
       tau: the concrete temperature, default 0.5: masks are close to binary (a relaxed sample lies
         within 0.1 of 0 or 1 about 2/3 of the time at theta = 0.5) while the gradient's variance
         stays moderate; 2/3 is Maddison et al.'s suggestion for binary concrete, lower is sharper.
@@ -137,6 +160,10 @@ def beropt(key, model, params, z0, layer, *, lam: float | None = None, tau: floa
     Returns:
       `BerOptResult(theta, v_star, losses, lam)`. The query is always in the region of v_star.
 
+    Raises:
+      JaxprobeError: for bad arguments, and when h0 = f_{l:1}(z0) or G(z0) is not finite (NaN or
+        infinite parameters, or a query that overflows them): eq. 1 is then undefined.
+
     References:
       Jeon et al., "Efficient Explorative Generative Boundary Aware Sampling", AAAI 2020 (paper 001).
     """
@@ -148,5 +175,12 @@ def beropt(key, model, params, z0, layer, *, lam: float | None = None, tau: floa
     learning_rate = check_number("learning_rate", learning_rate, low=0, low_open=True, what="a positive number")
     if lam is not None:
         check_number("lam", lam, low=0, what="a non-negative number or None")
-    return _beropt_jit(key, model, params, z0, l, lam=lam, tau=tau, steps=check_count("steps", steps, 1),
-                       learning_rate=learning_rate, init=init, p=p, n_masks=check_count("n_masks", n_masks, 1))
+    result, finite = _beropt_jit(key, model, params, z0, l, lam=lam, tau=tau, steps=check_count("steps", steps, 1),
+                                 learning_rate=learning_rate, init=init, p=p,
+                                 n_masks=check_count("n_masks", n_masks, 1))
+    h0_ok, out_ok = (bool(f) for f in finite)
+    if not (h0_ok and out_ok):
+        what = (f"h0 = f_{{l:1}}(z0) at layer {model.layer_names[l - 1]!r}" if not h0_ok else "G(z0)")
+        raise JaxprobeError(f"params: expected parameters under which {what} is finite, got non-finite "
+                            "values (NaN or infinite parameters, or a query that overflows them)")
+    return result
