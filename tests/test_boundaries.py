@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import jaxprobe
+
 from jaxprobe.gbas.boundaries import (check_indicator, halfspace, layer_size, region_margin,
                                  region_membership)
 from jaxprobe.errors import JaxprobeError
@@ -82,6 +84,38 @@ def test_nan_preactivation_is_not_a_member(gen):
     z = jnp.full((1, 8), jnp.nan)
     v = np.ones(layer_size(gen, 1), np.int32)
     assert not bool(region_membership(gen, gen.params, z, 1, v)[0])
+
+
+# Jitted once for the three batch sizes (op-by-op forward passes of dcgan cost seconds).
+member, margin, signs = (jax.jit(f, static_argnums=(0, 3)) for f in (region_membership, region_margin, halfspace))
+
+
+@pytest.mark.parametrize("batch", [1, 8, 64])
+def test_nan_is_never_a_member_at_any_shape_of_dcgan(batch):
+    """XLA's CPU backend drops NaN from a jitted min for some shapes (from 8 rows at width 784,
+    from one row at 4704): at every layer of the shipped dcgan (widths 4704, 9408, 18816, 784),
+    rows of NaN queries and rows with one NaN-biased unit or channel are never members, while
+    the same rows without NaN are (the query's own sign pattern)."""
+    g = jaxprobe.load("dcgan")
+    z0 = g.sample_prior(jax.random.PRNGKey(0), 1)
+    z = jnp.repeat(z0, batch, axis=0)
+    z_nan = z.at[::2].set(jnp.nan)  # every other row (the only row at batch 1)
+    leaves, tree = jax.tree.flatten(g.params)
+    biases = [i for i, x in enumerate(leaves) if x.ndim == 1]  # one bias per layer, in order
+    for l in range(1, g.n_layers + 1):
+        v = signs(g, g.params, z0[0], l)
+        np.testing.assert_array_equal(member(g, g.params, z, l, v), True)
+        want = np.ones(batch, bool)
+        want[::2] = False
+        np.testing.assert_array_equal(member(g, g.params, z_nan, l, v), want, err_msg=f"layer {l}, NaN rows")
+        np.testing.assert_array_equal(member(g, g.params, z_nan, l, np.zeros_like(v)), want,
+                                      err_msg=f"layer {l}, NaN rows, no unit selected")
+        # A NaN bias in one unit (fc) or channel (convolutions) of layer l: every row breaks.
+        b = biases[l - 1]
+        bad = [x.at[x.shape[0] // 2].set(jnp.nan) if i == b else x for i, x in enumerate(leaves)]
+        got = member(g, jax.tree.unflatten(tree, bad), z, l, v)
+        np.testing.assert_array_equal(got, False, err_msg=f"layer {l}, NaN bias")
+        assert np.isnan(np.asarray(margin(g, jax.tree.unflatten(tree, bad), z[:1], l, v))).all()
 
 
 def test_bad_indicator_and_layer(gen):

@@ -10,8 +10,8 @@ import pytest
 
 from jaxprobe.gbas.boundaries import halfspace, region_margin
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.gbas.gbrrt import (CAPACITY_FULL, ITERATIONS_DONE, REL_TOL, draw_candidates, gbrrt, gbrrt_kernel,
-                            gbrrt_sequential, stop_reason_name)
+from jaxprobe.gbas.gbrrt import (CAPACITY_FULL, ITERATIONS_DONE, REJECTED_CAPACITY, REL_TOL, draw_candidates, gbrrt,
+                                 gbrrt_kernel, gbrrt_run, gbrrt_sequential, min_delta, stop_reason_name)
 from conftest import tiny_generator
 from test_boundaries import one_layer, perturbed
 
@@ -245,6 +245,11 @@ def test_tiny_region_returns_the_query_alone():
         np.testing.assert_array_equal(r.accepted_nodes(), np.zeros((1, d)))
         assert int(r.n_rejected) == 50 and int(r.n_candidates) == 50 and r.rejected_candidates().shape == (20, d)
         assert np.all(np.abs(r.rejected_candidates()).max(axis=1) > 0.01)  # each is outside the cube
+    # The rejected buffer's default holds at most REJECTED_CAPACITY rows, however many candidates.
+    n = REJECTED_CAPACITY + 100
+    r = gbrrt(jax.random.PRNGKey(1), model, model.params, z0, 1, v, delta=1.0, capacity=10, max_candidates=n,
+              batch=512)
+    assert r.rejected.shape == (REJECTED_CAPACITY, d) and int(r.n_rejected) == n
 
 
 def test_capacity_stop_and_kernel_steps(gen):
@@ -273,6 +278,51 @@ def test_capacity_stop_and_kernel_steps(gen):
     before = module._gbrrt_jit._cache_size()
     gbrrt(key, gen, gen.params, z0, 1, v, **dict(BASE, delta=0.05, interval=0.5, max_candidates=40))
     assert module._gbrrt_jit._cache_size() == before
+
+
+_run_jit = jax.jit(gbrrt_run, static_argnames=("model", "layer", "capacity", "batch", "rejected_capacity"))
+
+
+@pytest.mark.parametrize("batch", [1, 8, 64])
+def test_nan_parameters_accept_nothing(gen, batch):
+    """The unchecked batched kernel (what `jax.vmap(gbrrt_run)` runs) with NaN parameters: every
+    candidate's pre-activation is NaN, so none is a member, whatever the batch size."""
+    leaves, tree = jax.tree.flatten(gen.params)
+    nan_params = jax.tree.unflatten(tree, [jnp.full_like(x, jnp.nan) for x in leaves])
+    z0, l = jnp.zeros(D), 4  # the deepest layer: every parameter reaches it
+    v = jnp.asarray(halfspace(gen, gen.params, z0, l), jnp.float32)
+    r = _run_jit(jax.random.PRNGKey(0), gen, nan_params, z0, l, v, delta=0.1, interval=jnp.ones(D),
+                 capacity=16, max_candidates=64, batch=batch, rejected_capacity=64)
+    assert int(r.count) == 1 and int(r.n_rejected) == 64, int(r.count)
+    # The checked driver refuses the query's NaN pre-activation instead.
+    with pytest.raises(JaxprobeError, match=r"params: expected parameters under which the query's pre-activation"):
+        gbrrt(jax.random.PRNGKey(0), gen, nan_params, z0, l, v, delta=0.1, batch=batch, capacity=16,
+              max_candidates=64)
+
+
+def test_tiny_delta_is_refused_and_never_copies_the_query():
+    """At z0 ~ 100 a step of 1e-6 rounds back onto its parent in float32: the checked driver
+    refuses such a delta (below sqrt(d) eps32 max(|z0| + I) / REL_TOL), and the unchecked kernel
+    accepts no copy of the query (steer's "moved" is z' != q)."""
+    d = 3
+    model = one_layer(np.concatenate([np.eye(d), -np.eye(d)], axis=1), np.full(2 * d, 1e3))
+    z0 = jnp.full(d, 100.0)
+    v = np.zeros(2 * d, np.int32)  # every point is a member: only the delta tests can refuse
+    floor = np.sqrt(d) * np.finfo(np.float32).eps * 101.0 / REL_TOL
+    np.testing.assert_allclose(min_delta(z0, 1.0), floor, rtol=1e-12)
+    for delta in (1e-6, 1e-21, 0.9 * floor):
+        with pytest.raises(JaxprobeError, match=r"delta: expected a step size float32 resolves at the query's scale"):
+            gbrrt(jax.random.PRNGKey(0), model, model.params, z0, 1, v, delta=delta, capacity=8, max_candidates=32)
+    for delta in (1e-6, 1e-21):
+        r = _run_jit(jax.random.PRNGKey(0), model, model.params, z0, 1, jnp.asarray(v, jnp.float32), delta=delta,
+                     interval=jnp.ones(d), capacity=32, max_candidates=32, batch=8, rejected_capacity=8)
+        nodes = np.asarray(r.nodes)[: int(r.count)]
+        assert len(np.unique(nodes, axis=0)) == len(nodes) and int(r.count) == 1, (delta, int(r.count))
+    # At the floor the tree grows and its nodes keep their separation.
+    r = gbrrt(jax.random.PRNGKey(0), model, model.params, z0, 1, v, delta=floor, capacity=8, max_candidates=32)
+    nodes = r.accepted_nodes().astype(np.float64)
+    dist = np.linalg.norm(nodes[:, None] - nodes[None], axis=-1) + np.eye(len(nodes))
+    assert len(nodes) > 3 and dist.min() >= floor * (1 - REL_TOL)
 
 
 @pytest.mark.parametrize("fn", [gbrrt, gbrrt_sequential])

@@ -82,11 +82,16 @@ def check_indicator(model, l, v, *, name: str = "v_star"):
 def region_margin(model, params, z, l, v):
     """min over selected units of V_i * h_i(z) for a batch z: (batch,); +inf when no unit is selected.
 
-    z is in GR_V iff its margin is >= 0. One forward pass through layers 1..l.
+    z is in GR_V iff its margin is >= 0. NaN when h(z) holds a NaN anywhere (or an infinity at a
+    free unit, 0 * inf): such a z is not a member (`region_membership`). One forward pass through
+    layers 1..l.
     """
     h = preactivation(model, params, z, l)
     v = jnp.asarray(v).reshape(-1).astype(h.dtype)
-    return jnp.min(jnp.where(v != 0, v * h, jnp.inf), axis=1)
+    vh = v * h
+    # Decided apart from the min: XLA's CPU min drops NaN for some shapes (see region_membership).
+    broken = jnp.any(jnp.isnan(vh), axis=1)
+    return jnp.where(broken, jnp.nan, jnp.min(jnp.where(v != 0, vh, jnp.inf), axis=1))
 
 
 def region_membership(model, params, z, l, v):
@@ -101,15 +106,16 @@ def region_membership(model, params, z, l, v):
 
     Returns:
       bool (batch,): V_i * h_i(z) >= 0 for every i with V_i != 0 (paper 001, Definitions 2-3),
-      computed in one batched forward pass of layers 1..l. A NaN pre-activation is never a member.
+      computed in one batched forward pass of layers 1..l. A row whose pre-activation holds a NaN
+      (anywhere, selected unit or not) is never a member, at any batch size and width.
     """
     h = preactivation(model, params, z, l)
-    v = jnp.asarray(v).reshape(-1).astype(h.dtype)
-    # min_i V_i h_i >= 0 covers the free units (V_i h_i = 0) and is a plain float reduction:
-    # 2.5x cheaper on XLA's CPU backend than all((V == 0) | (V h >= 0)) (0.24 vs 0.61 ms at
-    # 256 x 4704), which mattered beside a layer-1 forward pass of 1.6 ms. NaN propagates: a NaN
-    # pre-activation (or an infinite one times a free unit's 0) is not a member.
-    return jnp.min(v * h, axis=1) >= 0
+    vh = jnp.asarray(v).reshape(-1).astype(h.dtype) * h
+    # min_i V_i h_i >= 0 covers the free units (V_i h_i = 0) and is one float reduction. A NaN
+    # (from a NaN pre-activation, or an infinite one times a free unit's 0) must make the row a
+    # non-member, but XLA's CPU backend drops NaN from a jitted min for some shapes (from 8 rows
+    # at width 784, from one row at 4704): NaN is mapped to -1 before the min, not left to it.
+    return jnp.min(jnp.where(jnp.isnan(vh), -1.0, vh), axis=1) >= 0
 
 
 def check_query(model, z0, *, name: str = "z0"):

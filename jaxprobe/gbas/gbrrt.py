@@ -51,6 +51,23 @@ RUNNING, CAPACITY_FULL, ITERATIONS_DONE = 0, 1, 2
 STOP_REASONS = ("running", "capacity full", "iterations done")
 REL_TOL = 1e-4  # SPEC section 1: nodes keep delta * (1 - REL_TOL) from each other
 _EPS32 = float(np.finfo(np.float32).eps)
+# The rejected buffer's default rows: at most this many (8 MiB at d = 512), however many candidates.
+REJECTED_CAPACITY = 4096
+
+
+def min_delta(z0, interval) -> float:
+    """The smallest step size float32 resolves at the query's scale: sqrt(d) eps32 s / REL_TOL.
+
+    s = max_i (|z0_i| + I_i) bounds the coordinates of the sampling box. Rounding a step
+    z' = q + delta u to float32 moves z' by at most sqrt(d) eps32 s / 2, so with delta at least
+    this bound the step's length is delta to within REL_TOL / 2 and the tree's separation
+    "nodes >= delta (1 - REL_TOL) apart" means what it says (at z0 ~ 100 in 100-d, 1.2; at a
+    N(0, I) query with I = 1, about 0.05). Below it a step can round back onto q (a copy of the
+    query) or to a point much nearer to q than delta.
+    """
+    z0 = np.abs(np.asarray(z0, np.float64)).reshape(-1)
+    scale = float(np.max(z0 + np.abs(np.asarray(interval, np.float64)).reshape(-1)))
+    return math.sqrt(z0.size) * _EPS32 * scale / REL_TOL
 
 
 def stop_reason_name(code) -> str:
@@ -221,10 +238,15 @@ def nearest_nodes(z, nodes, count, z0f):
 
 
 def steer(z, q, delta):
-    """z' = q + delta (z - q) / ||z - q|| row by row; also whether z != q (else z' = q, refused)."""
+    """z' = q + delta (z - q) / ||z - q|| row by row; also whether z' moved off q.
+
+    "Moved" is z' != q in float32 (some coordinate differs), not ||z - q|| > 0: a step below
+    float32's resolution at q's scale rounds back to q, and that copy of q must be refused.
+    """
     v = z - q
     n = jnp.sqrt(jnp.sum(v * v, axis=-1, keepdims=True))
-    return q + delta * v / jnp.maximum(n, jnp.finfo(z.dtype).tiny), n[:, 0] > 0
+    zp = q + delta * v / jnp.maximum(n, jnp.finfo(z.dtype).tiny)
+    return zp, jnp.any(zp != q, axis=-1)
 
 
 def _too_close_direct(points, valid, zp, thr2):
@@ -468,8 +490,9 @@ def check_arguments(model, params, z0, layer, v_star, *, delta, interval, capaci
 
     Raises `JaxprobeError` naming the argument for: a layer out of range, a query of the wrong
     shape or with NaN, an indicator of the wrong shape or values, a query outside its own region,
-    delta <= 0, an interval <= 0 (or of the wrong shape), capacity < 1, max_candidates < 0,
-    batch < 1, rejected_capacity < 1.
+    parameters giving the query a NaN pre-activation, delta <= 0 or below `min_delta`, an
+    interval <= 0 (or of the wrong shape), capacity < 1, max_candidates < 0, batch < 1,
+    rejected_capacity < 1.
     """
     layer = model.layer(layer)
     z0 = check_query(model, z0)
@@ -482,17 +505,24 @@ def check_arguments(model, params, z0, layer, v_star, *, delta, interval, capaci
                             f"got shape {iv.shape}")
     if not (np.all(np.isfinite(iv)) and np.all(iv > 0)):
         raise JaxprobeError(f"interval: expected positive half-widths, got {iv.min() if iv.size else iv}")
+    iv = np.broadcast_to(iv.reshape(-1) if iv.ndim else iv, (d,))
+    floor = min_delta(z0, iv)
+    if delta < floor:
+        raise JaxprobeError(f"delta: expected a step size float32 resolves at the query's scale, >= {floor:.3g} "
+                            f"(sqrt(d) eps32 max(|z0| + I) / {REL_TOL:g}), got {delta:g}")
     capacity = check_count("capacity", capacity, 1)
     max_candidates = check_count("max_candidates", max_candidates, 0)
     batch = check_count("batch", batch, 1)
-    # Default: room for every candidate (a buffer needs at least one row).
-    rejected_capacity = (max(max_candidates, 1) if rejected_capacity is None
+    # Default: room for every candidate up to REJECTED_CAPACITY rows (a buffer needs one row).
+    rejected_capacity = (min(max(max_candidates, 1), REJECTED_CAPACITY) if rejected_capacity is None
                          else check_count("rejected_capacity", rejected_capacity, 1))
     margin = float(_margin_jit(model, params, z0[None], layer, v)[0])
+    if math.isnan(margin):
+        raise JaxprobeError(f"params: expected parameters under which the query's pre-activation at layer "
+                            f"{model.layer_names[layer - 1]!r} is finite, got NaN")
     if margin < 0:
         raise JaxprobeError(f"v_star: the query z0 is not in the region it defines (min V_i h_i(z0) = {margin:.3g} < 0)")
-    interval = jnp.asarray(np.broadcast_to(iv.reshape(-1) if iv.ndim else iv, (d,)), jnp.float32)
-    return layer, z0, v, delta, interval, capacity, max_candidates, batch, rejected_capacity
+    return layer, z0, v, delta, jnp.asarray(iv, jnp.float32), capacity, max_candidates, batch, rejected_capacity
 
 
 def gbrrt(key, model, params, z0, layer, v_star, *, delta: float, interval=1.0, capacity: int = 256,
@@ -507,14 +537,17 @@ def gbrrt(key, model, params, z0, layer, v_star, *, delta: float, interval=1.0, 
       z0: the query, shape `model.input_shape`; it must lie in the region of v_star.
       layer: the layer l (name or number).
       v_star: the halfspace indicator V*, (D_l,) or the layer's shape (e.g. `BerOptResult.v_star`).
-      delta: the step size (> 0); nodes end up pairwise >= delta * (1 - 1e-4) apart.
+      delta: the step size, at least `min_delta(z0, interval)` (what float32 resolves at the
+        query's scale); nodes end up pairwise >= delta * (1 - 1e-4) apart.
       interval: I, the half-width of the sampling box U(z0 - I, z0 + I): a scalar or one per
         latent dimension, > 0. Default 1.0, one standard deviation of the N(0, I) latent prior.
       capacity: N, the tree's capacity (nodes wanted, the query included), >= 1.
       max_candidates: the paper's iteration count, the most candidates drawn, >= 0.
       batch: B, candidates per step, >= 1. Throughput grows with B while the forward pass
         dominates; candidates drawn after the tree fills are wasted, at most B - 1.
-      rejected_capacity: R, rejected candidates stored (default: max_candidates, all of them).
+      rejected_capacity: R, rejected candidates stored, the first R in draw order (default:
+        min(max_candidates, REJECTED_CAPACITY = 4096), so the buffer stays small however many
+        candidates; `n_rejected` counts them all, and eps from a truncated set says so in E-GBAS).
       top_k: k, per candidate the nodes (and earlier candidates of the batch) nearest by the
         expansion that are tested by direct differences; the rest are ruled out by a bound or,
         rarely, by the direct fallback. The result does not depend on k, only the speed: 4 was
