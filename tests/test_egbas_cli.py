@@ -126,7 +126,7 @@ def test_egbas_command_bad_input_is_one_line_exit_2(saved, tmp_path, capsys, arg
 def test_reproduce_tables_against_numpy(saved):
     gen, critic = load(saved / "gen"), load(saved / "critic")
     runs = {}
-    t = egbas_tables(jax.random.PRNGKey(0), gen, critic, layers=(3, 4), queries=2, delta=0.3, interval=2.0,
+    t = egbas_tables(jax.random.PRNGKey(0), gen, critic, layers=(3, 4), queries=2, delta=None, interval=2.0,
                      capacity=33, max_candidates=32, batch=8, beropt_options=dict(steps=40),
                      on_run=lambda q, l, r, m: runs.setdefault((q, l), r))
     # The JSON shape: one value per generator layer, one list per critic layer.

@@ -11,6 +11,7 @@ DIR/egbas_tables.json and DIR/egbas_tables.md beside the paper's numbers.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 from jaxprobe.checks import check_count, check_number
 from jaxprobe.cli.common import load_model
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.experiments.egbas_tables import DELTA, REPRO_DEFAULTS, egbas_tables, sample_rows, tables_markdown
+from jaxprobe.experiments.egbas_tables import REPRO_DEFAULTS, egbas_tables, sample_rows, tables_markdown
 from jaxprobe.experiments.figures import save_grid
 from jaxprobe.gbas.egbas import egbas
 from jaxprobe.gbas.metrics import egbas_metrics
@@ -43,7 +44,8 @@ def default_critic_name(generator) -> str:
 def _check_settings(args) -> None:
     """Refuse bad --delta, --p, --interval before any compilation (the library checks them too,
     but only after BerOpt has run)."""
-    check_number("--delta", args.delta, low=0, low_open=True, what="a positive step size")
+    if args.delta is not None:
+        check_number("--delta", args.delta, low=0, low_open=True, what="a positive step size")
     check_number("--p", args.p, low=0, high=1, low_open=True, high_open=True, what="a threshold")
     check_number("--interval", args.interval, low=0, low_open=True, what="a positive half-width")
 
@@ -88,8 +90,10 @@ def _cmd_egbas(args) -> None:
         "beropt_lambda": r.lam, "beropt_final_loss": float(r.beropt_losses[-1]),
         "accepted": r.samples.reshape(r.samples.shape[0], -1), "parents": tree.accepted_parents(),
         "n_accepted": int(tree.count), "n_rejected": int(tree.n_rejected), "n_close": int(tree.n_close),
-        "n_candidates": int(tree.n_candidates), "delta": args.delta, "stop_reason": tree.stop_reason_name(),
-        "eps_l2": r.eps_l2, "eps_linf": r.eps_linf,
+        "n_candidates": int(tree.n_candidates), "delta": r.delta, "stop_reason": tree.stop_reason_name(),
+        "eps_l2": r.eps_l2, "eps_linf": r.eps_linf, "eps_reason": r.eps_reason,
+        "n_rejected_stored": int(r.rejected.shape[0]), "rejected_truncated": r.rejected_truncated,
+        "exploration": r.exploration,
         "sigma": metrics["sigma"], "n_metric_samples": metrics["n_samples"],
         "metrics_note": "sigma (and similarity) over each set without the query; sigma on the generator's "
                         f"output scale [{model.pixels.low}, {model.pixels.high}]" if model.pixels else
@@ -100,7 +104,13 @@ def _cmd_egbas(args) -> None:
         result["critic"] = args.critic
         result["similarity"] = metrics["similarity"]
     write_json(out / OUT_JSON, result)
+    if r.eps_reason:
+        print(f"jaxprobe: warning: {r.eps_reason}", file=sys.stderr)
+    if r.rejected_truncated:
+        print(f"jaxprobe: warning: eps from the first {r.rejected.shape[0]} of {int(tree.n_rejected)} rejected "
+              "candidates (the rejected buffer was full)", file=sys.stderr)
     print(f"{tree.stop_reason_name()}: {int(tree.count)} nodes (query included), {int(tree.n_rejected)} rejected, "
+          f"delta {r.delta:.3g}, eps_L2 {r.eps_l2:.3g}, "
           f"{result['n_selected']}/{result['n_units']} units selected; wrote {out / OUT_JSON} and {out / OUT_PNG}")
 
 
@@ -139,9 +149,9 @@ def add_commands(sub, reproduce) -> None:
     p.add_argument("--n", type=int, default=128,
                    help="accepted nodes wanted, the query included: the tree's capacity (128)")
     p.add_argument("--iterations", type=int, default=4096, help="candidates drawn at most (4096)")
-    p.add_argument("--delta", type=float, default=DELTA,
-                   help=f"GB-RRT step size ({DELTA}: at the library's 0.2, trees at dcgan's layer 4 rejected nothing, "
-                        "so the eps-ball baselines were undefined)")
+    p.add_argument("--delta", type=float, default=None,
+                   help="GB-RRT step size (default: the library's rule, half the region's median extent along "
+                        "32 random directions from the query)")
     p.add_argument("--p", type=float, default=0.5, help="BerOpt threshold on theta, in (0, 1) (0.5)")
     p.add_argument("--interval", type=float, default=1.0, help="half-width I of the sampling box around z0 (1.0)")
     p.add_argument("--batch", type=int, default=64, help="candidates per batched GB-RRT step (64)")
@@ -160,7 +170,8 @@ def add_commands(sub, reproduce) -> None:
     r.add_argument("--iterations", type=int, default=REPRO_DEFAULTS["max_candidates"],
                    help=f"candidates per tree ({REPRO_DEFAULTS['max_candidates']})")
     r.add_argument("--n", type=int, default=None, help="tree capacity (default iterations + 1: never fills)")
-    r.add_argument("--delta", type=float, default=REPRO_DEFAULTS["delta"])
+    r.add_argument("--delta", type=float, default=REPRO_DEFAULTS["delta"],
+                   help="GB-RRT step size (default: the library's rule, half each region's median extent)")
     r.add_argument("--interval", type=float, default=REPRO_DEFAULTS["interval"])
     r.add_argument("--p", type=float, default=REPRO_DEFAULTS["p"])
     r.add_argument("--batch", type=int, default=REPRO_DEFAULTS["batch"])

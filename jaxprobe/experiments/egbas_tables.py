@@ -43,13 +43,12 @@ PAPER = {
 # Settings of the reproduction. The paper gives no sample count, step size or interval; it runs
 # GB-RRT for N iterations with no capacity (Algorithm 2), so the reproduction's tree never fills
 # (capacity = candidates + 1) and every query's sets have as many samples as it accepted.
-# delta: eps (hence both baselines) exists only if the tree meets its region's boundary. In a
-# pilot on the default dcgan (3 queries from another seed, layers 1-4, 1024 candidates, interval
-# 1), trees with delta 0.2 stayed within distance ~1 of z0 and rejected nothing at layer 4 and
-# 2-9 candidates at layers 1-2; delta 0.5 was the smallest of {0.2, 0.5, 1} at which every tree
-# rejected candidates (12-430). The choice used rejection counts only, no table.
-DELTA = 0.5
-REPRO_DEFAULTS = dict(delta=DELTA, interval=1.0, max_candidates=1024, capacity=1025, batch=64, p=0.5)
+# delta None: the library's one default rule (`jaxprobe.gbas.exploration.default_delta`, half
+# the region's median extent along random directions), chosen by how far pilot trees reached
+# (see STEPS_PER_EXTENT there), before and without looking at any table.
+REPRO_DEFAULTS = dict(delta=None, interval=1.0, max_candidates=1024, capacity=1025, batch=64, p=0.5)
+# Per tree, from `EGBASResult.exploration` and the result (the exploration measure of the tables).
+EXPLORATION_KEYS = ("delta", "reach", "node_distance_q90", "extent_median", "eps_over_extent")
 
 
 # ---------------------------------------------------------------- images of one run
@@ -99,7 +98,7 @@ def sample_rows(result, generator, *, columns: int = 12, key=None):
 
 
 def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 10,
-                 delta: float = REPRO_DEFAULTS["delta"], interval=REPRO_DEFAULTS["interval"],
+                 delta: float | None = REPRO_DEFAULTS["delta"], interval=REPRO_DEFAULTS["interval"],
                  capacity: int = REPRO_DEFAULTS["capacity"], max_candidates: int = REPRO_DEFAULTS["max_candidates"],
                  batch: int = REPRO_DEFAULTS["batch"], p: float = REPRO_DEFAULTS["p"],
                  beropt_options: dict | None = None, include_query: bool = False, on_run=None) -> dict:
@@ -124,7 +123,10 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
     Returns:
       A JSON-ready dict: {"sigma": {method: [per layer]}, "similarity": {method: [[per critic layer]
       per generator layer]}, "similarity_mean_over_layers": {method: [per critic layer]},
-      "per_query": ..., "counts": ..., "claim": ..., "paper": PAPER, "settings": ...}.
+      "per_query": ..., "exploration": {measure: [median over queries per layer]}, "claim": ...,
+      "paper": PAPER, "settings": ...}; the exploration measures (`EXPLORATION_KEYS`) are the step
+      size, the trees' reach (90% node distance from z0 over the region's median extent), the
+      90% node distance, the median extent and eps_L2 over the median extent.
     """
     q_n = check_count("queries", queries, 1)
     layers = [generator.layer(l) for l in layers]
@@ -135,6 +137,7 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
     sigma = np.full((3, l_n, q_n), np.nan)
     sim = np.full((3, l_n, k_crit, q_n), np.nan)
     info = {k: np.zeros((l_n, q_n), np.int64) for k in ("n_samples", "n_rejected", "n_selected", "n_candidates")}
+    explored = {k: np.full((l_n, q_n), np.nan) for k in EXPLORATION_KEYS}
     reasons = [[None] * q_n for _ in range(l_n)]
     t0 = time.perf_counter()
     for li, l in enumerate(layers):
@@ -151,6 +154,10 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
             info["n_selected"][li, q] = int(np.count_nonzero(r.v_star))
             info["n_candidates"][li, q] = int(r.tree.n_candidates)
             reasons[li][q] = r.tree.stop_reason_name()
+            x = r.exploration
+            for k, v in zip(EXPLORATION_KEYS, (r.delta, x["reach"], x["node_distance"]["q90"],
+                                               x["extent"]["median"], x["eps_over_extent"])):
+                explored[k][li, q] = v
             if on_run is not None:
                 on_run(q, l, r, m)
     wall = time.perf_counter() - t0
@@ -192,7 +199,9 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
         "queries_with_baselines": defined.sum(1).tolist(),
         "per_query": {"sigma": {m: sigma[i].tolist() for i, m in enumerate(METHODS)},
                       "similarity": {m: sim[i].tolist() for i, m in enumerate(METHODS)},
-                      **{k: v.tolist() for k, v in info.items()}, "stop_reason": reasons},
+                      **{k: v.tolist() for k, v in info.items()}, "stop_reason": reasons,
+                      **{k: v.tolist() for k, v in explored.items()}},
+        "exploration": {k: [_median(row) for row in v] for k, v in explored.items()},
         "settings": {"delta": delta, "interval": np.asarray(interval).tolist(), "capacity": capacity,
                      "max_candidates": max_candidates, "batch": batch, "p": p,
                      "beropt_options": dict(beropt_options or {}), "include_query": include_query},
@@ -202,6 +211,12 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
                         "baselines equally many samples (as many as the tree accepted)",
         "wall_s": round(wall, 2),
     }
+
+
+def _median(values) -> float:
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else float("nan")
 
 
 def _yes(claim) -> str:
@@ -214,7 +229,8 @@ def tables_markdown(t: dict) -> str:
     layers = t["layers"]
     lines = ["# E-GBAS: paper 001, Tables 1 and 2, measured (paper's DCGAN-MNIST value in parentheses)", ""]
     s = t["settings"]
-    lines += [f"{t['queries']} random queries; delta {s['delta']}, interval {s['interval']}, "
+    delta = "half the region's median extent (per tree)" if s["delta"] is None else s["delta"]
+    lines += [f"{t['queries']} random queries; delta {delta}, interval {s['interval']}, "
               f"{s['max_candidates']} candidates per tree (capacity {s['capacity']}), p {s['p']}, batch {s['batch']}; "
               f"sigma on the {t['sigma_scale']} scale; {t['metrics_note']}. Wall time {t['wall_s']} s.", ""]
     lines += ["## Table 1: sigma by generator layer (lower = more consistent)", "",
@@ -228,6 +244,16 @@ def tables_markdown(t: dict) -> str:
         f"layer {l}: {_yes(c)}" for l, c in zip(layers, t["claim"]["egbas_lowest_sigma"])),
         "", "Queries with a defined eps (some candidate rejected) per layer: "
         + ", ".join(str(c) for c in t["queries_with_baselines"]), ""]
+    ex = t["exploration"]
+    lines += ["## How far the trees explored (medians over the queries, latent units)", "",
+              "| layer | delta | 90% node distance from z0 | region's median extent | reach | eps_L2 / extent |",
+              "|---|---|---|---|---|---|"]
+    for i, l in enumerate(layers):
+        lines.append(f"| {l} | " + " | ".join(fmt_number(ex[k][i], ".3f") for k in
+                                               ("delta", "node_distance_q90", "extent_median", "reach",
+                                                "eps_over_extent")) + " |")
+    lines += ["", "reach = 90% node distance / median extent: about 1 or more when the trees reached the "
+              "region's walls in a typical direction (random rays from z0, first exit).", ""]
     crit = t["critic_layers"]
     lines += ["## Table 2: critic feature cosine similarity (higher = more consistent)", ""]
 

@@ -2,7 +2,9 @@
 
 Algorithm 3: theta* = BerOpt(z0, G, l); V* = 1[theta* > p] sign(f_{l:1}(z0)); Z = GB-RRT(z0, GR_V*).
 `egbas` adds the section-4 baselines: eps_L2 and eps_Linf from the tree's accepted and rejected
-sets, and as many uniform draws from each ball around z0 as the tree has nodes.
+sets, and as many uniform draws from each ball around z0 as the tree has nodes, and measures how
+far the tree explored its region (`jaxprobe.gbas.exploration`), whose extent also sets the
+default step size.
 
 The paper's metrics of the resulting sample sets (Tables 1-2) are in `jaxprobe.gbas.metrics`.
 """
@@ -18,6 +20,7 @@ import numpy as np
 from jaxprobe.gbas.beropt import beropt
 from jaxprobe.gbas.boundaries import check_query
 from jaxprobe.gbas.epsball import eps_l2, eps_linf, sample_l2_ball, sample_linf_ball
+from jaxprobe.gbas.exploration import box_reach, default_delta, exploration, region_extent
 from jaxprobe.gbas.gbrrt import GBRRTResult, gbrrt
 
 
@@ -37,6 +40,12 @@ class EGBASResult(NamedTuple):
       eps_l2: the L2 baseline's radius (NaN if nothing was rejected).
       eps_linf: the Linf baseline's half-side (same volume).
       l2_samples, linf_samples: n uniform draws from each ball around z0 (NaN when eps is NaN).
+      delta: the step size used (the default rule's value when none was given).
+      extent: the region's extent along random directions (`exploration.region_extent`).
+      exploration: `exploration.exploration` of the tree (node distances against the extent).
+      eps_reason: why eps is undefined (NaN), or None when it is defined.
+      rejected_truncated: eps came from the first `len(rejected)` of `tree.n_rejected` rejected
+        candidates (the buffer was full), not from all of them.
     """
 
     query: np.ndarray
@@ -52,51 +61,65 @@ class EGBASResult(NamedTuple):
     eps_linf: float
     l2_samples: np.ndarray
     linf_samples: np.ndarray
+    delta: float
+    extent: np.ndarray
+    exploration: dict
+    eps_reason: str | None
+    rejected_truncated: bool
 
 
-def egbas(key, model, params, z0, layer, *, p: float = 0.5, delta: float = 0.2, interval=1.0,
+def egbas(key, model, params, z0, layer, *, p: float = 0.5, delta: float | None = None, interval=1.0,
           capacity: int = 128, max_candidates: int = 4096, batch: int = 64,
           rejected_capacity: int | None = None, beropt_options: dict | None = None) -> EGBASResult:
     """E-GBAS (paper 001, Algorithm 3): BerOpt, then GB-RRT in its region, then the eps baselines.
 
     Args:
-      key: PRNG key (split for BerOpt, the tree and the two baselines).
+      key: PRNG key (split for BerOpt, the extent's directions, the tree and the two baselines).
       model, params: the generator.
       z0: the query, shape `model.input_shape`.
       layer: the layer l (name or number).
       p: BerOpt's threshold on theta*, in (0, 1).
-      delta: GB-RRT's step size. Default 0.2: at the default interval 1.0 a step is a fifth of
-        the box's half-width per unit length, small enough for the tree to move inside regions
-        a few tenths wide and to keep the nodes' images distinct (the paper gives no value).
+      delta: GB-RRT's step size. Default None: `exploration.default_delta`, half the region's
+        median extent along 32 random directions (the paper gives no value; a fixed one was too
+        small at one layer and too large at another).
       interval, capacity, max_candidates, batch, rejected_capacity: as in `gbrrt`.
       beropt_options: keyword arguments for `beropt` (lam, tau, steps, learning_rate, init,
         n_masks).
 
     Returns:
       `EGBASResult`. The baselines draw as many samples as the tree has nodes (the query
-      included), centred at z0. A region too small for any step gives the query alone.
+      included), centred at z0. A region too small for any step gives the query alone. When
+      nothing was rejected eps is NaN and `eps_reason` says why.
     """
     l = model.layer(layer)
     z0 = check_query(model, z0)
-    k_ber, k_tree, k_l2, k_linf = jax.random.split(key, 4)
+    k_ber, k_tree, k_l2, k_linf, k_ext = jax.random.split(key, 5)
     ber = beropt(k_ber, model, params, z0, l, p=p, **dict(beropt_options or {}))
+    extent = region_extent(k_ext, model, params, z0, l, ber.v_star, t_max=box_reach(z0, interval))
+    delta = default_delta(extent, z0, interval) if delta is None else delta
     tree = gbrrt(k_tree, model, params, z0, l, ber.v_star, delta=delta, interval=interval,
                  capacity=capacity, max_candidates=max_candidates, batch=batch,
                  rejected_capacity=rejected_capacity)
     samples, rejected = tree.accepted_nodes(), tree.rejected_candidates()
     n = samples.shape[0]
+    reason = None
     if rejected.shape[0]:
         e2, einf, l2, linf = _baselines(k_l2, k_linf, z0, tree.nodes, tree.count, tree.rejected,
                                         jnp.minimum(tree.n_rejected, tree.rejected.shape[0]))
         e2, einf = float(e2), float(einf)
         l2, linf = np.asarray(l2)[:n], np.asarray(linf)[:n]
-    else:  # nothing was rejected: eps is undefined (SPEC); say so with NaN rather than guess
+    else:  # eps is undefined without a rejected candidate (SPEC): NaN, and the reason
         e2 = einf = float("nan")
         l2 = linf = np.full_like(samples, np.nan)
+        reason = (f"no candidate was rejected: the tree ({n} nodes, {int(tree.n_candidates)} candidates, "
+                  f"delta {float(delta):.3g}) never stepped out of its region, so eps and the L2 / Linf "
+                  "baselines are undefined; a larger delta or more candidates reach the region's boundary")
     return EGBASResult(
         query=np.asarray(z0), layer=l, theta=np.asarray(ber.theta), v_star=np.asarray(ber.v_star),
         beropt_losses=np.asarray(ber.losses), lam=float(ber.lam), tree=tree, samples=samples,
-        rejected=rejected, eps_l2=e2, eps_linf=einf, l2_samples=l2, linf_samples=linf)
+        rejected=rejected, eps_l2=e2, eps_linf=einf, l2_samples=l2, linf_samples=linf, delta=float(delta),
+        extent=extent, exploration=exploration(samples, z0, extent, e2), eps_reason=reason,
+        rejected_truncated=int(tree.n_rejected) > rejected.shape[0])
 
 
 @jax.jit

@@ -26,12 +26,13 @@ from jaxprobe.experiments.figures import pyplot, save_figure, save_grid
 from jaxprobe.gbas.egbas import egbas
 from jaxprobe.report.base import Section, render
 
-# The plane: delta small beside the plotted region so that the tree's paths show; the tree stops
-# at `capacity` nodes or `max_candidates` candidates.
+# The plane: delta fixed and small beside the plotted region so that the tree's paths show (the
+# default rule, half the region's median extent, draws a handful of long edges in 2-D); the tree
+# stops at `capacity` nodes or `max_candidates` candidates.
 PLANE = dict(delta=0.05, interval=1.0, capacity=256, max_candidates=1024, batch=64)
-# The small tables (and the sample rows, taken from their first query): as `reproduce`, with
-# shorter trees and BerOpt runs.
-TABLES = dict(queries=2, delta=0.5, interval=1.0, capacity=129, max_candidates=256, batch=64,
+# The small tables (and the sample rows, taken from their first query): as `reproduce` (delta by
+# the library's default rule), with shorter trees and BerOpt runs.
+TABLES = dict(queries=2, delta=None, interval=1.0, capacity=129, max_candidates=256, batch=64,
               beropt_options=dict(steps=150))
 
 
@@ -119,10 +120,13 @@ def _plane_figure(path, gen2, r, lim: float = 3.0, side: int = 256, zoom_side: i
     grid = np.stack(np.meshgrid(za, zb), -1).reshape(-1, 2)
     h, _ = selected_values(gen2, params, grid, l, v)
     vh = h.reshape(zoom_side, zoom_side, -1) * np.asarray(v).reshape(-1)[np.flatnonzero(v)]
-    member = vh.min(axis=2) >= 0
+    # With no unit selected (an empty V*) the region is the whole plane and nothing walls it in;
+    # `initial` keeps the reductions defined over the zero selected units.
+    member = vh.min(axis=2, initial=np.inf) >= 0
     ax.imshow(member, origin="lower", extent=(lo[0], hi[0], lo[1], hi[1]), cmap="Blues", vmin=0, vmax=3,
               interpolation="nearest", alpha=0.9)
-    crossing = int(np.count_nonzero((vh.min(axis=(0, 1)) < 0) & (vh.max(axis=(0, 1)) > 0)))
+    crossing = int(np.count_nonzero((vh.min(axis=(0, 1), initial=np.inf) < 0)
+                                    & (vh.max(axis=(0, 1), initial=-np.inf) > 0)))
     # The region's own walls: at grid points just outside GR_V* (next to a member), the most
     # violated selected unit. Contouring every crossing boundary (hundreds) took seconds.
     near = np.zeros_like(member)
@@ -130,7 +134,7 @@ def _plane_figure(path, gen2, r, lim: float = 3.0, side: int = 256, zoom_side: i
     near[:-1] |= member[1:]
     near[:, 1:] |= member[:, :-1]
     near[:, :-1] |= member[:, 1:]
-    walls = np.unique(np.argmin(vh[near & ~member], axis=1))
+    walls = np.unique(np.argmin(vh[near & ~member], axis=1)) if vh.shape[2] else np.zeros(0, int)
     for i in walls:  # one zero contour per wall
         ax.contour(za, zb, vh[:, :, i], levels=[0.0], colors="0.25", linewidths=0.9)
     parents = r.tree.accepted_parents()
