@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxprobe.io import MARKER
 from jaxprobe.models import archs_paper, caffe_net, caffe_spec
 from jaxprobe.models.pixels import PixelConvention, center_crop, convert_pixels
 from jaxprobe.models.probe import Model
@@ -197,7 +198,7 @@ def test_caffenet_round_trip_layer_by_layer(tmp_path, legacy):
 
         assert main(["caffe", "--arch", "caffenet", "--caffemodel", str(tmp_path / "w.caffemodel"),
                      "--out", str(tmp_path / "out")]) == 0
-        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json", "params"]
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([MARKER, "manifest.json", "params"])
         loaded = jaxprobe.load(tmp_path / "out")
         close(loaded.forward(loaded.params, np.transpose(x, (0, 2, 3, 1))), want["prob"], "loaded prob")
 

@@ -1,20 +1,28 @@
 """weights_convert never executes what a file contains, and fails only with JaxprobeError.
 
 - A zip-format .pth whose pickle calls a non-admitted global (os.system writing a marker file, in
-  every pickle protocol and opcode that names a global) is refused and the marker never appears.
-- Fuzzing: a seeded loop of >= 200 generated cases (truncated and bit-flipped real files, or
-  generated files in the same formats where ../shared/fixtures is absent, random
-  bytes under every extension, crafted pickles with out-of-range storages, state dicts with wrong
-  shapes and dtypes) through the complete in-memory conversion: each either converts or raises
-  JaxprobeError (the one documented error type), within a time limit.
+  every pickle protocol and opcode that names a global) is refused and the marker never appears;
+  so is a BUILD on an admitted global, and the legacy format goes through the same unpickler.
+- Shared objects stay shared and memory stays within the file's storages (pickle bombs of nested
+  shared lists, 4096 views of one storage), each read in a subprocess under CPU and memory limits.
+- Fuzzing: a seeded loop of >= 200 generated cases (truncated and bit-flipped real files and a
+  legacy-format copy of one, or generated files in the same formats where ../shared/fixtures is
+  absent, random bytes under every extension, crafted pickles with out-of-range storages, state
+  dicts with wrong shapes and dtypes) through the complete in-memory conversion: each either
+  converts or raises JaxprobeError (the one documented error type), within a time limit.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
 import os
 import pickle
 import signal
+import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -120,12 +128,258 @@ def test_strided_views_and_shared_storages(tmp_path):
     np.testing.assert_array_equal(out["s"], [[0, 1], [4, 5]])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="torch is installed")
-def test_legacy_format_needs_torch(tmp_path):
-    path = tmp_path / "legacy.pth"
-    path.write_bytes(b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19.\x80\x02M\xe9\x03.")  # legacy magic number
-    with pytest.raises(JaxprobeError, match=r"legacy .* install torch"):
-        torch_files.load_state_dict(path)
+# ------------------------------------------------------------------ the legacy format
+
+
+def _arrays_in_order(tensors):
+    """The arrays of a (nested) state dict in the order `state_dict_pickle` numbers their storages."""
+    for v in tensors.values():
+        if isinstance(v, dict):
+            yield from _arrays_in_order(v)
+        elif isinstance(v, np.ndarray):
+            yield v
+
+
+def legacy_bytes(main: bytes, storages: dict) -> bytes:
+    """PyTorch's legacy file layout, written independently of the reader (torch/serialization.py,
+    `_legacy_save`): magic number, protocol 1001 and system-info pickles, the object pickle, the
+    storage key list, then per key its element count (int64) and little-endian bytes.
+    `storages` maps keys to 1-D arrays."""
+    keys = sorted(storages)
+    out = (pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + pickle.dumps(1001, protocol=2)
+           + pickle.dumps({"protocol_version": 1001, "little_endian": True,
+                           "type_sizes": {"short": 2, "int": 4, "long": 4}}, protocol=2) + main
+           + pickle.dumps(keys, protocol=2))
+    for key in keys:
+        out += struct.pack("<q", storages[key].size) + storages[key].astype(storages[key].dtype.newbyteorder("<")).tobytes()
+    return out
+
+
+def legacy_state_dict(tensors: dict) -> bytes:
+    main, _ = torch_files.state_dict_pickle(tensors, legacy=True)
+    return legacy_bytes(main, {str(i): np.ravel(a) for i, a in enumerate(_arrays_in_order(tensors))})
+
+
+def test_legacy_format_is_read_without_torch(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # importing torch now fails: the reader must not need it
+    rng = np.random.default_rng(1)
+    sd = {"w": rng.normal(size=(3, 4)).astype(np.float32), "i": np.arange(5, dtype=np.int64),
+          "h": rng.normal(size=2).astype(np.float16), "inner": {"b": np.array([True, False])}, "n": 7}
+    (tmp_path / "old.pth").write_bytes(legacy_state_dict(sd))
+    assert torch_files.detect_format(tmp_path / "old.pth") == "pytorch-legacy"
+    got = torch_files.read_legacy_torch(tmp_path / "old.pth")
+    assert list(got) == list(sd) and got["n"] == 7
+    for k in ("w", "i", "h"):
+        assert got[k].dtype == sd[k].dtype and np.array_equal(got[k], sd[k]), k
+    np.testing.assert_array_equal(got["inner"]["b"], sd["inner"]["b"])
+    # a storage record cut short, a count that disagrees with the pickle, a malicious object pickle
+    data = legacy_state_dict(sd)
+    for what, bad in (("cut", data[:-3]), ("count", data.replace(struct.pack("<q", 12), struct.pack("<q", 13), 1)),
+                      ("global", legacy_bytes(pickle.dumps(Evil(os.system, f"touch {tmp_path / 'm'}"), protocol=2), {}))):
+        (tmp_path / "bad.pth").write_bytes(bad)
+        with pytest.raises(JaxprobeError, match=r"torch file: .*bad\.pth: "):
+            torch_files.load_state_dict(tmp_path / "bad.pth")
+        assert not (tmp_path / "m").exists(), what
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed (pip install torch==2.13.0)")
+def test_legacy_reader_agrees_with_torch(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    base = torch.randn(5, 7)
+    saved = {"transposed": base.t(), "strided": base[1:4, ::3], "bf16": torch.randn(3, 2, dtype=torch.bfloat16),
+             "param": torch.nn.Parameter(torch.randn(4)), "half": torch.randn(6).half(), "int": torch.arange(5),
+             "scalar": torch.tensor(2.5), "nested": {"a": torch.ones(2), "n": 3}}
+    torch.save(saved, tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    assert torch_files.detect_format(tmp_path / "old.pth") == "pytorch-legacy"
+    got = torch_files.read_legacy_torch(tmp_path / "old.pth")
+    for k in ("transposed", "strided", "bf16", "param", "half", "int", "scalar"):
+        np.testing.assert_array_equal(np.asarray(got[k], np.float64), saved[k].detach().double().numpy(), err_msg=k)
+    assert got["nested"]["n"] == 3
+    # and torch reads the test's own legacy writer the same way (the writer is not the reader's echo)
+    sd = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "h": np.ones(2, np.float16)}
+    (tmp_path / "ours.pth").write_bytes(legacy_state_dict(sd))
+    back = torch.load(tmp_path / "ours.pth", weights_only=True)
+    for k, v in sd.items():
+        np.testing.assert_array_equal(back[k].numpy(), v)
+
+
+# ------------------------------------------------------------------ shared objects and memory
+
+
+def _rebuild_ops(numel: int, size: tuple, legacy: bool) -> bytes:
+    """Pickle opcodes pushing one tensor of storage "0" (memo 0: the rebuild global, 1: the storage)."""
+    pid = (b"(" + _pickle_str("storage") + _pickle_global("torch", "FloatStorage") + _pickle_str("0")
+           + _pickle_str("cpu") + _pickle_int(numel) + b"N" * legacy + b"t")
+    stride = tuple(int(np.prod(size[i + 1:])) for i in range(len(size)))
+    return (_pickle_global("torch._utils", "_rebuild_tensor_v2") + b"q\x00(" + pid + b"Qq\x01" + _pickle_int(0)
+            + b"(" + b"".join(map(_pickle_int, size)) + b"tq\x02(" + b"".join(map(_pickle_int, stride)) + b"tq\x03"
+            + b"\x89Nt" + b"R")
+
+
+def _another_view() -> bytes:
+    """A new tensor object (a REDUCE of its own) over the memoized global, storage, sizes and strides."""
+    return b"h\x00(h\x01" + _pickle_int(0) + b"h\x02h\x03\x89NtR"
+
+
+def _bomb(levels, width, numel, legacy=False, distinct=False) -> bytes:
+    """{"w": one tensor of `numel` floats inside `levels` of `width`-way lists, each level's items
+    one shared object (memo GETs), or with `distinct` one flat list of width**levels separate
+    tensor objects (REDUCEs) viewing the same storage."""
+    def put(i):  # LONG_BINPUT i, POP: each level is built from memo references alone
+        return b"r" + struct.pack("<I", i) + b"0"
+
+    def get(i):  # LONG_BINGET
+        return b"j" + struct.pack("<I", i)
+
+    ops = _rebuild_ops(numel, (numel,), legacy) + put(4)  # memo 4: the tensor
+    if distinct:
+        ops += b"](" + get(4) + _another_view() * (width ** levels - 1) + b"e" + put(5)
+    for level in range(0 if distinct else levels):
+        ops += b"](" + get(4 + level) * width + b"e" + put(5 + level)
+    ops += get(5 if distinct else 4 + levels)
+    head = b"\x80\x02" + _pickle_global("collections", "OrderedDict") + b")R(" + _pickle_str("w")
+    return head + ops + b"u."
+
+
+_BOMB_CHILD = r"""
+import json, resource, signal, sys, time, tracemalloc
+import numpy as np
+from weights_convert import torch_files
+
+
+def hang(signum, frame):
+    raise TimeoutError("over 5 CPU seconds")
+
+
+signal.signal(signal.SIGPROF, hang)
+
+vm = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (3 << 30), vm + (3 << 30)))  # a regression fails, not swaps
+report = {}
+for name, path, levels, numel, distinct in json.loads(sys.argv[1]):
+    tracemalloc.start()
+    start = time.process_time()
+    signal.setitimer(signal.ITIMER_PROF, 5.0)
+    try:
+        read = torch_files.read_torch_zip if torch_files.detect_format(path) == "pytorch-zip" else torch_files.read_legacy_torch
+        x = read(path)["w"]
+        seconds, peak = time.process_time() - start, tracemalloc.get_traced_memory()[1]
+        if distinct:
+            ok = len(x) == 2 ** levels and all(np.shares_memory(v, x[0]) for v in x)
+            x = x[0]
+        else:
+            for _ in range(levels):
+                ok = len(x) >= 2 and all(v is x[0] for v in x)
+                x = x[0]
+        ok = ok and x.shape == (numel,) and not np.any(np.asarray(x))
+        report[name] = {"seconds": seconds, "peak": peak, "ok": bool(ok)}
+    except Exception as e:
+        report[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    signal.setitimer(signal.ITIMER_PROF, 0)
+    tracemalloc.stop()
+    if "error" in report[name]:
+        break  # one failure says it; the next cases would only add their 5 s each
+print(json.dumps(report))
+"""
+
+
+def test_shared_objects_stay_shared_and_memory_is_bounded(tmp_path):
+    """Issue cases: 40 nested [x, x] levels (849 bytes; a per-reference copy visits 2**40 leaves),
+    a 4 MiB tensor through 3 levels of 16-way lists (a per-reference copy asks for 16 GiB), the
+    same as 4096 separate tensor objects over one storage, zip and legacy; torch.save's own 22-level
+    shared list when torch is installed. Each must load in seconds with the tensor's bytes once."""
+    mib4 = 1 << 20  # floats
+    cases = []
+    for legacy in (False, True):
+        for label, levels, width, numel, distinct in (("nested40", 40, 2, 1, False), ("fan16", 3, 16, mib4, False),
+                                                      ("views4096", 12, 2, mib4, True)):
+            data = _bomb(levels, width, numel, legacy, distinct)
+            if label == "nested40" and not legacy:
+                assert len(data) < 1000, len(data)
+            path = tmp_path / f"{label}{'_legacy' * legacy}.pth"
+            if legacy:
+                path.write_bytes(legacy_bytes(data, {"0": np.zeros(numel, np.float32)}))
+            else:
+                write_torch_zip(path, data, {"0": np.zeros(numel, np.float32).tobytes()})
+            cases.append([path.stem, str(path), levels, numel, distinct])
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        for legacy in (False, True):
+            x = torch.zeros(3)
+            for _ in range(22):
+                x = [x, x]
+            path = tmp_path / f"torch22{'_legacy' * legacy}.pth"
+            torch.save({"w": x}, path, _use_new_zipfile_serialization=not legacy)
+            cases.append([path.stem, str(path), 22, 3, False])
+    try:
+        res = subprocess.run([sys.executable, "-c", _BOMB_CHILD, json.dumps(cases)], capture_output=True, text=True,
+                             timeout=120, cwd=Path(__file__).resolve().parents[1])
+    except subprocess.TimeoutExpired:
+        pytest.fail("reading the shared-reference pickles did not finish in 120 s (a copy per reference?)")
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    for name, path, levels, numel, distinct in cases:
+        r = report.get(name, {"error": "not run after an earlier failure"})
+        assert "error" not in r, (name, r)
+        assert r["ok"], f"{name}: shared objects were copied or the tensor is wrong"
+        assert r["seconds"] < 5, (name, r)  # CPU seconds
+        assert r["peak"] < 2 * 4 * numel + (4 << 20), f"{name}: {r['peak']} bytes for a {4 * numel}-byte storage"
+
+
+def _setattr_pickle(module: str, name: str, state: bytes) -> bytes:
+    return b"\x80\x02" + _pickle_global(module, name) + state + b"b."  # BUILD
+
+
+def test_build_cannot_set_state_of_admitted_globals(tmp_path):
+    """BUILD with a dict state writes the object's __dict__; with (None, slotstate) it runs setattr
+    (a function's `__defaults__` would change for the whole process). Both refused for every
+    admitted global, and nothing about the admitted objects changes."""
+    attrs = ("__defaults__", "__kwdefaults__", "__doc__", "__call__", "fn", "dtype", "x")
+
+    def state(attr, slot):
+        d = b"}" + _pickle_str(attr) + _pickle_int(0) + b"\x85s"  # {attr: (0,)}
+        return b"N" + d + b"\x86" if slot else d  # (None, {attr: ...}) or {attr: ...}
+
+    # positive control: the standard unpickler applies the payload to a plain function
+    def victim(a=1):
+        return a
+
+    class Plain(pickle.Unpickler):
+        def find_class(self, module, name):
+            return victim
+
+    Plain(io.BytesIO(_setattr_pickle("m", "victim", state("__defaults__", True)))).load()
+    assert victim() == 0  # its default is now 0
+
+    def snapshot(obj):
+        return {a: repr(getattr(obj, a, None)) for a in attrs} | {"vars": repr(getattr(obj, "__dict__", None))}
+
+    before = {key: snapshot(obj) for key, obj in torch_files._ADMITTED.items()}
+    for module, name in torch_files._ADMITTED:
+        for attr in attrs:
+            for slot in (False, True):
+                write_torch_zip(tmp_path / "b.pth", _setattr_pickle(module, name, state(attr, slot)), {})
+                with pytest.raises(JaxprobeError, match="torch file: "):
+                    torch_files.read_torch_zip(tmp_path / "b.pth")
+    assert {key: snapshot(obj) for key, obj in torch_files._ADMITTED.items()} == before
+    test_round_trip_of_the_writer(tmp_path)  # and the rebuild functions still rebuild tensors
+
+
+def test_caffemodel_dims_count_in_python_ints(tmp_path):
+    """dims (2**32, 2**32): 2**64 elements, 0 as an int64 product, which an empty blob would match."""
+    from jaxprobe.models.caffe_schema import NetParameter
+
+    net = NetParameter()
+    layer = net.layer.add()
+    layer.name, layer.type = "ip", "InnerProduct"
+    layer.blobs.add().shape.dim.extend([2 ** 32, 2 ** 32])
+    (tmp_path / "big.caffemodel").write_bytes(net.SerializeToString())
+    with pytest.raises(JaxprobeError, match=r"caffemodel: ip\[0\]: shape \(4294967296, 4294967296\) needs "
+                                            r"18446744073709551616 values, the blob holds 0"):
+        caffe.read_caffemodel(tmp_path / "big.caffemodel")
 
 
 # ------------------------------------------------------------------ fuzzing
@@ -234,11 +488,13 @@ def test_fuzz_only_documented_errors(tmp_path):
     sources = fuzz_sources(tmp_path, rng)
     lenet_proto, cifar_proto = sources.pop("lenet.prototxt"), sources.pop("cifar.prototxt")
     files = sources
+    (tmp_path / "lenet_src.pth").write_bytes(files["lenet.pth"])  # the same state dict in the legacy format
+    files["lenet_legacy.pth"] = legacy_state_dict(dict(torch_files.load_state_dict(tmp_path / "lenet_src.pth").tensors))
     (tmp_path / "lenet.caffemodel").write_bytes(files["lenet.caffemodel"])
     good_proto = tmp_path / "good.prototxt"
     good_proto.write_bytes(lenet_proto)
     (tmp_path / "cifar.prototxt").write_bytes(cifar_proto)
-    arch_of = {"lenet.pth": "lenet5", "gen.pth": "torch_dcgan_generator", "cnn.safetensors": "simple_cnn",
+    arch_of = {"lenet.pth": "lenet5", "lenet_legacy.pth": "lenet5", "gen.pth": "torch_dcgan_generator", "cnn.safetensors": "simple_cnn",
                "random.pth": "lenet5", "random.pt": "lenet5", "random.safetensors": "simple_cnn"}
 
     def converter(name, path):

@@ -15,6 +15,7 @@ Every failure raises `JaxprobeError`.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def blob_to_array(blob, what: str) -> np.ndarray:
         shape = (len(blob.data) or len(blob.double_data),)
     if any(d < 0 for d in shape):
         raise JaxprobeError(f"caffemodel: {what}: negative dimension in shape {shape}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python ints: dims (2**32, 2**32) must not wrap to 0 as int64 would
     n_float, n_double = len(blob.data), len(blob.double_data)
     if n_float and n_double:
         raise JaxprobeError(f"caffemodel: {what}: holds both float and double data")
@@ -169,8 +170,9 @@ def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | No
     else:
         spec = caffe_spec.read_prototxt(prototxt)
         architecture = {"builder": "caffe_prototxt", "kwargs": {"prototxt": PROTOTXT_NAME}}
-        graphdef, abstract, names = mapping.abstract_network(
-            "caffe_prototxt", {"prototxt": str(Path(prototxt).resolve())}, Path(prototxt).resolve().parent)
+        resolved = Path(prototxt).resolve()
+        graphdef, abstract, names = mapping.abstract_network("caffe_prototxt", {"prototxt": resolved.name},
+                                                             resolved.parent)
         sources = [mapping.source_record(prototxt, "prototxt"), mapping.source_record(caffemodel, "caffemodel")]
     pixels = default_pixels(spec, channels, mean, 1.0 if scale is None else scale, value_range)
     state, records = mapping.map_weights(caffe_rules(spec), tensors, graphdef, abstract, names, legacy_shapes=True,

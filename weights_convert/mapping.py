@@ -76,6 +76,10 @@ class Arch(NamedTuple):
     infer: object = None  # tensors -> kwargs overriding `kwargs`
     rename: tuple = ()  # (regex, replacement) applied to source keys before matching
     fold_input_std: tuple | None = None  # per-channel input std folded into the first kernel
+    # The encoder a generator was trained to invert, written to its manifest as "encoder":
+    # {"architecture": the encoder's builder, "layer": its layer}; inverse sets take it as their
+    # default embedding and initialization when the classifier is of that architecture.
+    encoder: dict | None = None
 
 
 def resolve(value, kwargs):
@@ -256,6 +260,7 @@ CAFFE_ARCHITECTURES = {
         role="generator", input_shape=lambda kw: (kw["latent_dim"],),
         pixels=dict(low=0.0, high=255.0, channels="BGR", mean=(104.0, 117.0, 123.0), scale=1.0),
         rules=(), infer=_deepsim_infer, latent=lambda kw: {"dim": kw["latent_dim"], "prior": "normal"},
+        encoder={"architecture": "caffenet", "layer": "fc6"},  # Dosovitskiy & Brox invert CaffeNet's fc6
         description="DeePSim fc6 generator (generator.caffemodel of Dosovitskiy & Brox), 256x256 BGR minus mean",
     ),
 }
@@ -412,9 +417,10 @@ def map_weights(rules, tensors: dict, graphdef, abstract_state, names, *, ignore
 
 
 def source_record(path, fmt: str) -> dict:
+    """A source file as a manifest records it: name, sha256, format and size, never its path (the
+    converting machine's directories are nobody else's business and identify nothing)."""
     path = Path(path)
-    return {"path": str(path.resolve()), "name": path.name, "sha256": sha256_file(path), "format": fmt,
-            "bytes": path.stat().st_size}
+    return {"name": path.name, "sha256": sha256_file(path), "format": fmt, "bytes": path.stat().st_size}
 
 
 def make_model(name: str, graphdef, state, names, manifest: dict) -> Model:

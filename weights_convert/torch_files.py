@@ -1,15 +1,17 @@
 """PyTorch and safetensors weight files, read without executing anything they contain.
 
-- Zip-format `.pth`/`.pt` (PyTorch >= 1.6): always read by `read_torch_zip`, a restricted
-  unpickler. `find_class` admits only the globals a state dict's pickle names,
-  `collections.OrderedDict`, `torch._utils._rebuild_tensor_v2` (and `_rebuild_tensor`,
-  `_rebuild_parameter`) and the typed storage classes (`torch.FloatStorage`, ...), and maps each
-  to jaxprobe's own inert stand-in, never to torch; any other global (`os.system`,
-  `builtins.eval`, a pickled `nn.Module` class) is refused before anything runs. Storages come
-  from the archive's `data/<key>` entries through `persistent_load`, checked against the tensor's
-  offset, sizes and strides before any array is built.
-- Legacy (pre-zip) pickles need torch: `torch.load(weights_only=True)` when torch is importable,
-  an error otherwise.
+- `.pth`/`.pt` files, zip format (PyTorch >= 1.6, `read_torch_zip`) and legacy format (the
+  pre-1.6 sequence of pickles followed by raw storages, `read_legacy_torch`), are read by one
+  restricted unpickler. `find_class` admits only the globals a state dict's pickle names
+  (`collections.OrderedDict`, `torch._utils._rebuild_tensor_v2`, `_rebuild_tensor`,
+  `_rebuild_parameter`, the typed storage classes `torch.FloatStorage`, ...), each mapped to one of
+  jaxprobe's inert stand-ins whose state a pickle's BUILD cannot set, never to torch; any other
+  global (`os.system`, `builtins.eval`, a pickled `nn.Module` class) is refused before anything
+  runs. Storages come from the file's own records through `persistent_load`, checked against each
+  tensor's offset, sizes and strides.
+- Memory is bounded by the file: an object the pickle shares (a memo reference) stays one object,
+  each storage record is read once, and every tensor is a read-only view of its storage, so a
+  small pickle referencing a tensor many times materialises its bytes once.
 - `.safetensors`: the `safetensors` library (numpy API).
 
 `save_torch_zip` writes the same zip layout from numpy arrays (no torch needed), for round trips
@@ -40,6 +42,8 @@ _STORAGES = {
 }
 _STORAGE_NAMES = {v: k for k, v in _STORAGES.items()}
 MAX_DEPTH = 64  # nesting of containers in a checkpoint
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
+_LEGACY_PROTOCOL = 1001
 
 
 def _dtype(name: str) -> np.dtype:
@@ -55,7 +59,7 @@ class _Refused(pickle.UnpicklingError):
 
 
 class _StorageType(NamedTuple):
-    """Stand-in for `torch.<X>Storage`: only a dtype tag inside a persistent id."""
+    """Stand-in for `torch.<X>Storage`: only a dtype tag inside a persistent id (immutable)."""
 
     name: str
     dtype: str
@@ -83,6 +87,28 @@ class _Tensor:
         raise _Refused("BUILD on a tensor")
 
 
+class _Admitted:
+    """An admitted global: calls `fn` (REDUCE) and refuses every BUILD and attribute write.
+
+    A bare function would not do: BUILD with a (state, slotstate) pair runs `setattr` on the
+    object, so a pickle could set a rebuild function's `__defaults__` for the whole process.
+    """
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn):
+        object.__setattr__(self, "_fn", fn)
+
+    def __call__(self, *args):
+        return self._fn(*args)
+
+    def __setattr__(self, name, value):
+        raise _Refused(f"a pickle may not set attribute {name!r} of an admitted global")
+
+    def __setstate__(self, state):
+        raise _Refused("BUILD on an admitted global")
+
+
 def _ints(v, what):
     if not isinstance(v, tuple) or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
         raise _Refused(f"{what} must be a tuple of ints, got {type(v).__name__}")
@@ -100,30 +126,31 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
     return _Tensor(storage, storage_offset, size, stride)
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                       metadata=None):
-    return _rebuild_tensor(storage, storage_offset, size, stride)
-
-
-def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
+def _rebuild_parameter(data, *_ignored):
     if not isinstance(data, _Tensor):
         raise _Refused("a parameter's data is not a tensor")
     return data
 
 
 _ADMITTED = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("collections", "OrderedDict"): _Admitted(collections.OrderedDict),
+    ("torch._utils", "_rebuild_tensor_v2"): _Admitted(_rebuild_tensor),
+    ("torch._utils", "_rebuild_tensor"): _Admitted(_rebuild_tensor),
+    ("torch._utils", "_rebuild_parameter"): _Admitted(_rebuild_parameter),
+    ("torch._utils", "_rebuild_parameter_with_state"): _Admitted(_rebuild_parameter),
     **{("torch", name): _StorageType(name, dtype) for name, dtype in _STORAGES.items()},
 }
 ADMITTED_GLOBALS = tuple(f"{m}.{n}" for m, n in _ADMITTED)
 
 
 class _Unpickler(pickle.Unpickler):
-    """Admits only `_ADMITTED` globals and ('storage', type, key, location, numel) persistent ids."""
+    """Admits only `_ADMITTED` globals and ('storage', type, key, location, numel[, None])
+    persistent ids (5 fields in the zip format, 6 in the legacy one); `storages` collects
+    {key: (dtype, numel)}, one dtype and size per key."""
+
+    def __init__(self, data: bytes):
+        super().__init__(io.BytesIO(data))
+        self.storages = {}
 
     def find_class(self, module, name):  # noqa: D401 (also called unbound by _prescan)
         try:
@@ -136,15 +163,20 @@ class _Unpickler(pickle.Unpickler):
             ) from None
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
                 and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
-                and isinstance(pid[4], int) and not isinstance(pid[4], bool) and pid[4] >= 0):
+                and isinstance(pid[4], int) and not isinstance(pid[4], bool) and pid[4] >= 0
+                and (len(pid) == 5 or pid[5] is None)):
             raise _Refused(f"unsupported persistent id {str(pid)[:80]!r}")
-        return _Storage(pid[2], pid[1].dtype, pid[4])
+        key, dtype, numel = pid[2], pid[1].dtype, pid[4]
+        if self.storages.setdefault(key, (dtype, numel)) != (dtype, numel):
+            raise _Refused(f"storage {key!r} is named with two dtypes or sizes")
+        return _Storage(key, dtype, numel)
 
 
-def _prescan(data: bytes) -> None:
-    """Check a pickle's opcodes before anything is unpickled.
+def _prescan(data: bytes, start: int = 0) -> int:
+    """Check the opcodes of the pickle at `data[start:]` before anything is unpickled; return
+    the offset just past its STOP.
 
     Statically named globals (GLOBAL, INST) must be admitted (STACK_GLOBAL's names come off the
     stack and are checked by `find_class`), and memo indices must be small: CPython grows (and
@@ -153,8 +185,10 @@ def _prescan(data: bytes) -> None:
     """
     import pickletools
 
+    stream = io.BytesIO(data)
+    stream.seek(start)
     limit = len(data) + 16  # a well-formed pickle never memoizes more objects than it has bytes
-    for op, arg, _pos in pickletools.genops(data):
+    for op, arg, _pos in pickletools.genops(stream):
         if op.name in ("GLOBAL", "INST"):
             module, _, name = str(arg).partition(" ")
             if (module, name) not in _ADMITTED:
@@ -162,6 +196,34 @@ def _prescan(data: bytes) -> None:
         elif op.name in ("PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"):
             if not isinstance(arg, int) or not 0 <= arg <= limit:
                 raise _Refused(f"pickle memo index {arg!r} out of range")
+    return stream.tell()
+
+
+def _unpickle(data: bytes, start: int = 0):
+    """(object, storages named {key: (dtype, numel)}, end offset) of the pickle at `data[start:]`."""
+    end = _prescan(data, start)
+    unpickler = _Unpickler(data[start:end])
+    return unpickler.load(), unpickler.storages, end
+
+
+def _read_failures(path, read):
+    """`read()`, every failure turned into one `JaxprobeError` naming the file."""
+    try:
+        return read()
+    except (JaxprobeError, _Refused) as e:
+        raise JaxprobeError(f"torch file: {path}: {e}") from None
+    except Exception as e:  # BadZipFile, UnpicklingError, EOFError, struct.error, MemoryError...
+        raise JaxprobeError(f"torch file: {path}: unreadable ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _storage_array(raw, dtype_name: str, numel: int, big_endian: bool = False) -> np.ndarray:
+    """A storage record's bytes as a read-only 1-D array of `numel` native-order elements."""
+    dtype = _dtype(dtype_name)
+    arr = np.frombuffer(raw, dtype=dtype.newbyteorder(">" if big_endian else "<"), count=numel)
+    if arr.dtype != dtype:  # swapped once per storage, not once per tensor
+        arr = arr.astype(dtype)
+        arr.flags.writeable = False
+    return arr
 
 
 # ================================================================ zip format
@@ -175,9 +237,9 @@ def _zip_layout(zf: zipfile.ZipFile):
 
 
 def read_torch_zip(path):
-    """The object saved in a zip-format `.pth`, tensors as numpy arrays, through the restricted
-    unpickler. Raises `JaxprobeError` for anything but tensors in plain containers."""
-    try:
+    """The object saved in a zip-format `.pth`, tensors as read-only numpy arrays, through the
+    restricted unpickler. Raises `JaxprobeError` for anything but tensors in plain containers."""
+    def read():
         with zipfile.ZipFile(path) as zf:
             prefix = _zip_layout(zf)
             big_endian = False
@@ -189,72 +251,117 @@ def read_torch_zip(path):
             for info in zf.infolist():  # zip-bomb guard: torch.save stores records uncompressed
                 if info.compress_type != zipfile.ZIP_STORED and info.file_size > 100 * info.compress_size + (1 << 20):
                     raise JaxprobeError(f"record {info.filename} expands {info.file_size / max(info.compress_size, 1):.0f}x")
-            data = zf.read(f"{prefix}data.pkl")
-            _prescan(data)
-            obj = _Unpickler(io.BytesIO(data)).load()
-            cache = {}
+            obj, named, _end = _unpickle(zf.read(f"{prefix}data.pkl"))
+            arrays = {}
+            for key, (dtype, numel) in named.items():
+                name = f"{prefix}data/{key}"
+                try:
+                    info = zf.getinfo(name)
+                except KeyError:
+                    raise JaxprobeError(f"storage {key!r} has no record {name} in the archive") from None
+                nbytes = numel * _dtype(dtype).itemsize
+                if info.file_size != nbytes:  # checked before the record is read
+                    raise JaxprobeError(f"storage {key!r}: {numel} {dtype} elements need {nbytes} bytes, the "
+                                        f"record holds {info.file_size}")
+                arrays[key] = _storage_array(zf.read(name), dtype, numel, big_endian)
+            return _materialize(obj, arrays)
 
-            def storage_bytes(st: _Storage):
-                if st.key not in cache:
-                    name = f"{prefix}data/{st.key}"
-                    try:
-                        info = zf.getinfo(name)
-                    except KeyError:
-                        raise JaxprobeError(f"storage {st.key!r} has no record {name} in the archive") from None
-                    itemsize = _dtype(st.dtype).itemsize
-                    if info.file_size != st.numel * itemsize:
-                        raise JaxprobeError(
-                            f"storage {st.key!r}: {st.numel} {st.dtype} elements need {st.numel * itemsize} "
-                            f"bytes, the record holds {info.file_size}"
-                        )
-                    cache[st.key] = zf.read(name)
-                return cache[st.key]
-
-            return _materialize(obj, storage_bytes, big_endian, 0)
-    except JaxprobeError as e:
-        raise JaxprobeError(f"torch file: {path}: {e}") from None
-    except _Refused as e:
-        raise JaxprobeError(f"torch file: {path}: {e}") from None
-    except Exception as e:  # BadZipFile, UnpicklingError, EOFError, struct.error, MemoryError...
-        raise JaxprobeError(f"torch file: {path}: unreadable ({type(e).__name__}: {str(e)[:200]})") from None
+    return _read_failures(path, read)
 
 
-def _tensor_array(t: _Tensor, storage_bytes, big_endian: bool) -> np.ndarray:
-    st = t.storage
-    dtype = _dtype(st.dtype)
-    if big_endian and dtype.itemsize > 1:
-        dtype = dtype.newbyteorder(">")
+# ================================================================ legacy format
+
+
+def read_legacy_torch(path):
+    """The object saved in a legacy (pre-1.6, or `_use_new_zipfile_serialization=False`) `.pth`.
+
+    The format is five pickles (magic number, protocol version 1001, system info, the object, the
+    sorted storage keys) and then, per key, its element count as a little-endian int64 and its
+    little-endian bytes. Every pickle goes through the restricted unpickler; no torch needed.
+    """
+    def read():
+        with open(path, "rb") as f:
+            data = f.read()
+        magic, _, pos = _unpickle(data)
+        if magic != _LEGACY_MAGIC:
+            raise JaxprobeError("not a legacy PyTorch file (its first pickle is not torch's magic number)")
+        version, _, pos = _unpickle(data, pos)
+        if version != _LEGACY_PROTOCOL:
+            raise JaxprobeError(f"legacy protocol version {str(version)[:20]}, expected {_LEGACY_PROTOCOL}")
+        _sys_info, _, pos = _unpickle(data, pos)
+        obj, named, pos = _unpickle(data, pos)
+        keys, _, pos = _unpickle(data, pos)
+        if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys) and len(set(keys)) == len(keys)):
+            raise JaxprobeError("the storage key list is not a list of distinct strings")
+        if set(keys) != set(named):
+            raise JaxprobeError(f"storage records {sorted(set(keys) ^ set(named))[:5]} are listed or named but not both")
+        arrays = {}
+        for key in keys:
+            (numel,) = struct.unpack_from("<q", data, pos)
+            dtype, want = named[key]
+            if numel != want:
+                raise JaxprobeError(f"storage {key!r} records {numel} elements, its tensors name {want}")
+            nbytes = numel * _dtype(dtype).itemsize
+            if pos + 8 + nbytes > len(data):
+                raise JaxprobeError(f"storage {key!r} needs {nbytes} bytes past the end of the file")
+            arrays[key] = _storage_array(memoryview(data)[pos + 8:pos + 8 + nbytes], dtype, numel)
+            pos += 8 + nbytes
+        return _materialize(obj, arrays)
+
+    return _read_failures(path, read)
+
+
+def _tensor_view(t: _Tensor, storage: np.ndarray) -> np.ndarray:
+    """Tensor `t` as a read-only view of its storage's array, after checking it stays inside."""
     if t.offset < 0 or any(s < 0 for s in t.size) or any(s < 0 for s in t.stride):
         raise JaxprobeError(f"negative offset, size or stride ({t.offset}, {t.size}, {t.stride})")
-    numel = int(np.prod(t.size, dtype=np.int64)) if t.size else 1
+    numel = 1
+    for n in t.size:
+        numel *= n  # Python ints: sizes of 2**32 must not wrap
     if numel == 0:
-        return np.zeros(t.size, dtype.newbyteorder("="))
-    if numel > st.numel:
-        raise JaxprobeError(f"a tensor of {numel} elements is larger than its storage of {st.numel}")
+        return np.zeros(t.size, storage.dtype)
+    if numel > len(storage):
+        raise JaxprobeError(f"a tensor of {numel} elements is larger than its storage of {len(storage)}")
     last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride))
-    if last >= st.numel:
+    if last >= len(storage):
         raise JaxprobeError(f"a tensor (offset {t.offset}, sizes {t.size}, strides {t.stride}) "
-                            f"reaches past its storage of {st.numel} elements")
-    buf = np.frombuffer(storage_bytes(st), dtype=dtype, count=st.numel)
-    view = np.lib.stride_tricks.as_strided(buf[t.offset:], shape=t.size,
-                                           strides=tuple(s * dtype.itemsize for s in t.stride), writeable=False)
-    return np.array(view, dtype=dtype.newbyteorder("="))
+                            f"reaches past its storage of {len(storage)} elements")
+    item = storage.dtype.itemsize
+    return np.lib.stride_tricks.as_strided(storage[t.offset:], shape=t.size,
+                                           strides=tuple(s * item for s in t.stride), writeable=False)
 
 
-def _materialize(obj, storage_bytes, big_endian, depth):
-    if depth > MAX_DEPTH:
-        raise JaxprobeError(f"containers nested deeper than {MAX_DEPTH}")
-    if isinstance(obj, _Tensor):
-        return _tensor_array(obj, storage_bytes, big_endian)
-    if isinstance(obj, (_Storage, _StorageType)):
-        raise JaxprobeError("a bare storage where a tensor was expected")
-    if isinstance(obj, dict):
-        return type(obj)((k, _materialize(v, storage_bytes, big_endian, depth + 1)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_materialize(v, storage_bytes, big_endian, depth + 1) for v in obj)
-    if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
-        return obj
-    raise JaxprobeError(f"unexpected object of type {type(obj).__name__}")
+def _materialize(root, arrays: dict):
+    """`root` with tensors as views of `arrays` ({storage key: array}) and containers rebuilt.
+
+    An object the pickle shares is rebuilt once and stays shared (a memo by identity), so the
+    work and memory are linear in the pickle's size, however often it references an object.
+    """
+    memo = {}
+
+    def walk(obj, depth):
+        if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+            return obj
+        if id(obj) in memo:
+            return memo[id(obj)]
+        if depth > MAX_DEPTH:
+            raise JaxprobeError(f"containers nested deeper than {MAX_DEPTH}")
+        if isinstance(obj, _Tensor):
+            out = _tensor_view(obj, arrays[obj.storage.key])
+        elif isinstance(obj, (_Storage, _StorageType, _Admitted)):
+            raise JaxprobeError("a bare storage or global where a tensor was expected")
+        elif isinstance(obj, dict):
+            if not all(k is None or isinstance(k, (bool, int, float, str, bytes)) for k in obj):
+                raise JaxprobeError("a dict key that is not a string or a number")
+            out = type(obj)((k, walk(v, depth + 1)) for k, v in obj.items())
+        elif type(obj) in (list, tuple):
+            out = type(obj)(walk(v, depth + 1) for v in obj)
+        else:
+            raise JaxprobeError(f"unexpected object of type {type(obj).__name__}")
+        memo[id(obj)] = out
+        return out
+
+    return walk(root, 0)
 
 
 # ================================================================ writing the zip format
@@ -280,8 +387,9 @@ def _pickle_global(module: str, name: str) -> bytes:
     return b"c" + f"{module}\n{name}\n".encode()
 
 
-def state_dict_pickle(tensors: dict) -> tuple:
-    """(pickle bytes, {storage key: bytes}) of a state dict in PyTorch's zip layout.
+def state_dict_pickle(tensors: dict, *, legacy: bool = False) -> tuple:
+    """(pickle bytes, {storage key: bytes}) of a state dict in PyTorch's zip layout (`legacy`:
+    with the legacy format's 6-field storage ids, the object pickle of `read_legacy_torch`).
 
     `tensors` maps names to numpy arrays; values may also be nested dicts (a checkpoint holding
     several state dicts) or plain ints, floats, strings and None. The top level is an OrderedDict.
@@ -321,7 +429,7 @@ def state_dict_pickle(tensors: dict) -> tuple:
         storages[key] = a.astype(a.dtype.newbyteorder("<")).tobytes()
         out.extend(_pickle_global("torch._utils", "_rebuild_tensor_v2") + b"((")
         out.extend(_pickle_str("storage") + _pickle_global("torch", _STORAGE_NAMES[dname]))
-        out.extend(_pickle_str(key) + _pickle_str("cpu") + _pickle_int(a.size) + b"tQ")  # TUPLE, BINPERSID
+        out.extend(_pickle_str(key) + _pickle_str("cpu") + _pickle_int(a.size) + b"N" * legacy + b"tQ")  # TUPLE, BINPERSID
         out.extend(_pickle_int(0) + b"(" + b"".join(_pickle_int(d) for d in a.shape) + b"t(")
         strides = [s // a.itemsize for s in a.strides] if a.size else [0] * a.ndim
         out.extend(b"".join(_pickle_int(s) for s in strides) + b"t\x89")  # NEWFALSE (requires_grad)
@@ -350,37 +458,6 @@ def save_torch_zip(path, tensors: dict, prefix: str = "archive") -> None:
 
 
 # ================================================================ other formats
-
-
-def read_legacy_torch(path):
-    """A legacy (pre-zip) pickle `.pth` through `torch.load(weights_only=True)`; needs torch."""
-    try:
-        import torch
-    except ImportError:
-        raise JaxprobeError(
-            f"torch file: {path} is in PyTorch's legacy (pre-1.6) pickle format, which jaxprobe reads only "
-            "through torch.load(weights_only=True); install torch (pip install torch==2.13.0) or re-save the "
-            "state dict with a current torch"
-        ) from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise JaxprobeError(f"torch file: {path}: torch.load(weights_only=True) refused it ({type(e).__name__}: "
-                            f"{str(e)[:200]})") from None
-
-    def to_numpy(o, depth=0):
-        if depth > MAX_DEPTH:
-            raise JaxprobeError(f"torch file: {path}: containers nested deeper than {MAX_DEPTH}")
-        if isinstance(o, torch.Tensor):
-            t = o.detach().cpu()
-            return (t.float() if t.dtype == torch.bfloat16 else t).numpy().copy()
-        if isinstance(o, dict):
-            return type(o)((k, to_numpy(v, depth + 1)) for k, v in o.items())
-        if isinstance(o, (list, tuple)):
-            return type(o)(to_numpy(v, depth + 1) for v in o)
-        return o
-
-    return to_numpy(obj)
 
 
 def read_safetensors(path) -> dict:
