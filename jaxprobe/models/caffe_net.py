@@ -182,10 +182,17 @@ def build(spec: NetSpec, *, rngs: nnx.Rngs) -> CaffeNetwork:
 
 
 def caffe_prototxt(*, prototxt: str = "net.prototxt", directory=None, rngs: nnx.Rngs) -> CaffeNetwork:
-    """Architecture builder (zoo name "caffe_prototxt"): the network of `directory/prototxt`."""
+    """Architecture builder (zoo name "caffe_prototxt"): the network of `directory/prototxt`.
+
+    With a `directory`, the prototxt must be a file inside it (symbolic links resolved): a model
+    directory's manifest cannot point the builder at a file elsewhere.
+    """
     path = Path(prototxt)
-    if directory is not None and not path.is_absolute():
-        path = Path(directory) / path
+    if directory is not None:
+        base = Path(directory).resolve()
+        path = (base / path).resolve()
+        if not path.is_relative_to(base):
+            raise JaxprobeError(f"prototxt: {prototxt!r} is not a file inside the model directory {base}")
     return build(read_prototxt(path), rngs=rngs)
 
 
@@ -197,4 +204,4 @@ def layer_outputs(model, params, x) -> dict:
     return net.layer_outputs(x)
 
 
-zoo.register("caffe_prototxt", caffe_prototxt, needs_directory=True)
+zoo.register("caffe_prototxt", caffe_prototxt, files=("prototxt",))

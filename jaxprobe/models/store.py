@@ -1,14 +1,20 @@
 """Saving and loading probe-able models: an orbax checkpoint plus `manifest.json`.
 
 A model directory holds `manifest.json` (architecture builder and its arguments, role, input shape,
-pixel convention, provenance, quality figures) and `params/` (an orbax checkpoint of the network's
-variables). `load(name_or_path)` accepts a shipped model's name or such a directory. Writes go to
-a temporary sibling directory that is renamed into place, so nothing half-written is left behind.
+pixel convention, provenance, quality figures, and the sha256 of every other file stored beside
+the weights) and `params/` (an orbax checkpoint of the network's variables). `load(name_or_path)`
+accepts a shipped model's name or such a directory, checks the manifest field by field and the
+stored files against their hashes before it builds anything. Writes go to a temporary sibling
+directory that is renamed into place, so nothing half-written is left behind.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
+import sys
+import traceback
 from pathlib import Path
 
 import jax
@@ -16,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.io import atomic_dir, dumps_json
+from jaxprobe.io import atomic_dir, dumps_json, sha256_file
 from jaxprobe.models.pixels import PixelConvention
 from jaxprobe.models.probe import Model
 from jaxprobe.models import zoo
@@ -24,6 +30,18 @@ from jaxprobe.models import zoo
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # package data, beside the floors
 SHIPPED = ("classifier", "dcgan", "dcgan_critic", "dcgan2d", "dcgan2d_critic", "fc_generator")
 FORMAT = "jaxprobe-model/1"
+ROLES = ("classifier", "generator", "critic")
+PRIORS = ("normal", "uniform")
+_PIXEL_FIELDS = ("low", "high", "channels", "mean", "scale")
+
+
+def _builder_arguments(builder) -> tuple | None:
+    """The keyword arguments a zoo builder takes from a manifest (None: it takes any)."""
+    params = inspect.signature(builder).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.name not in ("rngs", "directory")
+                 and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
 
 
 def build_network(architecture: dict, seed: int = 0, directory=None):
@@ -36,7 +54,13 @@ def build_network(architecture: dict, seed: int = 0, directory=None):
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in architecture.get("kwargs", {}).items()}
     if builder in zoo.NEEDS_DIRECTORY:
         kwargs["directory"] = directory
-    return zoo.ARCHITECTURES[builder](**kwargs, rngs=nnx.Rngs(seed))
+    try:
+        return zoo.ARCHITECTURES[builder](**kwargs, rngs=nnx.Rngs(seed))
+    except JaxprobeError:
+        raise
+    except Exception as e:  # a manifest's values are data: a builder's TypeError is a bad manifest
+        raise JaxprobeError(f"architecture: builder {builder!r} cannot build from kwargs "
+                            f"{architecture.get('kwargs')}: {type(e).__name__}: {str(e)[:200]}") from e
 
 
 def new_model(name: str, manifest: dict, seed: int = 0, directory=None, *, shape_only: bool = False) -> Model:
@@ -73,6 +97,8 @@ def save_model(model: Model, directory, manifest: dict | None = None, files: dic
                     layer_names=list(model.layer_names))
     if model.pixels is not None:
         manifest["pixels"] = model.pixels.to_dict()
+    if files:
+        manifest["files"] = {name: sha256_file(src) for name, src in files.items()}
     with atomic_dir(target, force=force, name="directory") as tmp:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / "params", model.params.to_pure_dict())
@@ -82,19 +108,135 @@ def save_model(model: Model, directory, manifest: dict | None = None, files: dic
     return target
 
 
-
 def read_manifest(directory) -> dict:
+    """The manifest of a model directory, every field jaxprobe reads checked (`check_manifest`)."""
     path = Path(directory) / "manifest.json"
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise JaxprobeError(f"path: {directory} is not a jaxprobe model directory (no manifest.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise JaxprobeError(f"manifest: {path} is corrupt ({e})") from None
+    check_manifest(manifest, path)
+    return manifest
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_manifest(manifest, path) -> None:
+    """Raise one `JaxprobeError` naming the first field of `manifest` that jaxprobe cannot use.
+
+    Checked: the format tag, `architecture` (a known builder and only the keyword arguments it
+    takes, as an object), `role` (one of `ROLES`), `input_shape` (positive ints), `pixels` (a
+    `PixelConvention`'s fields with numbers where numbers belong), `latent` (`dim`, `prior`),
+    `layer_names` (strings) and `files` ({name: sha256}). Other fields (training, quality,
+    provenance) are not read by `load`.
+    """
+    def bad(field, expected, got):
+        return JaxprobeError(f"manifest: {path}: {field}: expected {expected}, got {json.dumps(got)[:120]}")
+
+    if not isinstance(manifest, dict):
+        raise bad("manifest", "a JSON object", manifest)
+    if manifest.get("format", FORMAT) != FORMAT:
+        raise JaxprobeError(f"manifest: {path}: format {manifest['format']!r} is not {FORMAT!r}, the one this "
+                            "jaxprobe reads; convert the source weights again (jaxprobe convert ...) or save "
+                            "the model again with this version")
     for key in ("architecture", "role", "input_shape"):
         if key not in manifest:
             raise JaxprobeError(f"manifest: {path} lacks the field {key!r}")
-    return manifest
+    arch = manifest["architecture"]
+    if not isinstance(arch, dict) or not isinstance(arch.get("builder"), str):
+        raise bad("architecture", 'an object {"builder": NAME, "kwargs": {...}}', arch)
+    if arch["builder"] not in zoo.ARCHITECTURES:
+        raise JaxprobeError(f"architecture: unknown builder {arch['builder']!r}; expected one of "
+                            f"{', '.join(sorted(zoo.ARCHITECTURES))}")
+    kwargs = arch.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise bad("architecture.kwargs", "an object of keyword arguments", kwargs)
+    takes = _builder_arguments(zoo.ARCHITECTURES[arch["builder"]])
+    unknown = [k for k in kwargs if takes is not None and k not in takes]
+    if unknown:
+        raise JaxprobeError(f"manifest: {path}: architecture.kwargs: builder {arch['builder']!r} takes no "
+                            f"argument {unknown[0]!r}; it takes {', '.join(takes) or 'none'}")
+    if manifest["role"] not in ROLES:
+        raise bad("role", " or ".join(ROLES), manifest["role"])
+    shape = manifest["input_shape"]
+    if not (isinstance(shape, list) and shape and all(_is_int(d) and d > 0 for d in shape)):
+        raise bad("input_shape", "a list of positive ints", shape)
+    if manifest.get("pixels") is not None:
+        _check_pixels(manifest["pixels"], bad)
+    latent = manifest.get("latent")
+    if latent is not None and not (isinstance(latent, dict) and latent.get("prior", "normal") in PRIORS
+                                   and _is_int(latent.get("dim", 1)) and latent.get("dim", 1) > 0):
+        raise bad("latent", f'{{"dim": a positive int, "prior": {" or ".join(PRIORS)}}}', latent)
+    names = manifest.get("layer_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise bad("layer_names", "a list of strings", names)
+    files = manifest.get("files")
+    if files is not None and not (isinstance(files, dict) and all(
+            isinstance(v, str) and len(v) == 64 for v in files.values())):
+        raise bad("files", "an object {file name: sha256 hex digest}", files)
+
+
+def _check_pixels(pixels, bad) -> None:
+    if not isinstance(pixels, dict) or set(pixels) - set(_PIXEL_FIELDS):
+        raise bad("pixels", f"an object with fields {', '.join(_PIXEL_FIELDS)}", pixels)
+    for key in ("low", "high", "scale"):
+        if key in pixels and not _is_number(pixels[key]):
+            raise bad(f"pixels.{key}", "a finite number", pixels[key])
+    mean = pixels.get("mean", [])
+    if not (isinstance(mean, list) and all(_is_number(m) for m in mean)):
+        raise bad("pixels.mean", "a list of finite numbers", mean)
+    if pixels.get("scale", 1.0) <= 0:
+        raise bad("pixels.scale", "a positive number", pixels["scale"])
+    try:
+        convention = PixelConvention.from_dict(pixels)
+    except JaxprobeError as e:
+        raise bad("pixels", f"a valid pixel convention ({e})", pixels) from None
+    if len(mean) not in (0, 1, convention.n_channels):
+        raise bad("pixels.mean", f"0, 1 or {convention.n_channels} values", mean)
+
+
+def _stored_files(manifest) -> dict:
+    """{file name in the model directory: sha256} that the manifest vouches for.
+
+    Manifests written before `files` existed record the copy of a source file (a converted Caffe
+    net's prototxt) only in `source.files`, under a format named like the builder argument that
+    names the copy; the same hash holds for both.
+    """
+    if "files" in manifest:
+        return dict(manifest["files"])
+    kwargs = manifest["architecture"].get("kwargs", {})
+    sources = (manifest.get("source") or {}).get("files") or []
+    return {kwargs[r["format"]]: r.get("sha256") for r in sources
+            if isinstance(r, dict) and isinstance(kwargs.get(r.get("format")), str)}
+
+
+def _check_stored_files(directory: Path, manifest: dict, path) -> None:
+    """Every file a builder reads from the directory lies inside it and matches its recorded sha256."""
+    builder = manifest["architecture"]["builder"]
+    if builder not in zoo.NEEDS_DIRECTORY:
+        return
+    kwargs, recorded = manifest["architecture"].get("kwargs", {}), _stored_files(manifest)
+    for arg in zoo.NEEDS_DIRECTORY[builder]:
+        name = kwargs.get(arg)
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise JaxprobeError(f"manifest: {path}: architecture.kwargs.{arg}: expected the name of a file in the "
+                                f"model directory, got {json.dumps(name)[:120]}")
+        file = (directory / name).resolve()
+        if file.parent != directory.resolve() or not file.is_file():
+            raise JaxprobeError(f"model: {directory} has no file {name!r} (architecture.kwargs.{arg}) inside it")
+        if recorded.get(name) is None:
+            raise JaxprobeError(f"manifest: {path}: files: no sha256 recorded for {name!r}; convert again")
+        if sha256_file(file) != recorded[name]:
+            raise JaxprobeError(f"model: {file} does not match the sha256 its manifest records: it was changed "
+                                "after the model was written; restore it or convert the model again")
 
 
 def load(name_or_path) -> Model:
@@ -117,15 +259,19 @@ def load(name_or_path) -> Model:
             f"model: {s!r} is neither a shipped model ({', '.join(SHIPPED)}) nor a model directory"
         )
     manifest = read_manifest(directory)
+    _check_stored_files(directory, manifest, directory / "manifest.json")
     # Built shape-only: running the initializers would compile one small program per parameter
     # shape (seconds per model on a CPU) only to overwrite every value.
     model = new_model(name, manifest, directory=directory, shape_only=True)
+    _check_structure(model, manifest, directory / "manifest.json")
     abstract = _abstract(model)
+    _quiet_failed_restore_reports()  # before: a failing restore's other reads report while it unwinds
     try:
         with ocp.StandardCheckpointer() as ckptr:
             restored = ckptr.restore((directory / "params").resolve(), abstract)
     except Exception as e:  # orbax raises many types for unreadable data
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first.split(" [tensorstore_spec=")[0]
         raise JaxprobeError(f"checkpoint: cannot read {directory / 'params'}: {first}") from e
     _check_restored(directory, abstract, restored)
     params = jax.tree.map(lambda a: a, model.params)
@@ -146,3 +292,50 @@ def _check_restored(directory, abstract, restored) -> None:
     for k, v in got.items():
         if not np.all(np.isfinite(np.asarray(v))):
             raise JaxprobeError(f"checkpoint: {directory} holds non-finite values in {jax.tree_util.keystr(k)}")
+
+
+def _check_structure(model: Model, manifest: dict, path) -> None:
+    """The network built from the manifest takes its `input_shape` and has its `layer_names`."""
+    names = manifest.get("layer_names")
+    if names is not None and tuple(names) != model.layer_names:
+        raise JaxprobeError(f"manifest: {path}: layer_names {names} are not the network's "
+                            f"{list(model.layer_names)}")
+    x = jax.ShapeDtypeStruct((1,) + model.input_shape, np.float32)
+    try:
+        jax.eval_shape(model.forward, model.params, x)
+    except Exception as e:  # a shape error from any layer of any builder
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise JaxprobeError(f"manifest: {path}: input_shape {list(model.input_shape)} does not fit the network "
+                            f"its architecture builds ({first[:200]})") from None
+
+
+def _quiet_failed_restore_reports() -> None:
+    """Drop the reports a failed orbax restore leaves behind it on stderr, and nothing else.
+
+    When one read fails, orbax closes its asyncio loop while TensorStore still completes the other
+    reads: each completion's `loop.call_soon_threadsafe` raises "Event loop is closed" in a
+    TensorStore thread (reported through `sys.unraisablehook` as a bare traceback), and each
+    failed read's future is logged by asyncio as "Future exception was never retrieved", all after
+    jaxprobe's own one-line error.
+    """
+    import logging
+
+    previous = sys.unraisablehook
+    if getattr(previous, "_jaxprobe_quiet", False):
+        return
+
+    def hook(report):
+        frames = [f.f_code.co_name for f, _ in traceback.walk_tb(report.exc_traceback)]
+        if not (isinstance(report.exc_value, RuntimeError) and str(report.exc_value) == "Event loop is closed"
+                and "call_soon_threadsafe" in frames):
+            previous(report)
+
+    def unretrieved_tensorstore_error(record) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (str(record.msg).startswith(("Future exception was never retrieved",
+                                                "Task exception was never retrieved"))
+                    and "tensorstore_spec=" in str(exc))
+
+    hook._jaxprobe_quiet = True
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(unretrieved_tensorstore_error)
