@@ -424,6 +424,8 @@ def source_record(path, fmt: str) -> dict:
 
 
 def make_model(name: str, graphdef, state, names, manifest: dict) -> Model:
+    """A `Model` of converted weights: the network's graph and mapped state, with the manifest's
+    input shape, role and pixel convention."""
     pixels = PixelConvention.from_dict(manifest["pixels"]) if manifest.get("pixels") else None
     return Model(name, graphdef, state, tuple(names), tuple(manifest["input_shape"]), manifest["role"], pixels,
                  dict(manifest))

@@ -473,11 +473,15 @@ def read_safetensors(path) -> dict:
 
 
 class Loaded(NamedTuple):
+    """A state dict read from a file: its flat tensors and the file format they came from."""
+
     tensors: dict  # flat {name: numpy array}
     format: str  # "pytorch-zip", "pytorch-legacy" or "safetensors"
 
 
 def detect_format(path) -> str:
+    """The weight file's format, "pytorch-zip", "pytorch-legacy" or "safetensors", by its leading
+    bytes (and a .safetensors suffix); raise for anything else."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
