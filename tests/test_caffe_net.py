@@ -413,6 +413,9 @@ def test_input_layer_and_reshape_flatten():
     np.testing.assert_allclose(np.asarray(out["fl"]), up.reshape(2, -1), atol=1e-4)
 
 
+CONV_C = 'layer { name: "c" type: "Convolution" bottom: "d" top: "c" convolution_param { num_output: 2 kernel_size: 1 } }\n'
+
+
 @pytest.mark.parametrize("text,match", [
     ('input: "d" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n'
      'layer { name: "e" type: "Eltwise" bottom: "d" top: "e" }', "unsupported layer type 'Eltwise'"),
@@ -441,10 +444,67 @@ def test_input_layer_and_reshape_flatten():
     ('name: "x"\nlayer {\n  name: "c" type: "ReLU"\n  bottom: "d" top: "c"\n', 'line 4 column 20: Expected "}"'),
     ('name: "x"\n\nlayer { name: "c" ]', "line 3 column 19"),
     ('name: "x"\nname: "y"', 'line 2 column 7: .*multiple "name" fields'),
+    ('input: "d" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n'
+     'layer { name: "b" type: "BatchNorm" bottom: "d" top: "d" }\n' + CONV_C,
+     "'b' \\(BatchNorm\\): a BatchNorm before any learned layer"),
+    ('input: "d" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n' + CONV_C
+     + 'layer { name: "r" type: "ReLU" bottom: "c" top: "c" }\nlayer { name: "b" type: "BatchNorm" bottom: "c" top: "c" }',
+     "'b' \\(BatchNorm\\): a BatchNorm must directly follow a Convolution"),
+    ('input: "d" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n' + CONV_C
+     + 'layer { name: "s" type: "Scale" bottom: "c" top: "c" }', "'s' \\(Scale\\): a Scale is supported only directly after"),
+    ('input: "d" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n' + CONV_C
+     + 'layer { name: "b" type: "BatchNorm" bottom: "c" top: "c" batch_norm_param { use_global_stats: false } }',
+     "use_global_stats: false normalizes by the batch's statistics"),
+    ('input: "d" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n' + CONV_C
+     + 'layer { name: "s" type: "Scale" bottom: "c" top: "c" scale_param { num_axes: 0 } }', "per-channel scale"),
+    ('input: "d" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n' + CONV_C
+     + 'layer { name: "u" type: "Upsample" bottom: "c" top: "u" upsample_param { mode: BILINEAR } }',
+     "'u' \\(Upsample\\): scale is required"),
 ])
 def test_bad_prototxt_errors(text, match):
     with pytest.raises(JaxprobeError, match=match):
         cn.build(cs.parse_prototxt(text), rngs=nnx.Rngs(0))
+
+
+def test_batch_norm_scale_and_upsample():
+    """conv -> BatchNorm -> Scale -> ReLU -> Upsample: the batch norm is the conv layer's
+    pre-activation; every Caffe layer's output against numpy (nearest upsampling = np.repeat)."""
+    spec = cs.parse_prototxt(
+        'input: "d" input_dim: 1 input_dim: 3 input_dim: 5 input_dim: 4\n'
+        'layer { name: "c" type: "Convolution" bottom: "d" top: "c" convolution_param { num_output: 2 kernel_size: 3 pad: 1 } }\n'
+        'layer { name: "b" type: "BatchNorm" bottom: "c" top: "c" batch_norm_param { eps: 0.25 } }\n'
+        'layer { name: "s" type: "Scale" bottom: "c" top: "c" scale_param { bias_term: true } }\n'
+        'layer { name: "r" type: "ReLU" bottom: "c" top: "c" }\n'
+        'layer { name: "u" type: "Upsample" bottom: "c" top: "u" upsample_param { scale_h: 2 scale_w: 3 } }\n'
+        'layer { name: "f" type: "InnerProduct" bottom: "u" top: "f" inner_product_param { num_output: 3 } }\n'
+        'layer { name: "b2" type: "BatchNorm" bottom: "f" top: "f" }')
+    net = cn.build(spec, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(net)
+    rng = np.random.default_rng(7)
+    mean, var, gamma, beta = rng.normal(size=2), rng.uniform(0.5, 2, size=2), rng.normal(size=2), rng.normal(size=2)
+    mean2, var2 = rng.normal(size=3), rng.uniform(0.5, 2, size=3)
+    pure = state.to_pure_dict()
+    pure["layers"][0]["norm"].update(mean=mean, var=var, scale=gamma, bias=beta)
+    pure["layers"][1]["norm"].update(mean=mean2, var=var2)
+    assert set(pure["layers"][1]["norm"]) == {"mean", "var"}  # a BatchNorm without Scale has no affine part
+    nnx.replace_by_pure_dict(state, jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), pure))
+    model = Model("bn", graphdef, state, net.names, cs.input_shape(spec), "classifier")
+    assert model.layer_names == ("c", "f")
+    x = rng.normal(size=(2, 3, 5, 4))
+    w = np.transpose(np.asarray(pure["layers"][0]["linear"]["kernel"]), (3, 2, 0, 1))
+    conv = ref_conv(x, w, np.asarray(pure["layers"][0]["linear"]["bias"]), (1, 1), (1, 1), (1, 1), 1)
+    bn = (conv - mean[:, None, None]) / np.sqrt(var[:, None, None] + 0.25) * gamma[:, None, None] + beta[:, None, None]
+    up = np.repeat(np.repeat(np.maximum(bn, 0), 2, axis=2), 3, axis=3)
+    fc = up.reshape(2, -1) @ np.asarray(pure["layers"][1]["linear"]["kernel"]) + np.asarray(pure["layers"][1]["linear"]["bias"])
+    f_bn = (fc - mean2) / np.sqrt(var2 + 1e-5)
+    got = cn.layer_outputs(model, model.params, nhwc(x))
+    assert set(got) == {"c", "s", "r", "u", "f", "b2"}  # the BatchNorm a Scale follows is reported as the Scale
+    for name, want in (("c", conv), ("s", bn), ("r", np.maximum(bn, 0)), ("u", up), ("f", fc), ("b2", f_bn)):
+        np.testing.assert_allclose(nchw(got[name]), want, atol=ATOL, rtol=RTOL, err_msg=name)
+    np.testing.assert_allclose(nchw(model.up_to(model.params, nhwc(x), 1)), bn, atol=ATOL, rtol=RTOL)
+    np.testing.assert_allclose(model.up_to(model.params, nhwc(x), 2), f_bn, atol=ATOL, rtol=RTOL)
+    h = model.up_to(model.params, nhwc(x), 1)
+    np.testing.assert_allclose(model.from_(model.params, h, 1), model.forward(model.params, nhwc(x)), atol=1e-6)
 
 
 def test_prototxt_errors_name_their_source(tmp_path):

@@ -1,5 +1,6 @@
 """Caffe's layers over NHWC, with BVLC Caffe's exact semantics: the parameter-free operations
-(Pooling, LRN, Softmax, Reshape) and the learned maps (Convolution, Deconvolution, InnerProduct).
+(Pooling, LRN, Softmax, Reshape, and jaxprobe's extension Upsample) and the learned maps
+(Convolution, Deconvolution, InnerProduct). BatchNorm + Scale are `flax.nnx.BatchNorm` in eval mode.
 
 - Pooling MAX/AVE with Caffe's output size ceil((n + 2p - k) / s) + 1 (minus one if the last
   window would start in the padding), and AVE's divisor counting the window clipped to
@@ -7,6 +8,12 @@
 - LRN ACROSS_CHANNELS: x / (k + alpha/n * sum_{n channels} x^2)^beta; WITHIN_CHANNEL:
   x / (1 + alpha/n^2 * sum_{n x n window} x^2)^beta (Caffe builds it from an AVE pooling and a
   Power layer with shift 1, so `k` plays no part).
+  Padded AVE pooling is PyTorch's `AvgPool2d(count_include_pad=True)`, `ceil_mode=True` for Caffe's
+  default CEIL rounding and `ceil_mode=False` for `round_mode: FLOOR`: both clip the divisor's window
+  to [-p, n + p) and shorten the output by one where the last window would start in the padding.
+- Upsample (jaxprobe's extension type): PyTorch's `nn.Upsample(scale_factor=s)` for integer s,
+  NEAREST (each value repeated s times) or BILINEAR (source coordinate (i + 0.5)/s - 0.5 clamped
+  at 0, or i (n - 1)/(sn - 1) with `align_corners`).
 - Convolution with group, pad, stride, dilation; Deconvolution, the transposed convolution with
   weights [in, out/group, kh, kw] as Caffe stores them; InnerProduct flattening in C,H,W order.
 """
@@ -141,6 +148,45 @@ class CaffeReshape:
         y = x.reshape(dims)
         return jnp.transpose(y, (0, 2, 3, 1)) if y.ndim == 4 else y
 
+
+def interpolation_matrix(n: int, scale: int, align_corners: bool = False) -> np.ndarray:
+    """The (n * scale, n) matrix of PyTorch's 1-D linear interpolation (`upsample_bilinear2d`).
+
+    Output i reads source coordinate c = i (n - 1)/(n s - 1) with `align_corners`, else
+    c = max((i + 0.5)/s - 0.5, 0); it weighs x[floor(c)] by 1 - frac(c) and x[min(floor(c) + 1, n - 1)]
+    by frac(c).
+    """
+    out = n * scale
+    i = np.arange(out, dtype=np.float64)
+    if align_corners:
+        c = i * ((n - 1) / (out - 1)) if out > 1 else np.zeros(out)
+    else:
+        c = np.maximum((i + 0.5) / scale - 0.5, 0.0)
+    lo = np.floor(c).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = c - lo
+    m = np.zeros((out, n))
+    np.add.at(m, (np.arange(out), lo), 1.0 - frac)
+    np.add.at(m, (np.arange(out), hi), frac)
+    return m.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Upsample:
+    """Upsampling of NHWC by integer factors `scale` (h, w): NEAREST or BILINEAR (`interpolation_matrix`)."""
+
+    mode: str = "NEAREST"
+    scale: tuple = (2, 2)
+    align_corners: bool = False
+
+    def __call__(self, x):
+        sh, sw = self.scale
+        if self.mode == "NEAREST":
+            return jnp.repeat(jnp.repeat(x, sh, axis=1), sw, axis=2)
+        mh = jnp.asarray(interpolation_matrix(x.shape[1], sh, self.align_corners))
+        mw = jnp.asarray(interpolation_matrix(x.shape[2], sw, self.align_corners))
+        # HIGHEST: an accelerator's default float32 matmul may round the inputs to TF32/bfloat16
+        return jnp.einsum("ih,jw,nhwc->nijc", mh, mw, x, precision=jax.lax.Precision.HIGHEST)
 
 
 def _lecun(rngs: nnx.Rngs, shape, fan_in: int):

@@ -6,7 +6,9 @@ never clashes with another `caffe.proto` a user may have loaded) and given messa
 `message_factory.GetMessageClass`. Field numbers, types, labels and defaults are those of BVLC
 caffe.proto (github.com/BVLC/caffe, src/caffe/proto/caffe.proto); fields jaxprobe does not need
 are left out, which protobuf tolerates: the binary parser keeps them as unknown fields, and the
-text parser is called with `allow_unknown_field=True`.
+text parser is called with `allow_unknown_field=True`. One message is jaxprobe's own extension:
+`UpsampleParameter` (`upsample_param`, LayerParameter field 149) for the `Upsample` layer type,
+nearest or bilinear upsampling that BVLC Caffe lacks.
 
 Public names: `NetParameter`, `LayerParameter`, `V1LayerParameter`, `BlobProto`, `BlobShape`,
 `BlobProtoVector` (message classes) and `POOL`, the descriptor pool.
@@ -124,6 +126,9 @@ MESSAGES = {
         ("optional", "SigmoidParameter", "sigmoid_param", 124),
         ("optional", "SoftmaxParameter", "softmax_param", 125),
         ("optional", "TanHParameter", "tanh_param", 127),
+        # jaxprobe extension: BVLC Caffe has no upsampling layer; 149 is the first field number
+        # BVLC caffe.proto leaves free (its LayerParameter comment: "next available ... ID: 149").
+        ("optional", "UpsampleParameter", "upsample_param", 149),
     ], {}),
     "TransformationParameter": ([
         ("optional", "float", "scale", 1, "1"),
@@ -258,6 +263,15 @@ MESSAGES = {
     "TanHParameter": ([
         ("optional", "TanHParameter.Engine", "engine", 1, "DEFAULT"),
     ], {"Engine": _ENGINE}),
+    # jaxprobe extension (not in BVLC caffe.proto): `type: "Upsample"`, parameter-free upsampling by
+    # integer factors, with PyTorch's nn.Upsample semantics (jaxprobe.models.caffe_layers.Upsample).
+    "UpsampleParameter": ([
+        ("optional", "uint32", "scale", 1),
+        ("optional", "uint32", "scale_h", 2),
+        ("optional", "uint32", "scale_w", 3),
+        ("optional", "UpsampleParameter.Mode", "mode", 4, "NEAREST"),
+        ("optional", "bool", "align_corners", 5, "false"),
+    ], {"Mode": {"NEAREST": 0, "BILINEAR": 1}}),
     "V1LayerParameter": ([
         ("repeated", "string", "bottom", 2),
         ("repeated", "string", "top", 3),

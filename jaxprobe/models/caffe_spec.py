@@ -5,6 +5,10 @@ A prototxt may use the current `layer { type: "Convolution" }` or the legacy V1
 `input`/`input_dim`/`input_shape` fields. Layers outside Caffe's TEST phase (data, loss, accuracy)
 are dropped, Caffe's defaults are applied, and the net is checked to be one feed-forward chain.
 
+Besides BVLC's types, one jaxprobe extension type is read: `Upsample` (`upsample_param { scale: 2
+mode: NEAREST|BILINEAR align_corners: false }`, or `scale_h`/`scale_w`), PyTorch's `nn.Upsample`
+by integer factors; BVLC Caffe has no such layer.
+
 There is one rule for where the text comes from: `parse_prototxt` takes prototxt text,
 `read_prototxt` a file path. Every failure raises `JaxprobeError` naming the file (or text) and,
 for malformed text, the line and column.
@@ -22,7 +26,10 @@ from jaxprobe.models.caffe_schema import NetParameter
 
 LEARNED = ("Convolution", "Deconvolution", "InnerProduct")
 NONLINEAR = ("ReLU", "Sigmoid", "TanH")
-SUPPORTED = LEARNED + NONLINEAR + ("Input", "Pooling", "LRN", "Dropout", "Softmax", "Flatten", "Reshape")
+NORMALIZATION = ("BatchNorm", "Scale")  # part of the learned map they follow (its pre-activation)
+EXTENSIONS = ("Upsample",)  # jaxprobe's own layer types (caffe_schema's UpsampleParameter)
+SUPPORTED = LEARNED + NONLINEAR + NORMALIZATION + (
+    "Input", "Pooling", "LRN", "Dropout", "Softmax", "Flatten", "Reshape") + EXTENSIONS
 
 # V1 (`layers { type: CONVOLUTION }`) enum names -> current type strings.
 V1_TYPES = {
@@ -232,6 +239,23 @@ def _settings(ltype: str, layer, name: str) -> dict:
         if p.axis != 0 or p.num_axes != -1:
             raise JaxprobeError(f"{what}: only axis 0 with num_axes -1 is supported")
         return dict(shape=tuple(p.shape.dim))
+    if ltype == "BatchNorm":
+        p = layer.batch_norm_param
+        if p.HasField("use_global_stats") and not p.use_global_stats:
+            raise JaxprobeError(f"{what}: use_global_stats: false normalizes by the batch's statistics; only the "
+                                "inference form (the stored mean and variance) is supported")
+        if not p.eps >= 0:
+            raise JaxprobeError(f"{what}: eps must be >= 0, got {p.eps}")
+        return dict(eps=p.eps)
+    if ltype == "Scale":
+        p = layer.scale_param
+        if (p.axis, p.num_axes) != (1, 1):
+            raise JaxprobeError(f"{what}: only a per-channel scale (axis 1, num_axes 1) is supported")
+        return dict(bias=p.bias_term)
+    if ltype == "Upsample":
+        p = layer.upsample_param
+        return dict(mode=_enum_name(p, "mode"), scale=_pair(p, "scale", "scale_h", "scale_w", None, what),
+                    align_corners=p.align_corners)
     if ltype in ("Dropout", "Sigmoid", "TanH"):
         return {}
     raise JaxprobeError(
