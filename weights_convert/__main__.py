@@ -2,6 +2,7 @@
 
     python -m weights_convert caffe --prototxt P --caffemodel M --out DIR
     python -m weights_convert torch FILE --arch NAME --out DIR
+    python -m weights_convert torch FILE --prototxt NET.prototxt [--map MAP.json] --out DIR
 
 `add_subcommands(subparsers)` adds the same `caffe` and `torch` commands to another parser (the
 `jaxprobe convert` command). Bad input prints one line and exits 2.
@@ -30,12 +31,9 @@ def _summary(model, out) -> None:
 
 
 def _cmd_caffe(args) -> None:
-    from jaxprobe.errors import JaxprobeError
     from weights_convert.caffe import convert_caffe
 
-    if args.range is not None and len(args.range) != 2:
-        raise JaxprobeError(f"range: expected two numbers low,high, got {len(args.range)}")
-
+    _check_range(args.range)
     model = convert_caffe(args.prototxt, args.caffemodel, args.out, arch=args.arch, role=args.role,
                           channels=args.channels, mean=args.mean, scale=args.scale, value_range=args.range,
                           force=args.force)
@@ -43,10 +41,46 @@ def _cmd_caffe(args) -> None:
 
 
 def _cmd_torch(args) -> None:
-    from weights_convert.torch_files import convert_torch
+    from jaxprobe.errors import JaxprobeError
 
-    model = convert_torch(args.file, args.arch, args.out, key=args.key, force=args.force)
+    if (args.arch is None) == (args.prototxt is None):
+        raise JaxprobeError("arch: give either --arch NAME (a known architecture) or --prototxt NET.prototxt "
+                            "(your own network), not both or neither")
+    own = dict(role=args.role, channels=args.channels, mean=args.mean, scale=args.scale, range=args.range)
+    if args.prototxt is None:
+        given = [f"--{k}" for k, v in own.items() if v is not None] + (["--map"] if args.map else [])
+        if given:
+            raise JaxprobeError(f"arch: {', '.join(given)} describe a --prototxt network; --arch {args.arch} "
+                                "has its own")
+        from weights_convert.torch_files import convert_torch
+
+        model = convert_torch(args.file, args.arch, args.out, key=args.key, force=args.force)
+    else:
+        from weights_convert.user_network import convert_torch_prototxt
+
+        _check_range(args.range)
+        model = convert_torch_prototxt(args.file, args.prototxt, args.out, key_map=args.map, key=args.key,
+                                       role=args.role or "classifier", channels=args.channels, mean=args.mean,
+                                       scale=args.scale, value_range=args.range, force=args.force)
     _summary(model, args.out)
+
+
+def _check_range(value) -> None:
+    from jaxprobe.errors import JaxprobeError
+
+    if value is not None and len(value) != 2:
+        raise JaxprobeError(f"range: expected two numbers low,high, got {len(value)}")
+
+
+def _pixel_options(p, role_default: str, color: str, range_default: str) -> None:
+    p.add_argument("--role", default=None, choices=("classifier", "generator", "critic"),
+                   help=f"default: {role_default}")
+    p.add_argument("--channels", default=None, choices=("gray", "RGB", "BGR"),
+                   help=f"input (a generator's: output) channel order (default: gray for 1 channel, {color} for 3)")
+    p.add_argument("--mean", type=_floats, default=None, help="per-channel mean subtracted, e.g. 104,117,123")
+    p.add_argument("--scale", type=float, default=None, help="scale applied after the mean (default 1)")
+    p.add_argument("--range", type=_floats, default=None,
+                   help=f"pixel value range before the mean, e.g. 0,255 (default {range_default})")
 
 
 def add_subcommands(subparsers) -> None:
@@ -60,23 +94,22 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--caffemodel", required=True, help="trained .caffemodel")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--force", action="store_true", help="replace --out even if jaxprobe did not write it")
-    p.add_argument("--role", default=None, choices=("classifier", "generator", "critic"),
-                   help="default: the arch's, else classifier")
-    p.add_argument("--channels", default=None, choices=("gray", "RGB", "BGR"),
-                   help="input channel order (default: gray for 1 channel, BGR for 3)")
-    p.add_argument("--mean", type=_floats, default=None, help="per-channel mean subtracted, e.g. 104,117,123")
-    p.add_argument("--scale", type=float, default=None, help="scale applied after the mean (default 1)")
-    p.add_argument("--range", type=_floats, default=None,
-                   help="pixel value range before the mean, e.g. 0,255 (default 0,1 gray; 0,255 colour)")
+    _pixel_options(p, "the arch's, else classifier", "BGR", "0,1 gray; 0,255 colour")
     p.set_defaults(func=_cmd_caffe)
 
     p = subparsers.add_parser("torch", help="convert a PyTorch .pth/.pt or .safetensors state dict")
     p.add_argument("file", help="the weights file")
-    p.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES),
-                   help="architecture of the state dict (a state dict carries none)")
+    p.add_argument("--arch", default=None, choices=sorted(ARCHITECTURES),
+                   help="a known architecture of the state dict (a state dict carries none)")
+    p.add_argument("--prototxt", default=None,
+                   help="instead of --arch: your network in Caffe's text format, copied into --out")
+    p.add_argument("--map", default=None,
+                   help="with --prototxt: JSON {state dict key: tensor name such as conv1.weight, or null}; "
+                        "default: the state dict's order")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--force", action="store_true", help="replace --out even if jaxprobe did not write it")
     p.add_argument("--key", default=None, help="dotted key of the state dict inside a larger checkpoint")
+    _pixel_options(p, "classifier (with --prototxt)", "RGB", "0,1; a generator's output -1,1")
     p.set_defaults(func=_cmd_torch)
 
 

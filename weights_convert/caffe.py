@@ -8,7 +8,8 @@ are read from `shape.dim` or from the old num/channels/height/width fields, and 
 
 Blob i of each learned layer maps as: Convolution [out, in/group, kh, kw] -> [kh, kw, in/group, out],
 Deconvolution [in, out/group, kh, kw] -> [kh, kw, in, out/group], InnerProduct [out, in] -> [in, out]
-(no permutation when the layer says `transpose: true`), bias as is.
+(no permutation when the layer says `transpose: true`), bias as is; BatchNorm's mean and variance
+blobs divided by its third blob, Scale's scale and bias as they are (`caffe_parameters`).
 
 Every failure raises `JaxprobeError`.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -83,22 +85,101 @@ def read_caffemodel(path) -> dict:
     return tensors
 
 
-def caffe_rules(spec: caffe_spec.NetSpec) -> list:
-    """The mapping table of a Caffe net: blob 0 (weights) and blob 1 (bias) of each learned layer."""
-    rules = []
+class CaffeParam(NamedTuple):
+    """One learned tensor of a Caffe net: blob `blob` of Caffe layer `layer`, called `name` in a
+    key map ("conv1.weight", "bn1.running_mean"), filling `param` of jaxprobe layer `target`."""
+
+    layer: str
+    name: str
+    blob: int
+    target: str
+    param: str
+    transform: str
+
+
+# the order nn.Sequential stores a learned map and the BatchNorm2d after it: weight, bias, then the
+# batch norm's weight, bias, running_mean, running_var
+_TORCH_ORDER = ("linear.kernel", "linear.bias", "norm.scale", "norm.bias", "norm.mean", "norm.var")
+
+
+def caffe_parameters(spec: caffe_spec.NetSpec) -> list:
+    """Every learned tensor of a Caffe net as `CaffeParam`s, in the order PyTorch stores them.
+
+    Convolution [out, in/group, kh, kw] -> [kh, kw, in/group, out], Deconvolution
+    [in, out/group, kh, kw] -> [kh, kw, in, out/group], InnerProduct [out, in] -> [in, out] (as is
+    with `transpose: true`), biases as they are ("weight" blob 0, "bias" blob 1); BatchNorm
+    "running_mean" and "running_var" (blobs 0, 1) and Scale "weight" and "bias" fill the batch norm
+    of the learned map they follow.
+    """
+    params, target = [], None
     for s in spec.layers:
-        if s.type not in caffe_spec.LEARNED:
+        if s.type in caffe_spec.LEARNED:
+            target = s.name
+            transform = {"Convolution": "oihw_to_hwio", "Deconvolution": "iohw_to_hwio"}.get(
+                s.type, "identity" if s.get("transpose") else "oi_to_io")
+            params.append(CaffeParam(s.name, "weight", 0, target, "linear.kernel", transform))
+            if s.get("bias"):
+                params.append(CaffeParam(s.name, "bias", 1, target, "linear.bias", "identity"))
+        elif s.type == "BatchNorm":
+            params += [CaffeParam(s.name, "running_mean", 0, target, "norm.mean", "identity"),
+                       CaffeParam(s.name, "running_var", 1, target, "norm.var", "identity")]
+        elif s.type == "Scale":
+            params.append(CaffeParam(s.name, "weight", 0, target, "norm.scale", "identity"))
+            if s.get("bias"):
+                params.append(CaffeParam(s.name, "bias", 1, target, "norm.bias", "identity"))
+    order = {t: i for i, t in enumerate(dict.fromkeys(p.target for p in params))}
+    return sorted(params, key=lambda p: (order[p.target], _TORCH_ORDER.index(p.param)))
+
+
+def caffe_rules(spec: caffe_spec.NetSpec) -> list:
+    """The mapping table of a Caffe net's caffemodel: blob i of each layer with learned tensors."""
+    return [mapping.Rule(f"{p.layer}[{p.blob}]", p.target, p.param, p.transform) for p in caffe_parameters(spec)]
+
+
+def batch_norm_statistics(spec: caffe_spec.NetSpec, tensors: dict) -> tuple:
+    """(tensors, factors): each BatchNorm's mean and variance blobs divided by its third blob.
+
+    Caffe stores the running sums and their moving-average weight s (blob 2) and normalizes with
+    mean = blob0 / s and var = blob1 / s (0 where s is 0), as BVLC's batch_norm_layer.cpp does.
+    """
+    tensors, factors = dict(tensors), {}
+    for s in spec.layers:
+        if s.type != "BatchNorm":
             continue
-        if s.type == "Convolution":
-            transform = "oihw_to_hwio"
-        elif s.type == "Deconvolution":
-            transform = "iohw_to_hwio"
-        else:
-            transform = "identity" if s.get("transpose") else "oi_to_io"
-        rules.append(mapping.Rule(f"{s.name}[0]", s.name, "linear.kernel", transform))
-        if s.get("bias"):
-            rules.append(mapping.Rule(f"{s.name}[1]", s.name, "linear.bias", "identity"))
-    return rules
+        key = f"{s.name}[2]"
+        if key not in tensors:
+            raise JaxprobeError(f"caffemodel: BatchNorm {s.name!r} lacks its third blob {key} (the moving-average "
+                                "weight its statistics are divided by)")
+        weight = tensors.pop(key)
+        if np.size(weight) != 1 or not np.isfinite(weight).all():
+            raise JaxprobeError(f"caffemodel: {key}: expected one finite number, got shape {np.shape(weight)}")
+        w = float(np.asarray(weight).ravel()[0])
+        factors[s.name] = 0.0 if w == 0 else 1.0 / w
+        for blob in (f"{s.name}[0]", f"{s.name}[1]"):
+            if blob in tensors:
+                tensors[blob] = np.asarray(tensors[blob], np.float32) * np.float32(factors[s.name])
+    return tensors, factors
+
+
+def pixel_convention(c: int, channels=None, mean=None, scale=1.0, value_range=None, *, color: str = "BGR",
+                     default_range=None):
+    """The `PixelConvention` of images with c channels: `channels` (default gray for 1, `color` for
+    3), `value_range` (default `default_range`, else [0, 1] gray and [0, 255] colour), `mean`
+    (1 or c values) and `scale`; each checked."""
+    channels = channels or ("gray" if c == 1 else color)
+    if (channels == "gray") != (c == 1):
+        raise JaxprobeError(f"channels: {channels!r} does not fit an input with {c} channel(s)")
+    if value_range is None:
+        value_range = default_range or ((0.0, 1.0) if c == 1 else (0.0, 255.0))
+    low, high = value_range
+    mean = tuple(float(m) for m in (mean or ()))
+    if mean and len(mean) not in (1, c):
+        raise JaxprobeError(f"mean: expected 1 or {c} values, got {len(mean)}")
+    if len(mean) == 1 and c == 3:
+        mean = mean * 3
+    if not np.isfinite(scale) or scale <= 0:
+        raise JaxprobeError(f"scale: expected a positive number, got {scale}")
+    return PixelConvention(float(low), float(high), channels, mean, float(scale))
 
 
 def default_pixels(spec: caffe_spec.NetSpec, channels=None, mean=None, scale=1.0, value_range=None):
@@ -110,18 +191,7 @@ def default_pixels(spec: caffe_spec.NetSpec, channels=None, mean=None, scale=1.0
         c = 1 if channels == "gray" else 3
     else:
         return None
-    channels = channels or ("gray" if c == 1 else "BGR")
-    if (channels == "gray") != (c == 1):
-        raise JaxprobeError(f"channels: {channels!r} does not fit an input with {c} channel(s)")
-    low, high = value_range if value_range is not None else ((0.0, 1.0) if c == 1 else (0.0, 255.0))
-    mean = tuple(float(m) for m in (mean or ()))
-    if mean and len(mean) not in (1, c):
-        raise JaxprobeError(f"mean: expected 1 or {c} values, got {len(mean)}")
-    if len(mean) == 1 and c == 3:
-        mean = mean * 3
-    if not np.isfinite(scale) or scale <= 0:
-        raise JaxprobeError(f"scale: expected a positive number, got {scale}")
-    return PixelConvention(float(low), float(high), channels, mean, float(scale))
+    return pixel_convention(c, channels, mean, scale, value_range)
 
 
 def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | None = None, channels=None,
@@ -175,6 +245,7 @@ def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | No
                                                              resolved.parent)
         sources = [mapping.source_record(prototxt, "prototxt"), mapping.source_record(caffemodel, "caffemodel")]
     pixels = default_pixels(spec, channels, mean, 1.0 if scale is None else scale, value_range)
+    tensors, bn_factors = batch_norm_statistics(spec, tensors)
     state, records = mapping.map_weights(caffe_rules(spec), tensors, graphdef, abstract, names, legacy_shapes=True,
                                          what=f"caffemodel {Path(caffemodel).name}")
     input_shape = caffe_spec.input_shape(spec)
@@ -188,6 +259,8 @@ def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | No
                   "softmax": spec.layers[-1].type == "Softmax"},
         "mapping": records,
     }
+    if bn_factors:  # mean and variance blobs were multiplied by these (1 / blob 2)
+        manifest["caffe"]["batch_norm_factors"] = bn_factors
     if spec_arch is not None and spec_arch.latent:
         manifest["latent"] = dict(mapping.resolve(spec_arch.latent, kwargs))
     if role == "generator" and arch is None:

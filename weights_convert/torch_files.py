@@ -536,27 +536,43 @@ def load_state_dict(path, *, key: str | None = None) -> Loaded:
     return Loaded(_select(obj, key, path), fmt)
 
 
-def torch_model(path, arch: str, *, key: str | None = None, name: str | None = None):
+# How to convert a network no table describes (the end of every named architecture's mapping error).
+OWN_NETWORK = ("a network of your own: describe it in a Caffe prototxt and run `jaxprobe convert torch FILE "
+               "--prototxt NET.prototxt [--map MAP.json]` (without --map the state dict's order fills the "
+               "prototxt's layers), or in Python pass weights_convert.torch_model an Arch whose builder "
+               "(registered with jaxprobe.models.zoo.register) builds the network and whose rules map each key")
+
+
+def torch_model(path, arch, *, key: str | None = None, name: str | None = None):
     """The jaxprobe `Model` of a PyTorch/safetensors state dict of architecture `arch`, in memory.
 
-    `arch` names a table in `weights_convert.mapping.ARCHITECTURES`; `key` selects a nested state
-    dict. Its manifest records the source (path, sha256, format), the mapping and the preprocessing.
+    `arch` names a table in `weights_convert.mapping.ARCHITECTURES`, or is an `Arch` of the
+    caller's own: a builder registered with `jaxprobe.models.zoo.register` (so that
+    `jaxprobe.load` rebuilds the network from the manifest), its kwargs, role, input shape, pixel
+    convention (or None) and `Rule`s, the key map. `key` selects a nested state dict. Its manifest
+    records the source (name, sha256, format), the mapping and the preprocessing.
     """
-    if arch not in mapping.ARCHITECTURES:
-        raise JaxprobeError(f"arch: unknown architecture {arch!r}; expected one of {', '.join(sorted(mapping.ARCHITECTURES))}")
-    spec = mapping.ARCHITECTURES[arch]
+    if isinstance(arch, mapping.Arch):
+        spec, arch_name = arch, arch.builder
+    elif isinstance(arch, str) and arch in mapping.ARCHITECTURES:
+        spec, arch_name = mapping.ARCHITECTURES[arch], arch
+    else:
+        raise JaxprobeError(f"arch: unknown architecture {arch!r}; expected one of "
+                            f"{', '.join(sorted(mapping.ARCHITECTURES))} or a weights_convert.Arch")
     loaded = load_state_dict(path, key=key)
     tensors, origin = mapping.rename_keys(loaded.tensors, spec.rename)
     kwargs = dict(spec.kwargs)
     if spec.infer is not None:
         kwargs.update(spec.infer(tensors))
     graphdef, abstract, names = mapping.abstract_network(spec.builder, kwargs)
-    state, records = mapping.map_weights(mapping.resolve(spec.rules, kwargs), tensors, graphdef, abstract, names,
-                                         ignore=mapping.resolve(spec.ignore, kwargs),
-                                         what=f"{Path(path).name} as {arch}")
+    try:
+        state, records = mapping.map_weights(mapping.resolve(spec.rules, kwargs), tensors, graphdef, abstract, names,
+                                             ignore=mapping.resolve(spec.ignore, kwargs),
+                                             what=f"{Path(path).name} as {arch_name}")
+    except JaxprobeError as e:
+        raise JaxprobeError(f"{e} | {OWN_NETWORK}" if spec is not arch else str(e)) from None
     for r in records:
         r["source"] = origin.get(r["source"], r["source"])
-    pixels = dict(spec.pixels, mean=list(spec.pixels.get("mean", ())))
     if spec.fold_input_std:
         state = mapping.fold_input_std(state, spec.fold_input_std)
     manifest = {
@@ -564,24 +580,26 @@ def torch_model(path, arch: str, *, key: str | None = None, name: str | None = N
                                                              for k, v in kwargs.items()}},
         "role": spec.role,
         "input_shape": list(mapping.resolve(spec.input_shape, kwargs)),
-        "pixels": pixels,
         "source": {"format": loaded.format, "files": [mapping.source_record(path, loaded.format)],
-                   "converter": "weights_convert.torch_files", "architecture": arch, "key": key},
+                   "converter": "weights_convert.torch_files", "architecture": arch_name, "key": key},
         "mapping": records,
-        "preprocessing": {"channel_order": pixels["channels"], "mean": pixels["mean"],
-                          "scale": pixels.get("scale", 1.0), "range": [pixels["low"], pixels["high"]]},
     }
-    if spec.fold_input_std:
-        manifest["preprocessing"]["std_folded_into_first_layer"] = list(spec.fold_input_std)
+    if spec.pixels is not None:
+        pixels = manifest["pixels"] = dict(spec.pixels, mean=list(spec.pixels.get("mean", ())))
+        manifest["preprocessing"] = {"channel_order": pixels["channels"], "mean": pixels["mean"],
+                                     "scale": pixels.get("scale", 1.0), "range": [pixels["low"], pixels["high"]]}
+        if spec.fold_input_std:
+            manifest["preprocessing"]["std_folded_into_first_layer"] = list(spec.fold_input_std)
     if spec.latent:
         manifest["latent"] = dict(mapping.resolve(spec.latent, kwargs))
     return mapping.make_model(name or Path(path).stem, graphdef, state, names, manifest)
 
 
-def convert_torch(path, arch: str, out, *, key: str | None = None, name: str | None = None, force: bool = False):
-    """Convert a PyTorch/safetensors state dict of architecture `arch` into model directory `out`
-    (orbax checkpoint + manifest, written atomically; a directory jaxprobe did not write is refused
-    before any work unless `force`). Returns the converted `Model`."""
+def convert_torch(path, arch, out, *, key: str | None = None, name: str | None = None, force: bool = False):
+    """Convert a PyTorch/safetensors state dict of architecture `arch` (a name or an `Arch`, as
+    `torch_model` takes) into model directory `out` (orbax checkpoint + manifest, written
+    atomically; a directory jaxprobe did not write is refused before any work unless `force`).
+    Returns the converted `Model`."""
     check_replaceable(out, force=force)
     model = torch_model(path, arch, key=key, name=name)
     out_path = mapping.write_model(model, out, model.manifest, force=force)
