@@ -54,9 +54,16 @@ def fc_setup(classifier):
     return gen, cls, cls.activation(cls.params, x, "fc1")  # codes as the sampler initializes them
 
 
-def _values(gen, cls, codes, neurons, nonlinear=True):
+def _values(gen, cls, codes, neurons, nonlinear=True, as_numpy=True):
     images = convert_pixels(gen.forward(gen.params, jnp.asarray(codes)), gen.pixels, cls.pixels)
-    return np.asarray(neuron_values(cls, cls.params, images, neurons, nonlinear=nonlinear), np.float64)
+    values = neuron_values(cls, cls.params, images, neurons, nonlinear=nonlinear)
+    return np.asarray(values, np.float64) if as_numpy else values
+
+
+def _embed(gen, cls, codes):
+    """E(G(codes)) for E = the classifier up to fc1 after its ReLU: (m, 16)."""
+    images = convert_pixels(gen.forward(gen.params, jnp.asarray(codes)), gen.pixels, cls.pixels)
+    return cls.activation(cls.params, images, "fc1").reshape(len(codes), -1)
 
 
 def _quantile_range(rng, values):
@@ -64,7 +71,7 @@ def _quantile_range(rng, values):
     return tuple(float(q) for q in np.quantile(values, [lo, lo + rng.uniform(0.1, 0.25)]))
 
 
-def _check(res, gen, cls, neurons, ranges, n, nonlinear=True):
+def _check(res, gen, cls, neurons, ranges, n, nonlinear=True, one_sided=False):
     """Every returned sample satisfies every constraint; the record is consistent."""
     r = np.asarray(ranges, np.float64).reshape(-1, 2)
     m = res.n_accepted
@@ -72,8 +79,21 @@ def _check(res, gen, cls, neurons, ranges, n, nonlinear=True):
     assert res.images.shape == (m, 28, 28, 1) and res.embeddings.shape[0] == m
     # The stored activations are the values the acceptance test saw: no margin, exact.
     assert np.all(res.activations >= r[:, 0]) and np.all(res.activations <= r[:, 1])
-    assert res.stop_reason == ("complete" if m == n else "sampling_budget" if m else
-                               "seeds_out_of_range" if res.seeds_feasible else "unreachable")
+    assert len(np.unique(res.codes.reshape(m, -1), axis=0)) == m  # each code accepted once
+    if m < n:
+        assert res.stop_reason in (("stalled", "sampling_budget") if m else ("seeds_out_of_range", "unreachable"))
+        assert (res.stop_reason == "seeds_out_of_range") == (m == 0 and res.seeds_feasible)
+    else:
+        assert res.stop_reason == "complete"
+    if res.seeds_feasible and m >= res.k:
+        # Feasible seeds are the first K samples and meet the seed constraints: inside the middle
+        # half [z1 + m, z2 - m] (m = (z2 - z1)/4), or above the midpoint one-sided; float32 slack.
+        seeds, width = res.activations[: res.k], r[:, 1] - r[:, 0]
+        tol = 1e-5 * np.maximum(1.0, np.abs(r).max(axis=1))
+        low = (r[:, 0] + r[:, 1]) / 2 if one_sided else r[:, 0] + width / 4
+        assert np.all(seeds >= low - tol), (seeds.min(0), low)
+        if not one_sided:
+            assert np.all(seeds <= r[:, 1] - width / 4 + tol), (seeds.max(0), r[:, 1] - width / 4)
     if m:
         # Independent recomputation from the returned codes (eager, other batch): equal up to
         # float32 reordering (1e-5 absolute plus 1e-5 relative) ...
@@ -105,6 +125,75 @@ def test_pairwise_identity_matches_double_loop():
     np.testing.assert_allclose(inv.mean_pairwise_distance(e), d[np.triu_indices(7, 1)].mean(), rtol=1e-10)
 
 
+@pytest.mark.parametrize("diversity, repel", [("embedding", "new"), ("embedding", "all"), ("code", "new"),
+                                              ("none", "new")])
+def test_sampling_step_follows_the_finite_difference_gradient_of_l_sample(prior_setup, diversity, repel):
+    """One `sample_step` (eq. 10, steps 2-5) against central differences of L_sample written out
+    here in float64: the slack terms piecewise, D and the distance to C0 as double sums, C0 = the
+    rows accepted now (repel "new", the paper's step 4) or those plus an earlier accepted set
+    ("all"). K = 5 codes of which three are in range, one of them already judged."""
+    gen, cls, _ = prior_setup
+    k, d = 5, 8
+    rng = np.random.default_rng(0)
+    c = np.asarray(gen.sample_prior(jax.random.key(0), k))
+    v, e = _values(gen, cls, c, ["logits:3"])[:, 0], np.asarray(_embed(gen, cls, c), np.float64)
+    srt = np.sort(v)
+    z1, z2 = np.float32((srt[0] + srt[1]) / 2), np.float32((srt[3] + srt[4]) / 2)
+    margin = np.float32((z2 - z1) / 4)
+    lam, mu = rng.uniform(0.02, 0.1, 2 * k).astype(np.float32), np.float32(1.0)
+    feats = e if diversity == "embedding" else c.astype(np.float64)
+    scale = np.float32(np.mean(np.sum(feats * feats, axis=1)))
+    earlier = rng.normal(size=(3, feats.shape[1])).astype(np.float32)  # an earlier accepted set
+    problem = inv.make_problem(gen, gen.params, cls, cls.params, (4,), np.array([3]), np.array([[z1, z2]]),
+                               inv.Embedding(cls, "fc1"), cls.params, margin=np.array([margin]),
+                               diversity=diversity, feature_scale=scale)
+    in_range = (v >= z1) & (v <= z2)
+    fresh = ~(in_range & (np.cumsum(in_range) == 1))  # the first in-range row was judged before
+    state = inv.sample_init(problem, jnp.asarray(c), 8)._replace(
+        fresh=jnp.asarray(fresh), rep_count=jnp.float32(3), sum_a=jnp.asarray(earlier.sum(0)),
+        sumsq_a=jnp.float32(np.sum(earlier * earlier)))
+    step = 0.01
+    out = jax.jit(lambda st: inv.sample_step(problem, st, jnp.asarray(lam), mu, step, repel))(state)
+
+    accepted = in_range & fresh
+    assert in_range.sum() == 3 and accepted.sum() == 2 and int(out.count) == 2
+    np.testing.assert_array_equal(np.asarray(out.buf_codes)[:2], c[accepted])
+    c0 = feats[accepted] if repel == "new" else np.concatenate([earlier, feats[accepted]])
+    assert float(out.rep_count) == len(c0)
+    np.testing.assert_allclose(np.asarray(out.sum_a), c0.sum(0), rtol=1e-5, atol=1e-5)
+
+    with jax.enable_x64(True):
+        c0_64, lam64 = jnp.asarray(c0, jnp.float64), jnp.asarray(lam, jnp.float64)
+
+        def terms(codes):  # (penalty, -D / (K^2 S), -sum_i sum_{y in C0} ||f_i - a_y||^2 / (K |C0| S))
+            f = _embed(gen, cls, codes) if diversity == "embedding" else codes
+            val = _values(gen, cls, codes, ["logits:3"], as_numpy=False)
+            g = jnp.concatenate([(val - (z1 + margin)) / (z2 - z1), ((z2 - margin) - val) / (z2 - z1)], axis=-1).ravel()
+            pen = jnp.sum(jnp.where(g <= lam64 / mu, -lam64 * g + mu / 2 * g * g, -lam64 ** 2 / (2 * mu)))
+            spread = -jnp.sum((f[:, None] - f[None]) ** 2) / (k * k * scale)
+            rep = -jnp.sum((f[:, None] - c0_64[None]) ** 2) / (k * len(c0) * scale)
+            on = 0.0 if diversity == "none" else 1.0
+            return jnp.stack([pen, on * spread, on * rep])
+
+        h, c64 = 1e-5, jnp.asarray(c, jnp.float64)
+        basis = jnp.eye(k * d, dtype=jnp.float64).reshape(k * d, k, d)
+        fd = jax.vmap(lambda u: (terms(c64 + h * u) - terms(c64 - h * u)) / (2 * h))(basis)
+    fd = np.asarray(fd).reshape(k, d, 3)
+
+    def unit(g):
+        return g / np.linalg.norm(g, axis=1, keepdims=True)
+
+    want = unit(fd.sum(-1))
+    got = (c - np.asarray(out.codes)) / step  # every row moves by `step` along its gradient's direction
+    # float64 differences of a piecewise-smooth function against float32 autodiff: 1e-5 measured.
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    # The test can fail: without any one term of L_sample the direction moves by 1e-2 or more.
+    for j in range(1 if diversity == "none" else 3):
+        other = -want if diversity == "none" else unit(fd.sum(-1) - fd[..., j])
+        assert np.abs(other - want).max() > 1e-3, j
+    np.testing.assert_array_equal(np.asarray(out.fresh), np.any(np.asarray(out.codes) != c, axis=1))
+
+
 # ---------------------------------------------------------------- every sample in range
 
 
@@ -120,6 +209,24 @@ def test_samples_in_range_prior_generator_logits(prior_setup):
         assert res.stop_reason == "complete", (unit, rg, res.stop_message)
         assert res.sampling_steps >= math.ceil((RUN["n"] - RUN["k"]) / RUN["k"])  # at most K per step
         assert res.neurons == (f"logits:{unit}",) and res.reading == "post-nonlinearity"
+
+
+def test_eq5_more_diverse_than_eq14_which_accepts_each_code_once_and_stalls(fc_setup):
+    # Same key, so the same initial codes E(random images). Eq. 14 has no force on a code inside
+    # the range: its codes come to rest and it stops "stalled" with each code once, instead of
+    # re-accepting the resting codes until n (the bug: n samples, K distinct codes, "complete").
+    # Eq. 5 spreads the samples in E: measured 1.4-3.1x eq. 14's mean E-distance over keys 3, 4
+    # and ranges at quantiles (0.3, 0.5) and (0.6, 0.8).
+    gen, cls, codes = fc_setup
+    rg = tuple(float(q) for q in np.quantile(_values(gen, cls, codes, ["logits:7"])[:, 0], [0.3, 0.5]))
+    eq5 = inv.inverse_set(jax.random.key(3), gen, cls, "logits:7", rg, **RUN)
+    eq14 = inv.inverse_set(jax.random.key(3), gen, cls, "logits:7", rg, diversity="none", **RUN)
+    for res in (eq5, eq14):
+        _check(res, gen, cls, ["logits:7"], rg, RUN["n"])
+    assert eq5.stop_reason == "complete"
+    assert eq14.stop_reason == "stalled" and RUN["k"] <= eq14.n_accepted < RUN["n"], eq14.stop_message
+    assert eq14.sampling_steps < math.ceil((RUN["n"] - RUN["k"]) / RUN["k"])
+    assert eq5.stats["mean_pairwise_distance"] > 1.25 * eq14.stats["mean_pairwise_distance"]
 
 
 def test_samples_in_range_prior_generator_hidden_conv_no_diversity(prior_setup):
@@ -182,7 +289,7 @@ def test_one_sided_code_diversity_keeps_samples_in_range(prior_setup):
         rg = tuple(float(q) for q in np.quantile(logits[:, unit], [0.85, 0.97]))
         res = inv.inverse_set(jax.random.key(40 + trial), gen, cls, f"logits:{unit}", rg, one_sided=True,
                               diversity="code", **RUN)
-        _check(res, gen, cls, [f"logits:{unit}"], rg, RUN["n"])
+        _check(res, gen, cls, [f"logits:{unit}"], rg, RUN["n"], one_sided=True)
         assert res.n_accepted > 0 and res.diversity == "code"
     # A range below every random code: one-sided seeds are feasible at once, all above z2.
     low = logits[:, 0].min()
@@ -256,7 +363,7 @@ def no_work(monkeypatch):
     (dict(inner_steps=2.5), r"inner_steps: expected an integer >= 1, got 2.5"),
     (dict(max_outer=0), r"max_outer: expected an integer >= 1, got 0"),
     (dict(max_sampling_steps=-1), r"max_sampling_steps: expected an integer >= 0, got -1"),
-    (dict(mu0=float("nan")), r"mu0: expected a positive number, got nan"),
+    (dict(mu0=float("nan")), r"mu0: expected a positive number in \(0.0, inf\), got nan"),
     (dict(beta=float("nan")), r"beta: expected a positive number"),
     (dict(growth=1.0), r"growth: expected a factor a in \(1\.0, inf\), got 1\.0"),
     (dict(margin=0.5), r"margin: expected 0 <= margin < \(z2 - z1\)/2"),
@@ -266,6 +373,18 @@ def no_work(monkeypatch):
     (dict(init=np.zeros((4, 8), np.float32)), r"init: expected codes of shape \(5, 8\)"),
     (dict(init="noise"), r"init: expected 'auto', 'prior', 'images'"),
     (dict(init="images"), r"init: E gives 16 values per image but generator 'gen' takes codes of shape \(8,\)"),
+    # float32 cannot hold these ranges: one collapses to no value, the others overflow
+    (dict(ranges=(1.00000001, 1.00000002)), r"ranges: expected a range that holds two or more float32 values for "
+                                            r"neuron 'logits:3' .*got \[1.00000001, 1.00000002\]"),
+    (dict(ranges=(1e8, 1e8 + 1)), r"ranges: expected a range that holds two or more float32 values"),
+    (dict(ranges=(-1e39, 1e39)), r"ranges: expected z1, z2 and z2 - z1 within float32's range .*'logits:3'"),
+    (dict(ranges=(-3e38, 3e38)), r"ranges: expected z1, z2 and z2 - z1 within float32's range"),
+    (dict(neurons=3), r"neurons: expected an address 'layer:unit\[@y,x\]' or a list of them, got 3"),
+    (dict(neurons=[3]), r"neuron: expected a string 'layer:unit'"),
+    (dict(mu0=None), r"mu0: expected a positive number in \(0.0, inf\), got None"),
+    (dict(mu0=0.0), r"mu0: expected a positive number in \(0.0, inf\), got 0.0"),
+    (dict(beta="big"), r"beta: expected a positive number"),
+    (dict(repel="some"), r"repel: expected one of new, all, got 'some'"),
 ])
 def test_bad_inputs_fail_before_any_work(prior_setup, no_work, kwargs, message):
     gen, cls, _ = prior_setup
@@ -282,3 +401,6 @@ def test_fc_generator_has_no_prior(fc_setup, no_work):
         inv.inverse_set(jax.random.key(0), gen, cls, "logits:1", (0.0, 1.0), n=10, k=5, init="prior")
     with pytest.raises(JaxprobeError, match=r"generator: expected a model with role 'generator'"):
         inv.inverse_set(jax.random.key(0), cls, cls, "logits:1", (0.0, 1.0), n=10, k=5)
+    with pytest.raises(JaxprobeError, match=r"classifier: expected a model with role 'classifier' or 'critic', "
+                                            r"got 'fcgen' \(generator\)"):
+        inv.inverse_set(jax.random.key(0), gen, gen, "logits:1", (0.0, 1.0), n=10, k=5)

@@ -263,6 +263,8 @@ def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | No
         manifest["caffe"]["batch_norm_factors"] = bn_factors
     if spec_arch is not None and spec_arch.latent:
         manifest["latent"] = dict(mapping.resolve(spec_arch.latent, kwargs))
+    if spec_arch is not None and spec_arch.encoder:
+        manifest["encoder"] = dict(spec_arch.encoder)
     if role == "generator" and arch is None:
         pixels = None  # the prototxt's input is a code; a generator's output convention needs --arch
     if pixels is not None:

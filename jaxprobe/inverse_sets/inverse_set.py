@@ -12,10 +12,16 @@ an intersection, eq. 11-12, possibly in different layers) in its range [z1_j, z2
    each sum over ordered pairs computed in O(K) as 2K sum_i ||e_i||^2 - 2 ||sum_i e_i||^2.
 2. **Sampling** (eq. 9-10): lambda*, mu* fixed at their final seed values; from C = seeds, each step
    takes one gradient step on
-     L_sample(C) = -D(C) - sum_i sum_{y in A} ||e_i - a_y||^2 + sum of the constraint terms,
-   A the accepted set (kept as running sums, so the cross term costs O(K) too), giving C'; the
-   rows of C' inside every range are accepted; C <- C' (all rows). Until n are accepted or the
-   step budget is spent (lax.while_loop, fixed-capacity buffers of n plus a count).
+     L_sample(C) = -D(C) - sum_i sum_{y in C0} ||e_i - a_y||^2 + sum of the constraint terms,
+   giving C'; the rows of C' inside every range are accepted and replace C0 (the paper's step 4:
+   C0 is the rows accepted at the latest step; `repel="all"` makes it the union of every accepted
+   row instead); C <- C' (all rows). C0 is kept as sums (count, sum of features, sum of squared
+   norms), so the cross term costs O(K) too. Each code is accepted once: a row is judged again
+   only after its gradient step changed it, so a row at rest in the range (eq. 14, whose gradient
+   vanishes there) is not copied into the samples at every step. The loop (lax.while_loop over
+   fixed-capacity buffers of n plus a count) ends when n are accepted, the step budget is spent,
+   or the sampler is at a fixed point (a step that moved no row and accepted nothing: nothing new
+   can ever be accepted; stop reason "stalled").
 
 Constraints (our choice of form). By default both sides, with a margin m (default (z2 - z1)/4) so seeds
 start in the middle half: f >= z1 + m and f <= z2 - m. `one_sided=True` is the paper's form,
@@ -60,7 +66,7 @@ import optax
 from jax import lax
 
 from jaxprobe.inverse_sets import auglag
-from jaxprobe.checks import check_count, check_finite, check_number, check_positive
+from jaxprobe.checks import check_count, check_finite, check_number
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neurons, values_at
 from jaxprobe.models.pixels import adapt_images
@@ -68,7 +74,10 @@ from jaxprobe.sharding import check_mesh, constrain_batch
 from jaxprobe.models.probe import Model
 
 DIVERSITY = ("embedding", "code", "none")
-STOP_REASONS = ("complete", "sampling_budget", "unreachable", "seeds_out_of_range")
+STOP_REASONS = ("complete", "stalled", "sampling_budget", "unreachable", "seeds_out_of_range")
+# The set C0 the sampler repels from: the rows accepted at the latest step (the paper's step 4),
+# or every row accepted so far.
+REPEL = ("new", "all")
 
 
 class Embedding(NamedTuple):
@@ -85,17 +94,35 @@ class Embedding(NamedTuple):
     nonlinear: bool = True
 
 
+def encoder_layer(generator: Model, model: Model):
+    """The layer of `model` that `generator` was trained to invert, or None.
+
+    The generator's manifest records its encoder as {"architecture": builder, "layer": name} (a
+    converted architecture, from its table in `weights_convert.mapping`: the DeePSim fc6 generator
+    inverts CaffeNet's fc6), matched against `model`'s manifest `architecture.builder`, because a
+    converted model is named by its directory; or as {"model": name, "layer": name} (the shipped
+    `fc_generator` inverts the shipped classifier's fc1), matched by name.
+    """
+    enc = generator.manifest.get("encoder") or {}
+    if enc.get("layer") is None:
+        return None
+    if "architecture" in enc:
+        built = (model.manifest.get("architecture") or {}).get("builder")
+        return enc["layer"] if enc["architecture"] == built else None
+    return enc["layer"] if enc.get("model", model.name) == model.name else None
+
+
 def default_embedding(generator: Model, classifier: Model) -> Embedding:
     """The default diversity embedding E for a generator and a target classifier.
 
-    The encoder the generator was trained to invert, when its manifest names one (`encoder.layer`,
-    read on `classifier`: the fc6 generator with CaffeNet's fc6, `fc_generator` with the default
-    classifier's fc1); otherwise the classifier up to its last hidden layer (layer L-1), the
-    counterpart of the paper's "first layers of a classifier".
+    The encoder the generator was trained to invert when `classifier` is it (`encoder_layer`:
+    CaffeNet up to fc6 for the DeePSim fc6 generator, the default classifier up to fc1 for
+    `fc_generator`), read after its nonlinearity; otherwise the classifier up to its last hidden
+    layer (layer L-1), the counterpart of the paper's "first layers of a classifier".
     """
-    enc = generator.manifest.get("encoder") or {}
-    if enc.get("layer") is not None and enc.get("model", classifier.name) == classifier.name:
-        return Embedding(classifier, classifier.layer(enc["layer"]), True)
+    layer = encoder_layer(generator, classifier)
+    if layer is not None:
+        return Embedding(classifier, classifier.layer(layer), True)
     return Embedding(classifier, max(1, classifier.n_layers - 1), True)
 
 
@@ -234,24 +261,32 @@ class SampleState(NamedTuple):
     """State of the fast sampler (eq. 9-10).
 
     Attributes:
-      codes: (K, *code) the current codes C, not yet judged (the seeds before the first step).
+      codes: (K, *code) the current codes C (the seeds before the first step).
+      fresh: (K,) bool, True where the row of C has not been judged yet: the seeds, and the rows
+        the latest step changed (a row at rest is never accepted twice).
       buf_codes: (n, *code) accepted codes; rows >= count are unused.
       buf_values: (n, p) their neuron values (the very values the acceptance test saw).
       buf_embed: (n, d) their E embeddings (for diversity statistics).
       count: () int32 accepted so far (<= n).
-      sum_a: (d_div,) sum of the accepted rows' diversity features.
+      rep_count: () the number of rows in C0, the accepted rows the sampler repels from.
+      sum_a: (d_div,) sum of C0's diversity features.
       sumsq_a: () sum of their squared norms.
       steps: () int32 gradient steps taken; codes is the result of `steps` steps from the seeds.
+      progress: () bool, False when the latest step neither accepted nor moved a row: the state is
+        then a fixed point of `sample_step` and nothing new can be accepted.
     """
 
     codes: jax.Array
+    fresh: jax.Array
     buf_codes: jax.Array
     buf_values: jax.Array
     buf_embed: jax.Array
     count: jax.Array
+    rep_count: jax.Array
     sum_a: jax.Array
     sumsq_a: jax.Array
     steps: jax.Array
+    progress: jax.Array
 
 
 def sample_init(problem: Problem, seeds, n: int) -> SampleState:
@@ -260,21 +295,25 @@ def sample_init(problem: Problem, seeds, n: int) -> SampleState:
     d_div = e.shape[1] if problem.diversity == "embedding" else math.prod(seeds.shape[1:])
     return SampleState(
         seeds,
+        jnp.ones((seeds.shape[0],), bool),
         jnp.zeros((n,) + seeds.shape[1:], seeds.dtype),
         jnp.zeros((n,) + v.shape[1:], v.dtype),
         jnp.zeros((n,) + e.shape[1:], e.dtype),
         jnp.zeros((), jnp.int32),
+        jnp.zeros((), seeds.dtype),
         jnp.zeros((d_div,), seeds.dtype),
         jnp.zeros((), seeds.dtype),
         jnp.zeros((), jnp.int32),
+        jnp.ones((), bool),
     )
 
 
-def sample_step(problem: Problem, state: SampleState, lam, mu, step_length) -> SampleState:
-    """Judge C (accept its rows inside every range), then one normalized gradient step of L_sample.
+def sample_step(problem: Problem, state: SampleState, lam, mu, step_length, repel: str = "new") -> SampleState:
+    """Judge C (accept its unjudged rows inside every range), then one normalized gradient step of
+    L_sample (Hada & Carreira-Perpiñán 2019, eq. 10 and sampling steps 2-5).
 
     One forward and one backward pass of G, the classifier and E: the forward serves both the
-    acceptance test of C and the gradient at C, which sees the accepted set including C's own
+    acceptance test of C and the gradient at C, which repels from the C0 that includes C's own
     accepted rows (the paper's order: accept into C0, then step from C' with the new C0).
 
     Args:
@@ -282,6 +321,8 @@ def sample_step(problem: Problem, state: SampleState, lam, mu, step_length) -> S
       state: the sampler state.
       lam, mu: lambda*, mu* from the seeds, fixed.
       step_length: beta * rho, the distance every code moves (see the module doc).
+      repel: "new": C0 = the rows accepted now (step 4: C0 is replaced); "all": C0 = every row
+        accepted so far. Static.
     """
     c = state.codes
     k = c.shape[0]
@@ -294,8 +335,8 @@ def sample_step(problem: Problem, state: SampleState, lam, mu, step_length) -> S
         e = problem.forward(c)[1]  # statistics only; no gradient through E
     feats = _features(problem, c, e)
 
-    # Accept the rows of C inside every range into the next free slots (dropped beyond n).
-    ok = problem.in_range(v)
+    # Accept the unjudged rows of C inside every range into the next free slots (dropped beyond n).
+    ok = problem.in_range(v) & state.fresh
     slot = state.count + jnp.cumsum(ok.astype(jnp.int32)) - 1
     kept = ok & (slot < n)
     slot = jnp.where(kept, slot, n)
@@ -304,15 +345,17 @@ def sample_step(problem: Problem, state: SampleState, lam, mu, step_length) -> S
     buf_embed = state.buf_embed.at[slot].set(e, mode="drop")
     count = state.count + jnp.sum(kept.astype(jnp.int32))
     w = kept.astype(feats.dtype)[:, None]
-    sum_a = state.sum_a + jnp.sum(w * feats, axis=0)
-    sumsq_a = state.sumsq_a + jnp.sum(w * feats * feats)
+    new = (jnp.sum(w), jnp.sum(w * feats, axis=0), jnp.sum(w * feats * feats))
+    if repel == "all":
+        rep_count, sum_a, sumsq_a = (x + y for x, y in zip((state.rep_count, state.sum_a, state.sumsq_a), new))
+    else:
+        rep_count, sum_a, sumsq_a = new
 
     def l_sample(v, feats):
         penalty = jnp.sum(auglag.slack_terms(problem.constraints(v), lam, mu))
         if problem.diversity == "none":
             return penalty
-        div = problem.spread(feats) + problem.repulsion(feats, sum_a, sumsq_a, count.astype(feats.dtype))
-        return penalty - div
+        return penalty - problem.spread(feats) - problem.repulsion(feats, sum_a, sumsq_a, rep_count)
 
     g_v, g_f = jax.grad(l_sample, argnums=(0, 1))(v, feats)
     if use_e:
@@ -325,11 +368,14 @@ def sample_step(problem: Problem, state: SampleState, lam, mu, step_length) -> S
     # Per-row normalized step; a zero gradient (eq. 14 inside the range) leaves the row in place.
     direction = jnp.where(norm > 0, g2 / jnp.where(norm > 0, norm, 1.0), 0.0)
     new_c = c - step_length * direction.reshape(c.shape)
-    return SampleState(new_c, buf_codes, buf_values, buf_embed, count, sum_a, sumsq_a, state.steps + 1)
+    moved = jnp.any((new_c != c).reshape(k, -1), axis=1)
+    return SampleState(new_c, moved, buf_codes, buf_values, buf_embed, count, rep_count, sum_a, sumsq_a,
+                       state.steps + 1, jnp.any(kept) | jnp.any(moved))
 
 
-def sample(problem: Problem, state: SampleState, lam, mu, step_length, max_steps) -> SampleState:
-    """Run `sample_step` until n are accepted, no seed was accepted, or max_steps steps are judged.
+def sample(problem: Problem, state: SampleState, lam, mu, step_length, max_steps, repel: str = "new") -> SampleState:
+    """Run `sample_step` until n are accepted, no seed was accepted, max_steps steps are judged, or
+    a step made no progress (`SampleState.progress`).
 
     On return `state.steps - 1` is the number of sampling steps whose results were judged (the
     first `sample_step` judges the seeds).
@@ -339,9 +385,9 @@ def sample(problem: Problem, state: SampleState, lam, mu, step_length, max_steps
 
     def cond(s):
         unreachable = (s.steps >= 1) & (s.count == 0)
-        return (s.count < n) & (s.steps <= max_steps) & ~unreachable
+        return (s.count < n) & (s.steps <= max_steps) & ~unreachable & s.progress
 
-    return lax.while_loop(cond, lambda s: sample_step(problem, s, lam, mu, step_length), state)
+    return lax.while_loop(cond, lambda s: sample_step(problem, s, lam, mu, step_length, repel), state)
 
 
 # ---------------------------------------------------------------- the driver
@@ -361,6 +407,7 @@ class _Static(NamedTuple):
     optimizer: Any
     init: str  # "images", "prior" or "given"
     normalize: bool
+    repel: str
     mesh: Any  # a jax.sharding.Mesh with a "batch" axis over which the K codes are split, or None
 
 
@@ -411,13 +458,14 @@ def _run(key, gen_params, cls_params, emb_params, init_codes, flat, ranges, marg
     norms = jnp.sqrt(jnp.sum(c.reshape(k, -1) ** 2, axis=1))
     rho = jnp.mean(norms)
     rho = jnp.where(rho > 0, rho, jnp.sqrt(jnp.asarray(c[0].size, c.dtype)))
-    st = sample(problem, sample_init(problem, c, static.n), seeds.lam, seeds.mu, beta * rho, max_steps)
+    st = sample(problem, sample_init(problem, c, static.n), seeds.lam, seeds.mu, beta * rho, max_steps,
+                static.repel)
 
     # Images of the accepted codes, K at a time (bounded memory for large generators).
     images = lax.map(lambda z: gen.forward(gen_params, z[None])[0], st.buf_codes, batch_size=k)
     return dict(codes=st.buf_codes, values=st.buf_values, embed=st.buf_embed, images=images,
-                count=st.count, sampling_steps=st.steps - 1, outer=seeds.outer, inner=seeds.inner,
-                seeds_feasible=auglag.feasible(seeds), lam=seeds.lam, mu=seeds.mu)
+                count=st.count, progress=st.progress, sampling_steps=st.steps - 1, outer=seeds.outer,
+                inner=seeds.inner, seeds_feasible=auglag.feasible(seeds), lam=seeds.lam, mu=seeds.mu)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -437,13 +485,17 @@ class InverseSet:
       outer_iterations, inner_steps: the seeds' augmented-Lagrangian counts.
       sampling_steps: gradient steps of the sampler whose results were judged.
       seeds_feasible: whether every seed met the (margin) seed constraints within max_outer.
-      stop_reason: "complete" (n accepted), "sampling_budget" (fewer than n when max_sampling_steps
+      stop_reason: "complete" (n accepted), "stalled" (fewer than n distinct codes, and a step that
+        moved no code and accepted none: nothing new could be accepted, as with eq. 14 once every
+        code rests inside the range), "sampling_budget" (fewer than n when max_sampling_steps
         ran out), "unreachable" (no code reached the range(s) within the seeds' outer budget: no
         samples) or "seeds_out_of_range" (one-sided form only: the seeds met f >= (z1 + z2)/2 but
         all overshot z2: no samples).
       stop_message: one sentence saying the same with numbers.
       lam, mu: lambda* and mu*.
       diversity: "embedding" (eq. 5), "code" (eq. 13) or "none" (eq. 14).
+      repel: the set C0 the sampler repelled from: "new" (the rows accepted at the latest step,
+        the paper's) or "all" (every accepted row).
       stats: mean_pairwise_distance (Euclidean, in E, over distinct pairs of samples),
         mean_pairwise_code_distance, mean_sq_pairwise_distance (in E).
     """
@@ -467,6 +519,7 @@ class InverseSet:
     lam: np.ndarray
     mu: float
     diversity: str
+    repel: str
     stats: dict
 
 
@@ -502,6 +555,24 @@ def _inward_float32(r) -> np.ndarray:
     return np.stack([lo, hi], axis=1).astype(np.float32)
 
 
+def _float32_ranges(r, texts) -> np.ndarray:
+    """`_inward_float32(r)`, refusing a range the float32 sampler cannot hold: an end or the width
+    beyond float32's largest value (it would become inf), or fewer than two float32 values between
+    z1 and z2 (the range collapses, and its width, the constraints' unit, would be 0)."""
+    fmax = float(np.finfo(np.float32).max)
+    with np.errstate(all="ignore"):  # the overflowing casts are what this checks
+        r32 = _inward_float32(r)
+        width = r32[:, 1] - r32[:, 0]
+    for (z1, z2), (lo, hi), w, t in zip(r, r32, width, texts):
+        if not (abs(z1) <= fmax and abs(z2) <= fmax and np.isfinite(w)):
+            raise JaxprobeError(f"ranges: expected z1, z2 and z2 - z1 within float32's range (magnitude at most "
+                                f"{fmax:.4g}) for neuron {t!r}, got [{z1}, {z2}]")
+        if not lo < hi:
+            raise JaxprobeError(f"ranges: expected a range that holds two or more float32 values for neuron {t!r} "
+                                f"(activations are float32), got [{z1}, {z2}], which float32 cannot resolve")
+    return r32
+
+
 def _as_ranges(ranges, p: int, texts) -> np.ndarray:
     try:
         r = np.asarray(ranges, dtype=np.float64)
@@ -535,10 +606,8 @@ def init_mode(generator: Model, embedding: Embedding, init: str = "auto") -> str
     maps_into_codes = e_size == code_size
     has_prior = bool(generator.manifest.get("latent"))
     if init == "auto":
-        enc = generator.manifest.get("encoder") or {}
-        named = (enc.get("layer") is not None and maps_into_codes
-                 and enc.get("model", e_model.name) == e_model.name
-                 and e_model.layer(enc["layer"]) == e_layer)
+        enc_layer = encoder_layer(generator, e_model)
+        named = enc_layer is not None and maps_into_codes and e_model.layer(enc_layer) == e_layer
         if named or (maps_into_codes and not has_prior):
             return "images"
         if has_prior:
@@ -574,15 +643,17 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
                 one_sided: bool = False, margin=None, init="auto", mu0: float = 10.0, growth: float = 10.0,
                 inner_steps: int = 100, max_outer: int = 6, optimizer=None, seed_lr: float = 0.02,
                 beta: float = 0.05, max_sampling_steps: int | None = None, normalize: bool = True,
-                mesh=None) -> InverseSet:
+                repel: str = "new", mesh=None) -> InverseSet:
     """Sample n images of `generator` whose constrained neurons of `classifier` lie in their ranges.
 
     Args:
       key: PRNG key (only the initial codes are random: same key, same samples).
       generator: a generator `Model` (codes (input_shape) -> images in `generator.pixels`).
-      classifier: the network whose neurons are constrained (images in `classifier.pixels`).
-      neurons: one address `layer:unit[@y,x]` or several (an intersection, eq. 11-12).
-      ranges: (z1, z2) for one neuron, or one pair per neuron.
+      classifier: the network whose neurons are constrained (role "classifier" or "critic": it
+        takes images, in `classifier.pixels`).
+      neurons: one address `layer:unit[@y,x]` or a list of them (an intersection, eq. 11-12).
+      ranges: (z1, z2) for one neuron, or one pair per neuron; each must hold two or more float32
+        values and lie within float32's range.
       n: samples wanted (buffer capacity; static). At least k.
       k: K, codes optimized together (paper: 10; static).
       embedding: E for the diversity and the statistics; default `default_embedding`.
@@ -602,16 +673,19 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
       beta: sampling step as a fraction of the mean seed-code norm (module doc).
       max_sampling_steps: sampling-step budget; default 10x the minimum, 10 * ceil((n - k) / k).
       normalize: scale-free objective (default, module doc) or the paper's raw sums (False).
+      repel: the accepted set C0 of eq. 10 the codes move away from: "new" (default), the rows
+        accepted at the latest step (the paper's step 4 replaces C0 with them); "all", every row
+        accepted so far (weighed as a mean when normalized, so it does not grow with the count).
       mesh: a `jax.sharding.Mesh` with a "batch" axis (e.g. `jaxprobe.sharding.batch_mesh()`): the
         K codes of the seeds and of the sampler are split over its devices (k must be a multiple
         of their number); the models' parameters are replicated. Default: one device.
 
     Returns:
-      An `InverseSet`. Every returned sample has z1 <= f_j <= z2 for every neuron j; a range no
-      code reached gives zero samples and stop_reason "unreachable".
+      An `InverseSet`. Every returned sample has z1 <= f_j <= z2 for every neuron j, and no code
+      is returned twice; a range no code reached gives zero samples and stop_reason "unreachable".
 
     One compiled program per static configuration (models, layers of the neurons, n, k,
-    inner_steps, diversity, one_sided, nonlinear, normalize, init mode, optimizer object): other
+    inner_steps, diversity, one_sided, nonlinear, normalize, repel, init mode, optimizer object): other
     units, positions, ranges, keys and budgets reuse it.
 
     Examples:
@@ -625,9 +699,19 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
         raise JaxprobeError(f"n: expected n >= k (the K seeds are the first samples), got n={n} < k={k}")
     if diversity not in DIVERSITY:
         raise JaxprobeError(f"diversity: expected one of {', '.join(DIVERSITY)}, got {diversity!r}")
+    if repel not in REPEL:
+        raise JaxprobeError(f"repel: expected one of {', '.join(REPEL)}, got {repel!r}")
+    for name, model, roles in (("generator", generator, ("generator",)),
+                               ("classifier", classifier, ("classifier", "critic"))):
+        if not isinstance(model, Model) or model.role not in roles:
+            got = f"{model.name!r} ({model.role})" if isinstance(model, Model) else type(model).__name__
+            raise JaxprobeError(f"{name}: expected a model with role {' or '.join(map(repr, roles))}, got {got}")
+    if not isinstance(neurons, (str, list, tuple)):
+        raise JaxprobeError(f"neurons: expected an address 'layer:unit[@y,x]' or a list of them, got {neurons!r}")
     resolved = resolve_neurons(classifier, neurons)
     texts = [r.text for r in resolved]
     r = _as_ranges(ranges, len(resolved), texts)
+    r32 = _float32_ranges(r, texts)
     width = r[:, 1] - r[:, 0]
     if margin is None:
         m = width / 4.0
@@ -639,16 +723,13 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
         if not np.all(np.isfinite(m)) or np.any(m < 0) or np.any(m >= width / 2):
             raise JaxprobeError(f"margin: expected 0 <= margin < (z2 - z1)/2 = {list(width / 2)}, got {list(m)}")
     for name, value in (("mu0", mu0), ("beta", beta), ("seed_lr", seed_lr)):
-        check_positive(name, float(value))
+        check_number(name, value, low=0.0, low_open=True, what="a positive number")
     check_number("growth", growth, low=1.0, low_open=True, what="a factor a")
     inner_steps = check_count("inner_steps", inner_steps, 1)
     max_outer = check_count("max_outer", max_outer, 1)
     if max_sampling_steps is None:
         max_sampling_steps = 10 * max(1, -(-(n - k) // k))
     max_sampling_steps = check_count("max_sampling_steps", max_sampling_steps, 0)
-    if generator.role != "generator":
-        raise JaxprobeError(
-            f"generator: expected a model with role 'generator', got {generator.name!r} ({generator.role})")
     embedding = default_embedding(generator, classifier) if embedding is None else Embedding(*embedding)
     try:
         embedding.model.layer(embedding.layer)
@@ -665,9 +746,9 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
     flat = np.array([flat_index(classifier, x) for x in resolved], np.int32)
     static = _Static(generator, classifier, embedding, tuple(x.layer for x in resolved), bool(nonlinear),
                      bool(one_sided), diversity, k, n, inner_steps, optimizer, mode,
-                     bool(normalize), mesh)
+                     bool(normalize), repel, mesh)
     out = _run(key, generator.params, classifier.params, embedding.model.params, jnp.asarray(init_codes),
-               jnp.asarray(flat), jnp.asarray(_inward_float32(r)), jnp.asarray(m, jnp.float32),
+               jnp.asarray(flat), jnp.asarray(r32), jnp.asarray(m, jnp.float32),
                jnp.float32(mu0), jnp.float32(growth), jnp.float32(beta), jnp.float32(seed_lr),
                jnp.int32(max_outer), jnp.int32(max_sampling_steps), static=static)
     out = jax.device_get(out)
@@ -686,6 +767,11 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
         reason = "unreachable"
         message = (f"no code reached the range(s) within the seeds' budget of {max_outer} outer iterations "
                    f"x {inner_steps} steps: no samples")
+    elif not bool(out["progress"]):
+        reason = "stalled"
+        message = (f"accepted {count} of {n} samples, each a distinct code; after {steps} sampling steps no code "
+                   "moves and none is new, so no other sample can be accepted"
+                   + (" (eq. 14 has no force inside the range)" if diversity == "none" else ""))
     else:
         reason = "sampling_budget"
         message = f"accepted {count} of {n} samples; the budget of {max_sampling_steps} sampling steps ran out"
@@ -702,5 +788,5 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
         n_requested=int(n), k=int(k), n_accepted=count, outer_iterations=int(out["outer"]),
         inner_steps=int(out["inner"]), sampling_steps=steps, seeds_feasible=bool(out["seeds_feasible"]),
         stop_reason=reason, stop_message=message, lam=np.asarray(out["lam"]), mu=float(out["mu"]),
-        diversity=diversity, stats=stats,
+        diversity=diversity, repel=repel, stats=stats,
     )
