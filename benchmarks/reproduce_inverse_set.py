@@ -4,9 +4,10 @@ For one logit neuron with K = 10 and n = 500 on fc_generator + classifier: the s
 iterations, the sampling steps for the other 490 (the paper needed about 85; 49 is the minimum),
 and the mean pairwise E-distance for eq. 5, eq. 13 and eq. 14 from a shared initialization
 (`jaxprobe.experiments.inverse_set_repro.reproduce_inverse_set`). The same run as
-`jaxprobe reproduce inverse-set`, with the same flags; writes OUT/reproduce_inverse_set.{json,md}.
+`jaxprobe reproduce inverse-set`, with the same flags; writes OUT/reproduce_inverse_set.{json,md},
+replacing OUT whole when jaxprobe wrote it (or with --force).
 
-    python benchmarks/reproduce_inverse_set.py --out benchmarks/results/inverse_set [--seed 0]
+    python benchmarks/reproduce_inverse_set.py --out benchmarks/results/inverse_set [--force] [--seed 0]
         [--generator DIR] [--classifier DIR] [--neuron logits:3] [--range Z1 Z2] [--n 500] [--k 10]
 """
 

@@ -117,6 +117,8 @@ def test_cli_intersection_pre_activation_code_diversity(model_dirs, models, tmp_
     (["--neuron", "logits:3", "--range", "0", "1", "--n", "3", "--k", "5"], "--n: expected n >= k"),
     (["--neuron", "logits:3", "--range", "0", "1", "--neuron", "logits:4"], "--range"),
     (["--neuron", "logits:3", "--range", "nan", "1"], "--range: expected finite"),
+    (["--neuron", "logits:3", "--range", "1.00000001", "1.00000002"], "--range: expected a range that holds two"),
+    (["--neuron", "logits:3", "--range", "-1e39", "1e39"], "--range: expected z1, z2 and z2 - z1 within float32"),
     (["--neuron", "logits:3", "--range", "0", "1", "--k", "0"], "--k:"),
     (["--neuron", "logits:3", "--range", "0", "1", "--max-sampling-steps", "-1"], "--max-sampling-steps:"),
 ])
@@ -132,10 +134,44 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(model_dirs, tmp_
 
 def test_cli_refuses_to_replace_an_unrelated_directory(model_dirs, tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("mine")
-    rc, cap = _run(["inverse-set", "--generator", model_dirs[0], "--classifier", model_dirs[1], "--neuron",
-                    "logits:3", "--range", 0, 1, "--out", tmp_path], capsys)
-    assert rc == 2 and "--out" in cap.err
-    assert (tmp_path / "keep.txt").read_text() == "mine"
+    for command in (["inverse-set", "--neuron", "logits:3", "--range", 0, 1], ["reproduce", "inverse-set"]):
+        rc, cap = _run(command + ["--generator", model_dirs[0], "--classifier", model_dirs[1], "--out", tmp_path],
+                       capsys)
+        assert rc == 2 and "--out:" in cap.err and "--force" in cap.err, cap.err
+        assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_negative_numbers_in_scientific_notation_are_values():
+    from jaxprobe.cli import build_parser
+
+    args = build_parser().parse_args(["inverse-set", "--neuron", "logits:3", "--range", "-1e3", "1", "--neuron",
+                                      "logits:4", "--range", "-2.5E-1", "-.5", "--out", "x"])
+    assert args.range == [[-1000.0, 1.0], [-0.25, -0.5]] and not args.force
+    args = build_parser().parse_args(["reproduce", "inverse-set", "--range", "-1e3", "-1e2", "--out", "x", "--force"])
+    assert args.range == [-1000.0, -100.0] and args.force
+
+
+@pytest.mark.parametrize("extra, reason", [(["--range", 200, 210], "unreachable"),
+                                           (["--one-sided", "--range", -100, -99], "seeds_out_of_range")])
+def test_cli_with_no_sample_writes_the_json_with_the_reason_and_exits_2(models, tmp_path, capsys, monkeypatch,
+                                                                        extra, reason):
+    """The documented no-sample outcomes (the tiny classifier's logits stay within about +-5): the
+    JSON with the reason, no figures, one line, exit status 2. The target directory holds a file of
+    the user's, replaced only with --force."""
+    gen, clf = models
+    monkeypatch.setattr(cmd, "load_model", lambda name, argument, role: gen if role == "generator" else clf)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    rc, cap = _run(["inverse-set", "--neuron", "logits:3", "--n", N, "--k", K, "--out", out, "--force"] + extra, capsys)
+    assert rc == 2 and cap.out == ""
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"jaxprobe: error: --range: {reason}: ") and "wrote" in lines[0]
+    rec = json.loads((out / cmd.OUT_FILE).read_text())
+    assert rec["stop_reason"] == reason and rec["n_accepted"] == 0 and rec["stop_message"] in lines[0]
+    assert rec["codes"] == [] and rec["activations"] == [] and rec["code_shape"] == [16]
+    assert rec["fresh_forward_check"]["n_checked"] == 0
+    assert sorted(p.name for p in out.iterdir()) == [".jaxprobe-output", cmd.OUT_FILE]
 
 
 def test_reproduce_command_small(model_dirs, models, tmp_path, capsys):

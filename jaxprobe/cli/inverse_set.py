@@ -4,12 +4,16 @@
 in their ranges (`jaxprobe.inverse_sets.inverse_set.inverse_set`), rechecks them by a fresh forward
 pass (`jaxprobe.experiments.rechecks`) and writes DIR/inverse_set.json plus two PNGs: the samples
 sorted by activation, labelled with their values, and a histogram of the activations with [z1, z2]
-marked. `jaxprobe reproduce inverse-set` runs `jaxprobe.experiments.inverse_set_repro`'s
-reproduction and writes DIR/reproduce_inverse_set.{json,md}.
+marked. When no sample is accepted (an unreachable range, or one-sided seeds above it) it writes
+the JSON alone, with the stop reason, and exits with status 2 on one line saying why.
+`jaxprobe reproduce inverse-set` runs `jaxprobe.experiments.inverse_set_repro`'s reproduction and
+writes DIR/reproduce_inverse_set.{json,md}. Both replace DIR only when it is new, empty or written
+by jaxprobe, unless --force (`jaxprobe.io.check_replaceable`).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -22,8 +26,8 @@ from jaxprobe.experiments.figures import save_histograms, save_sorted_samples
 from jaxprobe.experiments.inverse_set_repro import (canonical_images, reproduce_inverse_set, reproduction_table,
                                                     result_record)
 from jaxprobe.experiments.rechecks import independent_check
-from jaxprobe.inverse_sets.inverse_set import default_embedding, inverse_set
-from jaxprobe.io import atomic_dir, write_json, write_text
+from jaxprobe.inverse_sets.inverse_set import REPEL, default_embedding, inverse_set
+from jaxprobe.io import atomic_dir, check_replaceable, write_json, write_text
 
 OUT_FILE = "inverse_set.json"
 SAMPLES_PNG = "samples_by_activation.png"
@@ -32,7 +36,10 @@ REPRO_JSON = "reproduce_inverse_set.json"
 REPRO_MD = "reproduce_inverse_set.md"
 # `inverse_set`'s argument names as the command spells them.
 _FLAGS = {"ranges": "--range", "neurons": "--neuron", "neuron": "--neuron", "n": "--n", "k": "--k",
-          "max_outer": "--max-outer", "max_sampling_steps": "--max-sampling-steps"}
+          "max_outer": "--max-outer", "max_sampling_steps": "--max-sampling-steps", "repel": "--repel"}
+# Any float literal with a leading minus: argparse's own pattern leaves out exponents and inf, so
+# it would read `--range -1e3 1` as an unknown flag.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
 
 
 def pair_neurons_ranges(neurons, ranges) -> tuple[list, list]:
@@ -50,21 +57,6 @@ def pair_neurons_ranges(neurons, ranges) -> tuple[list, list]:
     return neurons, [tuple(float(v) for v in r) for r in ranges]
 
 
-def check_out_dir(out) -> Path:
-    """The output directory: new, empty, or a previous output of this command (it is replaced whole).
-
-    Refusing any other existing directory keeps `--out .` from replacing unrelated files.
-    """
-    out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise JaxprobeError(f"--out: {out} exists and is not a directory")
-        if any(out.iterdir()) and not (out / OUT_FILE).is_file() and not (out / REPRO_JSON).is_file():
-            raise JaxprobeError(f"--out: {out} is a non-empty directory that holds no earlier jaxprobe "
-                                "inverse-set output; choose a new directory (its contents would be replaced)")
-    return out
-
-
 def flag_names(message: str) -> str:
     """An `inverse_set` error message with its leading argument name spelled as the command's flag
     ("ranges: ..." -> "--range: ..."); other messages unchanged."""
@@ -72,23 +64,25 @@ def flag_names(message: str) -> str:
     return f"{_FLAGS[name]}:{rest}" if sep and name in _FLAGS else message
 
 
-def write_outputs(out, result, generator, record) -> Path:
-    """Write DIR/inverse_set.json and the two PNGs, atomically (all appear or none)."""
+def write_outputs(out, result, generator, record, *, force: bool = False) -> Path:
+    """Write DIR/inverse_set.json and, when there are samples, the two PNGs, atomically (all appear
+    or none)."""
     neurons = list(result.neurons)
     values = np.asarray(result.activations).reshape(result.n_accepted, len(neurons))
-    samples = [(" / ".join(neurons), canonical_images(generator, result.images), values)]
-    histograms = [(name, values[:, j], tuple(result.ranges[j])) for j, name in enumerate(neurons)]
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, force=force, name="--out") as tmp:
         write_json(tmp / OUT_FILE, record)
-        save_sorted_samples(tmp / SAMPLES_PNG, samples, f"inverse set: {result.n_accepted} samples "
-                                                        f"({result.stop_reason})")
-        save_histograms(tmp / HISTOGRAM_PNG, histograms, title="activations of the accepted samples")
+        if result.n_accepted:
+            samples = [(" / ".join(neurons), canonical_images(generator, result.images), values)]
+            histograms = [(name, values[:, j], tuple(result.ranges[j])) for j, name in enumerate(neurons)]
+            save_sorted_samples(tmp / SAMPLES_PNG, samples, f"inverse set: {result.n_accepted} samples "
+                                                            f"({result.stop_reason})")
+            save_histograms(tmp / HISTOGRAM_PNG, histograms, title="activations of the accepted samples")
     return Path(out).resolve()
 
 
 def _cmd_inverse_set(args) -> None:
     neurons, ranges = pair_neurons_ranges(args.neuron, args.range)
-    out = check_out_dir(args.out)
+    check_replaceable(args.out, force=args.force, name="--out")
     generator = load_model(args.generator, "--generator", "generator")
     classifier = load_model(args.classifier, "--classifier", "classifier")
     embedding = default_embedding(generator, classifier)
@@ -99,21 +93,23 @@ def _cmd_inverse_set(args) -> None:
         result = inverse_set(jax.random.key(args.seed), generator, classifier, neurons, ranges, n=args.n, k=args.k,
                              embedding=embedding, diversity=args.diversity, nonlinear=not args.pre_activation,
                              one_sided=args.one_sided, max_outer=args.max_outer,
-                             max_sampling_steps=args.max_sampling_steps)
+                             max_sampling_steps=args.max_sampling_steps, repel=args.repel)
     except JaxprobeError as e:
         raise JaxprobeError(flag_names(str(e))) from None
     wall = time.perf_counter() - t0
     check = independent_check(result, generator, classifier)
     record = result_record(result, generator=generator, classifier=classifier, embedding=embedding,
                            seed=args.seed, check=check, wall_s=wall)
-    path = write_outputs(out, result, generator, record)
+    path = write_outputs(args.out, result, generator, record, force=args.force) / OUT_FILE
+    if not result.n_accepted:
+        raise JaxprobeError(f"--range: {result.stop_reason}: {result.stop_message}; wrote {path}")
     print(f"{result.stop_message}; outer iterations {result.outer_iterations}, sampling steps "
           f"{result.sampling_steps}; fresh forward pass: all in range = {check['all_in_range']}")
-    print(f"wrote {path / OUT_FILE}")
+    print(f"wrote {path}")
 
 
 def _cmd_reproduce(args) -> None:
-    out = check_out_dir(args.out)
+    check_replaceable(args.out, force=args.force, name="--out")
     generator = load_model(args.generator, "--generator", "generator")
     classifier = load_model(args.classifier, "--classifier", "classifier")
     t0 = time.perf_counter()
@@ -126,12 +122,17 @@ def _cmd_reproduce(args) -> None:
     rep["seed"] = args.seed
     rep["wall_s"] = round(time.perf_counter() - t0, 2)
     table = reproduction_table(rep)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(args.out, force=args.force, name="--out") as tmp:
         write_json(tmp / REPRO_JSON, rep)
         write_text(tmp / REPRO_MD, "# Inverse set: reproduction (Hada & Carreira-Perpiñán 2019)\n\n" + table
                    + f"\nTotal wall time {rep['wall_s']} s (compilation included).\n")
     print(table, end="")
-    print(f"wrote {Path(out).resolve() / REPRO_JSON}")
+    print(f"wrote {Path(args.out).resolve() / REPRO_JSON}")
+
+
+def _output_arguments(parser, what: str) -> None:
+    parser.add_argument("--out", required=True, help=f"{what} (created, or replaced if jaxprobe wrote it)")
+    parser.add_argument("--force", action="store_true", help="replace --out even if jaxprobe did not write it")
 
 
 def add_commands(sub, reproduce) -> None:
@@ -158,12 +159,15 @@ def add_commands(sub, reproduce) -> None:
     p.add_argument("--max-outer", type=int, default=6, help="outer-iteration budget of the seeds")
     p.add_argument("--max-sampling-steps", type=int, default=None,
                    help="sampling-step budget (default 10 x ceil((n - k)/k))")
-    p.add_argument("--out", required=True, help="output directory (created, or replaced if it holds an earlier output)")
+    p.add_argument("--repel", choices=REPEL, default="new",
+                   help="the accepted codes the sampler moves away from: new (the latest step's, the "
+                        "paper's; default) or all")
+    _output_arguments(p, "output directory")
     p.set_defaults(func=_cmd_inverse_set)
 
     r = reproduce.add_parser("inverse-set", help="Hada & Carreira-Perpiñán 2019: seeds' iterations, sampling "
                                                  "steps, eq. 5/13/14 diversity")
-    r.add_argument("--out", required=True, help="output directory for the JSON and markdown")
+    _output_arguments(r, "output directory for the JSON and markdown")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--generator", default="fc_generator")
     r.add_argument("--classifier", default="classifier")
@@ -173,3 +177,5 @@ def add_commands(sub, reproduce) -> None:
     r.add_argument("--n", type=int, default=500)
     r.add_argument("--k", type=int, default=10)
     r.set_defaults(func=_cmd_reproduce)
+    for parser in (p, r):
+        parser._negative_number_matcher = _NEGATIVE_NUMBER  # the attribute argparse reads it from

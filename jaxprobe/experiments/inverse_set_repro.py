@@ -110,11 +110,18 @@ def quantile_range(values, q) -> tuple:
 # ---------------------------------------------------------------- records
 
 
+def _flat_codes(result) -> np.ndarray:
+    """(m, code size) float64: one flattened code per accepted sample (m may be 0)."""
+    codes = np.asarray(result.codes, np.float64)
+    return codes.reshape(len(codes), int(np.prod(codes.shape[1:], dtype=np.int64)))
+
+
 def result_record(result, *, generator, classifier, embedding, seed, check=None, wall_s=None) -> dict:
     """The JSON record of an `InverseSet`: every accepted sample's codes and activations.
 
     `activations` holds one list per sample with each constrained neuron's value in the order of
-    `neurons`; `codes` one (flattened) code per sample, `code_shape` their shape. `check` (from
+    `neurons`; `codes` one (flattened) code per sample, `code_shape` their shape; both are empty
+    lists when no sample was accepted (`stop_reason` and `stop_message` say why). `check` (from
     `independent_check`) and `wall_s` are added when given.
     """
     equation = {d: eq.replace("eq", "eq. ") for eq, d in EQUATIONS.items()}
@@ -130,6 +137,7 @@ def result_record(result, *, generator, classifier, embedding, seed, check=None,
         "seed": seed,
         "diversity": result.diversity,
         "diversity_equation": equation[result.diversity],
+        "repel": result.repel,
         "embedding": {"model": embedding.model.name, "layer": embedding_layer(embedding),
                       "reading": "post-nonlinearity" if embedding.nonlinear else "pre-activation"},
         "stop_reason": result.stop_reason,
@@ -143,7 +151,7 @@ def result_record(result, *, generator, classifier, embedding, seed, check=None,
         "stored_activations_in_range": range_check(result.activations, result.ranges)["all_in_range"],
         "activations": np.asarray(result.activations, np.float64),
         "code_shape": list(np.shape(result.codes)[1:]),
-        "codes": np.asarray(result.codes, np.float64).reshape(len(result.codes), -1),
+        "codes": _flat_codes(result),
     }
     if check is not None:
         record["fresh_forward_check"] = check
@@ -221,8 +229,8 @@ def reproduce_inverse_set(key, generator, classifier, *, neuron: str = "logits:3
             "mean_pairwise_E_distance_seeds": mean_pairwise_distance(seeds),
             "mean_pairwise_E_distance": res.stats["mean_pairwise_distance"],
             "mean_pairwise_code_distance": res.stats["mean_pairwise_code_distance"],
-            # Eq. 14 has no force that moves a code inside the range, so its accepted set repeats codes.
-            "distinct_codes": int(len(np.unique(np.asarray(res.codes).reshape(res.n_accepted, -1), axis=0))),
+            # Each code is accepted once: eq. 14, with no force on a code inside the range, stalls.
+            "distinct_codes": int(len(np.unique(_flat_codes(res), axis=0))),
             "all_in_range_fresh_forward": check["all_in_range"],
             "wall_s": round(wall, 2),
         }
