@@ -58,3 +58,13 @@ def test_critic_has_four_feature_layers_before_its_head():
     c = load("dcgan_critic")
     assert c.n_layers == 5 and c.layer_shape(5) == (1,)
     assert load("dcgan").manifest["critic"] == "dcgan_critic"
+
+
+def test_h_dae_denoises_test_codes(classifier, mnist):
+    """The shipped h-DAE (PPGN-h's prior) removes most of the noise it was trained on from codes of
+    test digits it never saw: doing nothing costs sigma^2 = 1 per unit."""
+    from jaxprobe.train.dae import dae_quality
+
+    q = dae_quality(load("h_dae"), classifier, "fc1", mnist.test.images[:2000], jax.random.PRNGKey(2024),
+                    noise_levels=(1.0,))
+    assert q["reconstruction_mse"][0] < 0.5 * q["noisy_mse"][0], q
