@@ -18,6 +18,7 @@ from jaxprobe.train.quality import classifier_accuracy, generator_quality, recon
 import jaxprobe.models.caffe_net  # noqa: F401,E402
 import jaxprobe.models.archs_small  # noqa: F401,E402
 import jaxprobe.models.archs_paper  # noqa: F401,E402
+import jaxprobe.models.dae  # noqa: F401,E402
 
 # Methods (middle floor).
 from jaxprobe.gbas.boundaries import (check_indicator, halfspace, layer_size, preactivation, region_margin,
@@ -33,6 +34,7 @@ from jaxprobe.inverse_sets.auglag import AugLag, AugLagState, augmented_lagrangi
 from jaxprobe.inverse_sets.auglag import run as auglag_run
 from jaxprobe.inverse_sets.inverse_set import Embedding, InverseSet, default_embedding, inverse_set, mean_pairwise_distance
 from jaxprobe.codespace.dgn_am import DGNAMResult, dgn_am, dgn_am_kernel, dgn_am_run
+from jaxprobe.codespace.ppgn import Denoiser, PPGNResult, encoder_prior, ppgn, ppgn_kernel, ppgn_run
 from jaxprobe.models.pixels import adapt_images
 
 __version__ = "0.1.0"
@@ -52,6 +54,7 @@ __all__ = [
     "convert_pixels",
     "default_embedding",
     "default_lambda",
+    "Denoiser",
     "dgn_am",
     "dgn_am_kernel",
     "dgn_am_run",
@@ -59,12 +62,13 @@ __all__ = [
     "egbas",
     "EGBASResult",
     "Embedding",
+    "encoder_prior",
     "eps_l2",
     "eps_linf",
     "feasible",
     "feature_similarity",
-    "GBRRT",
     "gbrrt",
+    "GBRRT",
     "gbrrt_kernel",
     "gbrrt_run",
     "gbrrt_sequential",
@@ -88,6 +92,10 @@ __all__ = [
     "neuron_values",
     "parse_neuron",
     "PixelConvention",
+    "ppgn",
+    "ppgn_kernel",
+    "ppgn_run",
+    "PPGNResult",
     "preactivation",
     "reconstruction_accuracy",
     "region_margin",

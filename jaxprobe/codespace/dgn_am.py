@@ -185,7 +185,9 @@ _STATIC = ("generator", "classifier", "layers", "steps", "nonlinear", "mesh")
 _run_jit = jax.jit(dgn_am_run, static_argnames=_STATIC)
 
 
-def _bounds(name, value, code_shape):
+def check_bounds(name, value, code_shape):
+    """Per-unit code bounds as float32 broadcasting to `code_shape` (None stays None); raise naming
+    `name` for a shape that does not broadcast or a non-finite bound."""
     if value is None:
         return None
     b = np.asarray(value, np.float32)
@@ -245,7 +247,7 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, s
         raise JaxprobeError(f"step_size: expected s > 0 or a pair (s_start > 0, s_end >= 0), got {step_size!r}")
     decay = check_number("decay", decay, low=0.0, high=1.0, low_open=True, what="a factor")
     code_shape = tuple(generator.input_shape)
-    lo, hi = _bounds("lower", lower, code_shape), _bounds("upper", upper, code_shape)
+    lo, hi = check_bounds("lower", lower, code_shape), check_bounds("upper", upper, code_shape)
     if lo is not None and hi is not None and np.any(np.broadcast_to(lo, code_shape) > np.broadcast_to(hi, code_shape)):
         raise JaxprobeError("lower, upper: expected lower <= upper for every unit")
     if init is None:
@@ -267,4 +269,4 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, s
 
 
 __all__ = ["DGNAM", "DGNAMResult", "DGNAMState", "dgn_am", "dgn_am_kernel", "dgn_am_run", "keep_best",
-           "neuron_objective", "step_sizes"]
+           "neuron_objective", "step_sizes", "check_bounds"]
