@@ -24,6 +24,7 @@ from jaxprobe.errors import JaxprobeError
 from jaxprobe.experiments.egbas_tables import REPRO_DEFAULTS, egbas_tables, sample_rows, tables_markdown
 from jaxprobe.experiments.figures import save_grid
 from jaxprobe.gbas.egbas import egbas
+from jaxprobe.gbas.gbrrt import check_delta
 from jaxprobe.gbas.metrics import egbas_metrics
 from jaxprobe.io import write_json, write_text
 
@@ -71,6 +72,8 @@ def _cmd_egbas(args) -> None:
 
     k_query, k_run, k_fig = jax.random.split(jax.random.PRNGKey(args.seed), 3)
     z0 = model.sample_prior(k_query, 1)[0]
+    if args.delta is not None:
+        check_delta("--delta", args.delta, z0, args.interval)
     r = egbas(k_run, model, model.params, z0, l, p=args.p, delta=args.delta, interval=args.interval,
               capacity=capacity, max_candidates=iterations, batch=batch,
               beropt_options=dict(steps=steps))
@@ -80,7 +83,7 @@ def _cmd_egbas(args) -> None:
     save_grid(out / OUT_PNG, grid.reshape((-1,) + grid.shape[2:]), grid.shape[1], title, row_labels=labels)
     tree = r.tree
     result = {
-        "method": "E-GBAS (paper 001, Algorithm 3) with the L2 / Linf eps-ball baselines (section 4)",
+        "method": "E-GBAS (Jeon et al. 2020, Algorithm 3) with the L2 / Linf eps-ball baselines (section 4)",
         "model": args.model, "layer": l, "layer_name": model.layer_names[l - 1], "seed": args.seed,
         "settings": {"n": capacity, "iterations": iterations, "delta": args.delta, "p": args.p,
                      "interval": args.interval, "batch": batch, "beropt_steps": steps},
@@ -126,9 +129,14 @@ def _cmd_reproduce(args) -> None:
     out = _out_dir(args.out)
     batch = check_count("--batch", args.batch, 1)
     steps = check_count("--beropt-steps", args.beropt_steps, 1)
-    t = egbas_tables(jax.random.PRNGKey(args.seed), generator, critic, layers=layers, queries=queries,
-                     delta=args.delta, interval=args.interval, capacity=capacity, max_candidates=iterations,
-                     batch=batch, p=args.p, beropt_options=dict(steps=steps))
+    try:  # egbas_tables checks delta against every query before running any
+        t = egbas_tables(jax.random.PRNGKey(args.seed), generator, critic, layers=layers, queries=queries,
+                         delta=args.delta, interval=args.interval, capacity=capacity, max_candidates=iterations,
+                         batch=batch, p=args.p, beropt_options=dict(steps=steps))
+    except JaxprobeError as err:
+        if str(err).startswith("delta: "):
+            raise JaxprobeError(f"--{err}") from None
+        raise
     t.update(model=args.model, critic=args.critic or default_critic_name(generator), seed=args.seed,
              total_wall_s=round(time.perf_counter() - t0, 2))
     markdown = tables_markdown(t)
@@ -140,8 +148,8 @@ def _cmd_reproduce(args) -> None:
 
 def add_commands(sub, reproduce) -> None:
     """Add `jaxprobe egbas` to `sub` and `jaxprobe reproduce egbas` to `reproduce`."""
-    p = sub.add_parser("egbas", help="E-GBAS: sample a generator's region of one query at one layer (paper 001)",
-                       description="E-GBAS (paper 001): BerOpt selects the boundaries that support G(z0) at "
+    p = sub.add_parser("egbas", help="E-GBAS: sample a generator's region of one query at one layer (Jeon et al. 2020)",
+                       description="E-GBAS (Jeon et al. 2020): BerOpt selects the boundaries that support G(z0) at "
                                    "--layer, GB-RRT samples the selected region, L2 / Linf eps-ball baselines.")
     p.add_argument("--model", default="dcgan", help="a generator: shipped name or model directory (default dcgan)")
     p.add_argument("--layer", required=True, help="generator layer, a number 1..L or a name")
@@ -160,7 +168,8 @@ def add_commands(sub, reproduce) -> None:
     p.add_argument("--out", required=True, help="output directory (egbas.json, egbas.png)")
     p.set_defaults(func=_cmd_egbas)
 
-    r = reproduce.add_parser("egbas", help="paper 001 Tables 1-2 (sigma, critic similarity) on the default dcgan")
+    r = reproduce.add_parser("egbas",
+                             help="Jeon et al. 2020, Tables 1-2 (sigma, critic similarity) on the default dcgan")
     r.add_argument("--out", required=True, help="output directory (egbas_tables.json, egbas_tables.md)")
     r.add_argument("--queries", type=int, default=10, help="random queries (10, as the paper)")
     r.add_argument("--seed", type=int, default=0)

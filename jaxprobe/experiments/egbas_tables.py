@@ -25,6 +25,7 @@ import numpy as np
 
 from jaxprobe.checks import check_count
 from jaxprobe.gbas.egbas import egbas
+from jaxprobe.gbas.gbrrt import check_delta, check_interval
 from jaxprobe.gbas.metrics import METHODS, egbas_metrics
 from jaxprobe.io import fmt_number
 
@@ -132,6 +133,10 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
     layers = [generator.layer(l) for l in layers]
     k_q, k_run = jax.random.split(key)
     z0s = np.asarray(generator.sample_prior(k_q, q_n))
+    if delta is not None:  # before any run: a step float32 cannot resolve fails at once
+        iv = check_interval(generator, interval)
+        for z0 in z0s:
+            check_delta("delta", delta, z0, iv)
     l_n = len(layers)
     k_crit = critic.n_layers - 1
     sigma = np.full((3, l_n, q_n), np.nan)
@@ -227,7 +232,7 @@ def tables_markdown(t: dict) -> str:
     """The measured tables of `egbas_tables` beside the paper's numbers, as markdown."""
     names = t.get("layer_names", [])
     layers = t["layers"]
-    lines = ["# E-GBAS: paper 001, Tables 1 and 2, measured (paper's DCGAN-MNIST value in parentheses)", ""]
+    lines = ["# E-GBAS: Jeon et al. 2020, Tables 1 and 2, measured (paper's DCGAN-MNIST value in parentheses)", ""]
     s = t["settings"]
     delta = "half the region's median extent (per tree)" if s["delta"] is None else s["delta"]
     lines += [f"{t['queries']} random queries; delta {delta}, interval {s['interval']}, "

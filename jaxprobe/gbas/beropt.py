@@ -1,4 +1,4 @@
-"""BerOpt: Bernoulli mask optimization for the smallest supporting boundary set (paper 001, Alg. 1).
+"""BerOpt: Bernoulli mask optimization for the smallest supporting boundary set (Jeon et al. 2020, Alg. 1).
 
 For a query z0 and a layer l, h0 = f_{l:1}(z0) (the layer's pre-activation, `Model.up_to`) and
 Bernoulli masks m ~ Ber(theta) over its D_l units. Equation (1) of the paper reads
@@ -16,7 +16,7 @@ optimizer slides to the empty mask. Squared, at l = L the loss is separable, E |
 sum_i (1 - theta_i) a_i^2 with a_i = G(z0)_i - f(0)_i for binary masks, and its minimum keeps unit
 i exactly when a_i^2 > lambda (see `default_lambda` for the scale).
 
-The sampled mask has no gradient, so (SPEC section 1) the mask is the concrete / relaxed Bernoulli
+The sampled mask has no gradient, so (docs/methods/egbas.md) the mask is the concrete / relaxed Bernoulli
 relaxation (Maddison et al. 2017; Jang et al. 2017) with temperature tau,
 
     m = sigmoid((alpha + log u - log(1 - u)) / tau),  u ~ U(0, 1),  theta = sigmoid(alpha),
@@ -134,7 +134,7 @@ _beropt_jit = jax.jit(_checked_run, static_argnames=("model", "l", "steps", "n_m
 def beropt(key, model, params, z0, layer, *, lam: float | None = None, tau: float = 0.5,
            steps: int = 300, learning_rate: float = 0.05, init: float = 0.9, p: float = 0.5,
            n_masks: int = 4) -> BerOptResult:
-    """BerOpt (paper 001, Algorithm 1, equation 1): select the boundaries that support G(z0).
+    """BerOpt (Jeon et al. 2020, Algorithm 1, equation 1): select the boundaries that support G(z0).
 
     Args:
       key: PRNG key for the concrete masks.
@@ -165,7 +165,8 @@ def beropt(key, model, params, z0, layer, *, lam: float | None = None, tau: floa
         infinite parameters, or a query that overflows them): eq. 1 is then undefined.
 
     References:
-      Jeon et al., "Efficient Explorative Generative Boundary Aware Sampling", AAAI 2020 (paper 001).
+      G. Jeon, H. Jeong, J. Choi, "An Efficient Explorative Sampling Considering the Generative
+      Boundaries of Deep Generative Neural Networks", AAAI 2020 (Jeon et al. 2020).
     """
     l = model.layer(layer)
     z0 = check_query(model, z0)

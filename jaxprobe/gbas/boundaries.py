@@ -1,4 +1,4 @@
-"""Generative boundaries, halfspace indicators and region membership (E-GBAS, paper 001, sec. 3.2).
+"""Generative boundaries, halfspace indicators and region membership (E-GBAS, Jeon et al. 2020, sec. 3.2).
 
 The i-th generative boundary of layer l is the zero set of unit i of the layer's pre-activation
 h(z) = f_{l:1}(z) (`Model.up_to`), flattened to D_l units. A halfspace indicator V in
@@ -105,7 +105,7 @@ def region_membership(model, params, z, l, v):
       v: halfspace indicator, (D_l,) (or the layer's shape) with values in {-1, 0, +1}.
 
     Returns:
-      bool (batch,): V_i * h_i(z) >= 0 for every i with V_i != 0 (paper 001, Definitions 2-3),
+      bool (batch,): V_i * h_i(z) >= 0 for every i with V_i != 0 (Jeon et al. 2020, Definitions 2-3),
       computed in one batched forward pass of layers 1..l. A row whose pre-activation holds a NaN
       (anywhere, selected unit or not) is never a member, at any batch size and width.
     """

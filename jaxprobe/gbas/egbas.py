@@ -21,7 +21,7 @@ from jaxprobe.gbas.beropt import beropt
 from jaxprobe.gbas.boundaries import check_query
 from jaxprobe.gbas.epsball import eps_l2, eps_linf, sample_l2_ball, sample_linf_ball
 from jaxprobe.gbas.exploration import box_reach, default_delta, exploration, region_extent
-from jaxprobe.gbas.gbrrt import GBRRTResult, gbrrt
+from jaxprobe.gbas.gbrrt import CAPACITY_FULL, GBRRTResult, check_delta, check_interval, gbrrt
 
 
 class EGBASResult(NamedTuple):
@@ -71,7 +71,7 @@ class EGBASResult(NamedTuple):
 def egbas(key, model, params, z0, layer, *, p: float = 0.5, delta: float | None = None, interval=1.0,
           capacity: int = 128, max_candidates: int = 4096, batch: int = 64,
           rejected_capacity: int | None = None, beropt_options: dict | None = None) -> EGBASResult:
-    """E-GBAS (paper 001, Algorithm 3): BerOpt, then GB-RRT in its region, then the eps baselines.
+    """E-GBAS (Jeon et al. 2020, Algorithm 3): BerOpt, then GB-RRT in its region, then the eps baselines.
 
     Args:
       key: PRNG key (split for BerOpt, the extent's directions, the tree and the two baselines).
@@ -81,7 +81,8 @@ def egbas(key, model, params, z0, layer, *, p: float = 0.5, delta: float | None 
       p: BerOpt's threshold on theta*, in (0, 1).
       delta: GB-RRT's step size. Default None: `exploration.default_delta`, half the region's
         median extent along 32 random directions (the paper gives no value; a fixed one was too
-        small at one layer and too large at another).
+        small at one layer and too large at another). A given delta below
+        `gbrrt.min_delta(z0, interval)` is refused before BerOpt runs.
       interval, capacity, max_candidates, batch, rejected_capacity: as in `gbrrt`.
       beropt_options: keyword arguments for `beropt` (lam, tau, steps, learning_rate, init,
         n_masks).
@@ -93,6 +94,8 @@ def egbas(key, model, params, z0, layer, *, p: float = 0.5, delta: float | None 
     """
     l = model.layer(layer)
     z0 = check_query(model, z0)
+    if delta is not None:  # before BerOpt: a bad step fails at once
+        check_delta("delta", delta, z0, check_interval(model, interval))
     k_ber, k_tree, k_l2, k_linf, k_ext = jax.random.split(key, 5)
     ber = beropt(k_ber, model, params, z0, l, p=p, **dict(beropt_options or {}))
     extent = region_extent(k_ext, model, params, z0, l, ber.v_star, t_max=box_reach(z0, interval))
@@ -102,24 +105,36 @@ def egbas(key, model, params, z0, layer, *, p: float = 0.5, delta: float | None 
                  rejected_capacity=rejected_capacity)
     samples, rejected = tree.accepted_nodes(), tree.rejected_candidates()
     n = samples.shape[0]
-    reason = None
+    reason = None if rejected.shape[0] else no_eps_reason(tree, delta)
     if rejected.shape[0]:
         e2, einf, l2, linf = _baselines(k_l2, k_linf, z0, tree.nodes, tree.count, tree.rejected,
                                         jnp.minimum(tree.n_rejected, tree.rejected.shape[0]))
         e2, einf = float(e2), float(einf)
         l2, linf = np.asarray(l2)[:n], np.asarray(linf)[:n]
-    else:  # eps is undefined without a rejected candidate (SPEC): NaN, and the reason
+    else:  # eps is undefined without a rejected candidate: NaN, and the reason
         e2 = einf = float("nan")
         l2 = linf = np.full_like(samples, np.nan)
-        reason = (f"no candidate was rejected: the tree ({n} nodes, {int(tree.n_candidates)} candidates, "
-                  f"delta {float(delta):.3g}) never stepped out of its region, so eps and the L2 / Linf "
-                  "baselines are undefined; a larger delta or more candidates reach the region's boundary")
     return EGBASResult(
         query=np.asarray(z0), layer=l, theta=np.asarray(ber.theta), v_star=np.asarray(ber.v_star),
         beropt_losses=np.asarray(ber.losses), lam=float(ber.lam), tree=tree, samples=samples,
         rejected=rejected, eps_l2=e2, eps_linf=einf, l2_samples=l2, linf_samples=linf, delta=float(delta),
         extent=extent, exploration=exploration(samples, z0, extent, e2), eps_reason=reason,
         rejected_truncated=int(tree.n_rejected) > rejected.shape[0])
+
+
+def no_eps_reason(tree: GBRRTResult, delta) -> str:
+    """Why a tree that rejected no candidate leaves eps and the L2 / Linf baselines undefined.
+
+    Two cases: the tree filled its capacity before any step left the region (a larger capacity
+    helps), or it used every candidate inside the region (a larger delta or more candidates help).
+    """
+    n, drawn = int(tree.count), int(tree.n_candidates)
+    head = "no candidate was rejected, so eps and the L2 / Linf baselines are undefined: the tree"
+    if int(tree.stop_reason) == CAPACITY_FULL:
+        return (f"{head} filled its capacity ({n} nodes) after {drawn} candidates, before any step (delta "
+                f"{float(delta):.3g}) left the region; a larger capacity lets it reach the region's boundary")
+    return (f"{head} ({n} nodes, delta {float(delta):.3g}) drew all {drawn} candidates and never stepped out of "
+            "its region; a larger delta or more candidates reach the region's boundary")
 
 
 @jax.jit

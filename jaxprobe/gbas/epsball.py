@@ -1,4 +1,4 @@
-"""Eps-ball baselines of E-GBAS (paper 001, section 4; SPEC section 1).
+"""Eps-ball baselines of E-GBAS (Jeon et al. 2020, section 4; docs/methods/egbas.md).
 
 The L2 baseline samples uniformly in the ball ||z - z0||_2 <= eps_L2 with
 
@@ -36,7 +36,7 @@ def _mask(n_rows, count):
 
 
 def eps_l2(accepted, rejected, *, n_accepted=None, n_rejected=None):
-    """eps_L2 from E-GBAS's accepted nodes and rejected candidates (paper 001, section 4).
+    """eps_L2 from E-GBAS's accepted nodes and rejected candidates (Jeon et al. 2020, section 4).
 
     Args:
       accepted: (n, *latent_shape) accepted nodes (a buffer; only the first `n_accepted` count).

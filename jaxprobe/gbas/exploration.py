@@ -1,6 +1,6 @@
-"""How far a GB-RRT tree explored its generative region (E-GBAS, paper 001, section 4.1).
+"""How far a GB-RRT tree explored its generative region (E-GBAS, Jeon et al. 2020, section 4.1).
 
-Paper 001's Figures 3 and 6-7 show trees that spread through the query's region; a tree whose
+Jeon et al. 2020's Figures 3 and 6-7 show trees that spread through the query's region; a tree whose
 nodes stay a few steps from z0 samples one image many times. Two measures, both in latent units:
 
 * the region's extent along random directions: for a unit direction u, the distance t*(u) from
@@ -62,7 +62,7 @@ def region_extent(key, model, params, z0, layer, v_star, *, t_max: float, direct
 
     Returns:
       (directions,) float64: per ray the largest grid distance t (`ray_grid`, geometric, so the
-      resolution is relative: 1.5% of t) with every grid point up to t inside GR_V*; t_max when
+      resolution is relative: 12.5% of t) with every grid point up to t inside GR_V*; t_max when
       the ray never leaves within t_max, 0 when it leaves before t_max / 256. One batched
       membership pass of directions * GRID_POINTS points.
     """

@@ -1,12 +1,12 @@
-"""GB-RRT: exploring a generative region with a rapidly-exploring random tree (paper 001, Alg. 2).
+"""GB-RRT: exploring a generative region with a rapidly-exploring random tree (Jeon et al. 2020, Alg. 2).
 
 The tree starts at the query, Q = {z0}. Each candidate draws z ~ U(z0 - I, z0 + I) per
 dimension, finds its nearest node q, steps to z' = q + delta (z - q) / ||z - q||, and joins the tree
 (with parent q) if z' lies in the region GR_V* and no node other than q is closer to z' than
-delta * (1 - 1e-4) (SPEC section 1: the paper's printed test "||z' - nearest(Q, z')|| > delta" can
-never hold, since z' is exactly delta from q). Candidates that fail membership form the rejected
-set (used by the eps-ball baselines); candidates turned away only for closeness lie inside the
-region and are merely counted.
+delta * (1 - 1e-4) (docs/methods/egbas.md, "Choices the paper leaves open": the paper's printed
+test "||z' - nearest(Q, z')|| > delta" can never hold, since z' is exactly delta from q).
+Candidates that fail membership form the rejected set (used by the eps-ball baselines);
+candidates turned away only for closeness lie inside the region and are merely counted.
 
 Two implementations share the random draws, so that they agree node for node:
 
@@ -25,7 +25,7 @@ Random draws: candidate j (0-based, counted over the whole run) is drawn from
 `fold_in(key, j)`, so every implementation and every batch size sees the same candidates in the
 same order. The same key is therefore passed to every `step`.
 
-The delta test is exact in the sense of SPEC section 1: every decision that matters is taken on
+The delta test is exact (docs/methods/egbas.md, "distances in the delta test"): every decision that matters is taken on
 direct differences, never on the expansion ||a||^2 + ||b||^2 - 2ab. The batched kernel uses the
 expansion (in coordinates centred on z0) only to find each candidate's `top_k` nearest nodes,
 tests z' against those directly, and rules out all other nodes with the triangle inequality and a
@@ -49,7 +49,7 @@ from jaxprobe.errors import JaxprobeError
 
 RUNNING, CAPACITY_FULL, ITERATIONS_DONE = 0, 1, 2
 STOP_REASONS = ("running", "capacity full", "iterations done")
-REL_TOL = 1e-4  # SPEC section 1: nodes keep delta * (1 - REL_TOL) from each other
+REL_TOL = 1e-4  # nodes keep delta * (1 - REL_TOL) from each other (docs/methods/egbas.md)
 _EPS32 = float(np.finfo(np.float32).eps)
 # The rejected buffer's default rows: at most this many (8 MiB at d = 512), however many candidates.
 REJECTED_CAPACITY = 4096
@@ -68,6 +68,20 @@ def min_delta(z0, interval) -> float:
     z0 = np.abs(np.asarray(z0, np.float64)).reshape(-1)
     scale = float(np.max(z0 + np.abs(np.asarray(interval, np.float64)).reshape(-1)))
     return math.sqrt(z0.size) * _EPS32 * scale / REL_TOL
+
+
+def check_delta(name: str, delta, z0, interval) -> float:
+    """Refuse a step size that is not positive or below `min_delta(z0, interval)`; returns it.
+
+    `name` is the argument named in the error ("delta" in the library, "--delta" on the command
+    line). Run before any compilation, so that a bad step fails at once.
+    """
+    delta = check_number(name, delta, low=0, low_open=True, what="a positive step size")
+    floor = min_delta(z0, interval)
+    if delta < floor:
+        raise JaxprobeError(f"{name}: expected a step size float32 resolves at the query's scale, >= {floor:.3g} "
+                            f"(sqrt(d) eps32 max(|z0| + I) / {REL_TOL:g}), got {delta:g}")
+    return delta
 
 
 def stop_reason_name(code) -> str:
@@ -128,6 +142,7 @@ class GBRRTResult(NamedTuple):
         return np.asarray(self.nodes)[: int(self.count)]
 
     def accepted_parents(self) -> np.ndarray:
+        """Each accepted node's parent index, (count,) int: -1 for the query, else an earlier node."""
         return np.asarray(self.parents)[: int(self.count)]
 
     def rejected_candidates(self) -> np.ndarray:
@@ -135,6 +150,7 @@ class GBRRTResult(NamedTuple):
         return np.asarray(self.rejected)[: min(int(self.n_rejected), self.rejected.shape[0])]
 
     def stop_reason_name(self) -> str:
+        """Why the tree stopped: "capacity full" or "iterations done" (`stop_reason_name`)."""
         return stop_reason_name(self.stop_reason)
 
 
@@ -484,6 +500,19 @@ _gbrrt_jit = jax.jit(gbrrt_run, static_argnames=_STATIC)
 _sequential_jit = jax.jit(gbrrt_sequential_run, static_argnames=_STATIC[:3] + ("rejected_capacity",))
 
 
+def check_interval(model, interval) -> np.ndarray:
+    """Validate the sampling box's half-width I (a scalar or one per latent dimension, each
+    finite and > 0) and return it as (d,) float64."""
+    d = math.prod(model.input_shape)
+    iv = np.asarray(interval, dtype=np.float64)
+    if iv.shape not in ((), (d,), tuple(model.input_shape)):
+        raise JaxprobeError(f"interval: expected a scalar or one half-width per latent dimension ({d}), "
+                            f"got shape {iv.shape}")
+    if not (np.all(np.isfinite(iv)) and np.all(iv > 0)):
+        raise JaxprobeError(f"interval: expected positive half-widths, got {iv.min() if iv.size else iv}")
+    return np.broadcast_to(iv.reshape(-1) if iv.ndim else iv, (d,))
+
+
 def check_arguments(model, params, z0, layer, v_star, *, delta, interval, capacity, max_candidates,
                     batch=1, rejected_capacity=None):
     """Validate GB-RRT's arguments at the API boundary; returns them normalized.
@@ -497,19 +526,8 @@ def check_arguments(model, params, z0, layer, v_star, *, delta, interval, capaci
     layer = model.layer(layer)
     z0 = check_query(model, z0)
     v = check_indicator(model, layer, v_star).astype(jnp.float32)
-    delta = check_number("delta", delta, low=0, low_open=True, what="a positive step size")
-    d = math.prod(model.input_shape)
-    iv = np.asarray(interval, dtype=np.float64)
-    if iv.shape not in ((), (d,), tuple(model.input_shape)):
-        raise JaxprobeError(f"interval: expected a scalar or one half-width per latent dimension ({d}), "
-                            f"got shape {iv.shape}")
-    if not (np.all(np.isfinite(iv)) and np.all(iv > 0)):
-        raise JaxprobeError(f"interval: expected positive half-widths, got {iv.min() if iv.size else iv}")
-    iv = np.broadcast_to(iv.reshape(-1) if iv.ndim else iv, (d,))
-    floor = min_delta(z0, iv)
-    if delta < floor:
-        raise JaxprobeError(f"delta: expected a step size float32 resolves at the query's scale, >= {floor:.3g} "
-                            f"(sqrt(d) eps32 max(|z0| + I) / {REL_TOL:g}), got {delta:g}")
+    iv = check_interval(model, interval)
+    delta = check_delta("delta", delta, z0, iv)
     capacity = check_count("capacity", capacity, 1)
     max_candidates = check_count("max_candidates", max_candidates, 0)
     batch = check_count("batch", batch, 1)
@@ -528,7 +546,7 @@ def check_arguments(model, params, z0, layer, v_star, *, delta, interval, capaci
 def gbrrt(key, model, params, z0, layer, v_star, *, delta: float, interval=1.0, capacity: int = 256,
           max_candidates: int = 4096, batch: int = 64, rejected_capacity: int | None = None,
           top_k: int = 4) -> GBRRTResult:
-    """Batched GB-RRT (paper 001, Algorithm 2, B candidates per step), jitted once per shape.
+    """Batched GB-RRT (Jeon et al. 2020, Algorithm 2, B candidates per step), jitted once per shape.
 
     Args:
       key: PRNG key; candidate j is drawn from `fold_in(key, j)` (the same draws as

@@ -1,4 +1,4 @@
-"""The report's E-GBAS section (paper 001): boundaries and trees in the plane, sample rows, tables.
+"""The report's E-GBAS section (Jeon et al. 2020): boundaries and trees in the plane, sample rows, tables.
 
 * dcgan2d, layer 1 (the paper's Figures 2-5): the latent plane split by the selected boundaries
   (SSGBS) with the query's region GR_V* highlighted; a zoom on the tree with those boundaries as
@@ -86,7 +86,7 @@ def _plane_figure(path, gen2, r, lim: float = 3.0, side: int = 256, zoom_side: i
     params, l, v = gen2.params, r.layer, r.v_star
     z0 = r.query.reshape(-1)
     nodes = r.samples.reshape(len(r.samples), -1)
-    rej = r.rejected.reshape(len(r.rejected), -1)
+    rej = r.rejected.reshape(len(r.rejected), z0.size)  # (0, 2) when nothing was rejected
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), dpi=100)
 
     # (a) the whole plane: cells of the selected units' sign pattern, GR_V* bright.
@@ -214,4 +214,4 @@ def egbas_section(ctx) -> Section:
                     "standard deviation of the generated images per layer (paper Figure 6, first row)"))
 
     text = render("egbas.html.j2", plane=results["plane"], t=t, methods=METHODS, names=METHOD_NAMES, paper=PAPER)
-    return Section("egbas", "E-GBAS: generative boundaries and regions (paper 001)", text, figures, results)
+    return Section("egbas", "E-GBAS: generative boundaries and regions (Jeon et al. 2020)", text, figures, results)
