@@ -71,7 +71,7 @@ def test_v_star_is_thresholded_theta_times_sign_and_lambda_matters(toy):
 def test_selects_a_supporting_set_at_the_output_layer_of_dcgan():
     """At l = L of the shipped dcgan every unit feeds one pixel; the unsquared paper loss slid to
     the empty mask there. For 10 queries the thresholded mask's reconstruction error of G(z0) is
-    at most half the empty mask's (SPEC section 1)."""
+    at most half the empty mask's (docs/methods/egbas.md, lambda)."""
     import jaxprobe
 
     g = jaxprobe.load("dcgan")

@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 
 from jaxprobe.gbas.egbas import egbas
+from jaxprobe.gbas.exploration import exploration
 from jaxprobe.gbas.metrics import feature_similarity, masked_sigma, masked_similarity, sample_sigma
 from jaxprobe.errors import JaxprobeError
 from conftest import tiny_critic, tiny_generator
 from test_boundaries import perturbed
+
+
+# The composition test's settings: the runs below share its compilations.
+RUN = dict(interval=2.0, capacity=24, max_candidates=256, batch=8, beropt_options=dict(steps=60))
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +24,7 @@ def gen():
 
 def test_egbas_composes_beropt_gbrrt_and_baselines(gen):
     z0 = jax.random.normal(jax.random.PRNGKey(3), (8,))
-    r = egbas(jax.random.PRNGKey(0), gen, gen.params, z0, 2, delta=0.3, interval=2.0, capacity=24, max_candidates=256,
-              batch=8, beropt_options=dict(steps=60))
+    r = egbas(jax.random.PRNGKey(0), gen, gen.params, z0, 2, delta=0.3, **RUN)
     n = len(r.samples)
     assert r.layer == 2 and n == int(r.tree.count) and n > 3
     np.testing.assert_array_equal(r.samples[0], z0)
@@ -41,6 +45,50 @@ def test_egbas_composes_beropt_gbrrt_and_baselines(gen):
     assert r.l2_samples.shape == r.linf_samples.shape == r.samples.shape
     assert np.linalg.norm(r.l2_samples - np.asarray(z0), axis=1).max() <= r.eps_l2 * (1 + 1e-5)
     assert np.abs(r.linf_samples - np.asarray(z0)).max() <= r.eps_linf * (1 + 1e-5)
+
+
+def test_eps_reason_when_nothing_is_rejected(gen):
+    """A huge lambda selects no unit: the region is the whole latent space, every ray of the
+    extent runs to the box's half-diagonal sqrt(d) I, the default delta is half that, and no
+    candidate is rejected: eps and the baselines are NaN and eps_reason says why, for a tree
+    that used its candidates and for one whose capacity (the query alone) was full at once."""
+    z0 = jax.random.normal(jax.random.PRNGKey(3), (8,))
+    opts = dict(RUN, beropt_options=dict(steps=60, lam=1e9))
+    r = egbas(jax.random.PRNGKey(0), gen, gen.params, z0, 2, **dict(opts, max_candidates=16))
+    assert not np.any(r.v_star)
+    np.testing.assert_allclose(r.extent, np.sqrt(8) * 2.0, rtol=1e-6)
+    assert r.delta == pytest.approx(np.sqrt(8) * 2.0 / 2, rel=1e-6)
+    assert int(r.tree.n_rejected) == 0 and len(r.samples) > 1 and not r.rejected_truncated
+    assert np.isnan(r.eps_l2) and np.isnan(r.l2_samples).all() and np.isnan(r.linf_samples).all()
+    assert r.eps_reason.startswith("no candidate was rejected") and "drew all 16 candidates" in r.eps_reason
+    # The exploration measures of the same tree, by the module's function on the result's parts.
+    np.testing.assert_equal(r.exploration, exploration(r.samples, z0, r.extent))
+    r = egbas(jax.random.PRNGKey(0), gen, gen.params, z0, 2, **dict(opts, capacity=1))
+    assert len(r.samples) == 1 and int(r.tree.n_candidates) == 0 and np.isnan(r.eps_l2)
+    assert "filled its capacity (1 nodes) after 0 candidates" in r.eps_reason
+    # With rejections there is no reason (the composition test's run).
+    r = egbas(jax.random.PRNGKey(0), gen, gen.params, z0, 2, delta=0.3, **RUN)
+    assert r.eps_reason is None and np.isfinite(r.eps_l2)
+
+
+def test_eps_from_a_truncated_rejected_set_says_so(gen):
+    """With room for 3 rejected candidates eps comes from those 3 (brute force) and the result
+    says the set was truncated."""
+    z0 = jax.random.normal(jax.random.PRNGKey(3), (8,))
+    r = egbas(jax.random.PRNGKey(0), gen, gen.params, z0, 2, delta=0.3, rejected_capacity=3, **RUN)
+    assert int(r.tree.n_rejected) > 3 and r.rejected.shape == (3, 8) and r.rejected_truncated
+    dist = np.linalg.norm(r.rejected.astype(np.float64) - r.samples.astype(np.float64).mean(0), axis=1)
+    np.testing.assert_allclose(r.eps_l2, 0.5 * (dist.max() + dist.min()), rtol=1e-5)
+    assert r.eps_reason is None
+
+
+def test_delta_below_float32_resolution_is_refused_before_beropt(gen):
+    """A step float32 cannot resolve at z0 ~ 100 fails before BerOpt (10^9 steps would not end)."""
+    z0 = jnp.full((8,), 100.0)
+    with pytest.raises(JaxprobeError, match=r"delta: expected a step size float32 resolves at the query's scale"):
+        egbas(jax.random.PRNGKey(0), gen, gen.params, z0, 2, delta=1e-6, beropt_options=dict(steps=10 ** 9))
+    with pytest.raises(JaxprobeError, match=r"interval: expected a scalar or one half-width per latent dimension"):
+        egbas(jax.random.PRNGKey(0), gen, gen.params, z0, 2, delta=0.3, interval=np.ones(3))
 
 
 def test_sample_sigma_is_mean_pixel_std():

@@ -109,6 +109,7 @@ def test_egbas_command_writes_valid_tree_and_figure(saved, tmp_path, capsys):
     (["--layer", "1", "--n", "0"], "--n: expected an integer >= 1"),
     (["--layer", "1", "--iterations", "-1"], "--iterations: expected an integer >= 0"),
     (["--layer", "1", "--delta", "0"], "--delta: expected a positive step size"),
+    (["--layer", "1", "--delta", "1e-9"], "--delta: expected a step size float32 resolves at the query's scale"),
     (["--layer", "1", "--p", "1.5"], "--p: expected a threshold in (0, 1)"),
     (["--layer", "1", "--critic", "GEN"], "--critic: expected a critic"),
 ])
@@ -121,6 +122,24 @@ def test_egbas_command_bad_input_is_one_line_exit_2(saved, tmp_path, capsys, arg
     assert err.startswith("jaxprobe: error: ") and message in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["--n", "1"], "filled its capacity (1 nodes) after 0 candidates"),
+    (["--iterations", "0"], "drew all 0 candidates and never stepped out of its region"),
+])
+def test_egbas_command_warns_when_eps_is_undefined(saved, tmp_path, capsys, args, reason):
+    """A tree that rejected nothing (full at once, or no candidate to draw): exit 0, the JSON's
+    eps_reason, NaN eps written as null, and one warning line on stderr."""
+    out = tmp_path / "run"
+    argv = ["egbas", "--model", str(saved / "gen"), "--layer", "2", "--beropt-steps", "20", "--out", str(out),
+            *TREE, *args]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("jaxprobe: warning: no candidate was rejected") and reason in err and err.count("\n") == 1
+    res = json.loads((out / "egbas.json").read_text())
+    assert reason in res["eps_reason"] and res["eps_l2"] is None and res["n_rejected"] == 0
+    assert res["n_accepted"] == 1 and res["rejected_truncated"] is False
 
 
 def test_reproduce_tables_against_numpy(saved):
@@ -171,6 +190,9 @@ def test_reproduce_command_writes_json_and_markdown(saved, tmp_path, capsys):
     assert (out / "egbas_tables.md").read_text().startswith("# E-GBAS")
     assert main(["reproduce", "egbas", "--model", str(saved / "gen"), "--out", str(out)]) == 2
     assert "--critic: " in capsys.readouterr().err
+    # A step float32 cannot resolve at some query's scale fails before any run, naming --delta.
+    assert main(argv[:-len(TREE)] + ["--delta", "1e-9"]) == 2
+    assert "jaxprobe: error: --delta: expected a step size float32 resolves" in capsys.readouterr().err
 
 
 def two_layer_generator(latent_dim=8, seed=3):
@@ -201,3 +223,30 @@ def test_report_section_on_tiny_models(tmp_path):
     assert len(s.results["tables"]["sigma"]["egbas"]) == 2  # one per generator layer
     assert np.array(s.results["tables"]["similarity"]["l2"]).shape == (2, 4)  # x the critic's 4 feature layers
     assert s.results["plane"]["accepted"] >= 1 and "<table>" in s.html
+
+
+def test_report_section_with_an_empty_boundary_set(tmp_path, monkeypatch):
+    """A huge lambda selects no unit at any layer: the plane has no wall, no tree rejects anything
+    (eps undefined everywhere), and the section still renders its figures and tables."""
+    import jaxprobe.report.egbas as section
+    from jaxprobe.report.base import Context
+
+    empty = dict(lam=1e9, steps=5, init=0.3)  # theta starts below p = 0.5 and only falls
+    monkeypatch.setattr(section, "PLANE", dict(section.PLANE, capacity=32, max_candidates=64, beropt_options=empty))
+    monkeypatch.setattr(section, "TABLES", dict(section.TABLES, queries=1, capacity=17, max_candidates=16,
+                                                beropt_options=empty))
+    from jaxprobe.models.layers import Act, Layer, Network, Reshape
+    from jaxprobe.models.probe import Model
+    from conftest import PM1
+
+    # "dcgan" with one layer (fc to 28x28x1, tanh): the section's tables run one layer, not two.
+    net = Network([Layer(nnx.Linear(8, 28 * 28, rngs=nnx.Rngs(0)), Act("tanh"), (Reshape((28, 28, 1)),))], ("out",))
+    one = Model.from_module("one_layer", net, (8,), "generator", PM1, {"latent": {"dim": 8, "prior": "normal"}})
+    ctx = Context(out_dir=tmp_path, models={"dcgan": one, "dcgan2d": perturbed(tiny_generator(latent_dim=2, seed=2)),
+                                            "dcgan_critic": tiny_critic()})
+    s = section.egbas_section(ctx)
+    assert s.results["plane"]["selected"] == 0 and s.results["plane"]["n_rejected"] == 0
+    assert s.results["plane"]["eps_l2"] != s.results["plane"]["eps_l2"]  # NaN: nothing rejected
+    assert s.results["plane"]["walls_in_zoom"] == 0 and s.results["tables"]["queries_with_baselines"] == [0]
+    assert len(s.figures) == 4 and all((tmp_path / f).stat().st_size > 1000 for f, _ in s.figures)
+    assert "<table>" in s.html

@@ -10,8 +10,9 @@ import pytest
 
 from jaxprobe.gbas.boundaries import halfspace, region_margin
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.gbas.gbrrt import (CAPACITY_FULL, ITERATIONS_DONE, REJECTED_CAPACITY, REL_TOL, draw_candidates, gbrrt,
-                                 gbrrt_kernel, gbrrt_run, gbrrt_sequential, min_delta, stop_reason_name)
+from jaxprobe.gbas.gbrrt import (CAPACITY_FULL, ITERATIONS_DONE, REJECTED_CAPACITY, REL_TOL, check_arguments,
+                                 draw_candidates, gbrrt, gbrrt_kernel, gbrrt_run, gbrrt_sequential, min_delta,
+                                 stop_reason_name)
 from conftest import tiny_generator
 from test_boundaries import one_layer, perturbed
 
@@ -245,11 +246,11 @@ def test_tiny_region_returns_the_query_alone():
         np.testing.assert_array_equal(r.accepted_nodes(), np.zeros((1, d)))
         assert int(r.n_rejected) == 50 and int(r.n_candidates) == 50 and r.rejected_candidates().shape == (20, d)
         assert np.all(np.abs(r.rejected_candidates()).max(axis=1) > 0.01)  # each is outside the cube
-    # The rejected buffer's default holds at most REJECTED_CAPACITY rows, however many candidates.
-    n = REJECTED_CAPACITY + 100
-    r = gbrrt(jax.random.PRNGKey(1), model, model.params, z0, 1, v, delta=1.0, capacity=10, max_candidates=n,
-              batch=512)
-    assert r.rejected.shape == (REJECTED_CAPACITY, d) and int(r.n_rejected) == n
+    # The rejected buffer's default holds at most REJECTED_CAPACITY rows, however many candidates
+    # (n_rejected counts past the stored rows: 50 above, 20 stored).
+    for n, rows in ((10, 10), (REJECTED_CAPACITY + 100, REJECTED_CAPACITY), (10 ** 7, REJECTED_CAPACITY)):
+        args = check_arguments(model, model.params, z0, 1, v, delta=1.0, interval=1.0, capacity=10, max_candidates=n)
+        assert args[-1] == rows
 
 
 def test_capacity_stop_and_kernel_steps(gen):
@@ -283,10 +284,10 @@ def test_capacity_stop_and_kernel_steps(gen):
 _run_jit = jax.jit(gbrrt_run, static_argnames=("model", "layer", "capacity", "batch", "rejected_capacity"))
 
 
-@pytest.mark.parametrize("batch", [1, 8, 64])
-def test_nan_parameters_accept_nothing(gen, batch):
+def test_nan_parameters_accept_nothing(gen, batch=64):
     """The unchecked batched kernel (what `jax.vmap(gbrrt_run)` runs) with NaN parameters: every
-    candidate's pre-activation is NaN, so none is a member, whatever the batch size."""
+    candidate's pre-activation is NaN, so none is a member (at batch 64, where XLA's min drops NaN
+    at this width; membership itself is tested at batch 1, 8 and 64 in test_boundaries)."""
     leaves, tree = jax.tree.flatten(gen.params)
     nan_params = jax.tree.unflatten(tree, [jnp.full_like(x, jnp.nan) for x in leaves])
     z0, l = jnp.zeros(D), 4  # the deepest layer: every parameter reaches it
@@ -313,16 +314,45 @@ def test_tiny_delta_is_refused_and_never_copies_the_query():
     for delta in (1e-6, 1e-21, 0.9 * floor):
         with pytest.raises(JaxprobeError, match=r"delta: expected a step size float32 resolves at the query's scale"):
             gbrrt(jax.random.PRNGKey(0), model, model.params, z0, 1, v, delta=delta, capacity=8, max_candidates=32)
-    for delta in (1e-6, 1e-21):
+    # At the floor the checked driver accepts the step, the tree grows and its nodes keep their
+    # separation; below it the unchecked kernel copies nothing.
+    assert check_arguments(model, model.params, z0, 1, v, delta=floor, interval=1.0, capacity=8,
+                           max_candidates=32)[3] == floor
+    for delta in (1e-6, 1e-21, floor):
         r = _run_jit(jax.random.PRNGKey(0), model, model.params, z0, 1, jnp.asarray(v, jnp.float32), delta=delta,
                      interval=jnp.ones(d), capacity=32, max_candidates=32, batch=8, rejected_capacity=8)
-        nodes = np.asarray(r.nodes)[: int(r.count)]
-        assert len(np.unique(nodes, axis=0)) == len(nodes) and int(r.count) == 1, (delta, int(r.count))
-    # At the floor the tree grows and its nodes keep their separation.
-    r = gbrrt(jax.random.PRNGKey(0), model, model.params, z0, 1, v, delta=floor, capacity=8, max_candidates=32)
-    nodes = r.accepted_nodes().astype(np.float64)
+        nodes = np.asarray(r.nodes)[: int(r.count)].astype(np.float64)
+        if delta < floor:
+            assert len(np.unique(nodes, axis=0)) == len(nodes) and int(r.count) == 1, (delta, int(r.count))
     dist = np.linalg.norm(nodes[:, None] - nodes[None], axis=-1) + np.eye(len(nodes))
     assert len(nodes) > 3 and dist.min() >= floor * (1 - REL_TOL)
+
+
+def test_separation_threshold_is_strict_and_below_delta():
+    """1-D, z0 = 0, delta = 1, every point a member, the tree {0, n}: a candidate in (0, n/2) steps
+    from 0 to z' = 1 exactly. With n - 1 = delta (1 - REL_TOL) exactly in float32 (the threshold
+    itself, below delta) z' is not too close and joins the tree; one float32 step nearer it is
+    turned away. Both through the k nearest tested directly (top_k = 4) and through the direct
+    fallback (top_k = 1), from a hand-made state."""
+    model = one_layer(np.zeros((1, 1)), np.ones(1))
+    v = jnp.zeros(1, jnp.float32)  # no unit selected: the region is the whole line
+    thr = np.float32(1.0) * np.float32(1.0 - REL_TOL)
+    at = np.float32(1.0) + thr
+    assert at - np.float32(1.0) == thr and thr < 1.0  # exact in float32: |z' - n| is the threshold
+    key, z0 = jax.random.PRNGKey(2), jnp.zeros(1)
+    z = np.asarray(draw_candidates(key, 0, 64, z0, jnp.full(1, at)))[:, 0]
+    j = int(np.flatnonzero((z > 0.05) & (z < at / 2 - 0.05))[0])  # nearest node 0, step to z' = 1
+    for top_k in (4, 1):
+        kernel = gbrrt_kernel(model, model.params, z0, 1, v, delta=1.0, interval=at, capacity=8,
+                              max_candidates=1000, batch=1, rejected_capacity=4, top_k=top_k)
+        step = jax.jit(kernel.step)
+        for n, joins in ((at, True), (np.nextafter(at, np.float32(0)), False)):
+            state = kernel.init()
+            state = state._replace(nodes=state.nodes.at[1, 0].set(n), count=jnp.int32(2), n_candidates=jnp.int32(j))
+            state = step(key, state)
+            assert int(state.count) == 2 + joins and int(state.n_close) == (not joins), (top_k, n)
+            if joins:
+                assert float(state.nodes[2, 0]) == 1.0 and int(state.parents[2]) == 0
 
 
 @pytest.mark.parametrize("fn", [gbrrt, gbrrt_sequential])
