@@ -192,3 +192,60 @@ def test_bad_input_names_the_argument(kwargs, message):
     with pytest.raises(JaxprobeError) as err:
         dg.dgn_am(jax.random.PRNGKey(0), g, c, neurons, steps=kwargs.pop("steps", 2), **kwargs)
     assert message in str(err.value), str(err.value)
+
+
+def test_adam_first_steps_on_a_linear_objective_in_closed_form():
+    """optimizer=optax.adam(lr) on F_i(y) = a_i . y: the gradient is constant, so Adam's bias-corrected
+    moments are m = a, v = a^2 and every step adds lr a / (|a| + eps) before the clip and the decay."""
+    optax = pytest.importorskip("optax")
+    a = np.array([[1.0, -2.0, 4.0], [0.5, 0.0, -3.0]], np.float32)
+    lr, eps = 0.3, 1e-8
+    kernel = dg.dgn_am_kernel(lambda y: jnp.sum(y * a, axis=1), steps=3, decay=0.9, lower=-1.0, upper=0.5,
+                              optimizer=optax.adam(lr, eps=eps))
+    state = kernel.init(np.zeros((2, 3), np.float32))
+    y = np.zeros((2, 3))
+    for _ in range(3):
+        state, _ = kernel.step(state)
+        y = 0.9 * np.clip(y + lr * a / (np.abs(a) + eps), -1.0, 0.5)
+        np.testing.assert_allclose(state.code, y, rtol=1e-5, atol=1e-7)
+
+
+def test_real_bounds_are_a_multiple_of_the_encoder_on_real_images():
+    g, c = jaxprobe.load("fc_generator"), jaxprobe.load("classifier")
+    x = np.random.default_rng(0).uniform(size=(20, 28, 28, 1)).astype(np.float32)
+    lower, upper = dg.real_bounds(g, x, multiple=2.0)
+    fc1 = np.maximum(np.asarray(c.up_to(c.params, c.pixels.from_canonical(jnp.asarray(x)), "fc1")), 0.0)
+    np.testing.assert_allclose(upper, 2.0 * fc1.max(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(lower, 0.0)
+    with pytest.raises(JaxprobeError, match="images: expected real images of shape"):
+        dg.real_bounds(g, x[:, :27])
+    with pytest.raises(JaxprobeError, match="multiple"):
+        dg.real_bounds(g, x, multiple=0.0)
+
+
+def test_class_neurons_beat_real_images_and_codes_stay_in_real_bounds():
+    """The reference update (200 steps) with real-data bounds on the 10 class neurons: the codes lie
+    in [lower, upper] after every step, >= 9 of 10 neurons end above their class's real mean, and
+    >= 9 of 10 images are classified as their target (recomputed from the codes)."""
+    from jaxprobe.experiments.codespace import class_neurons, code_bounds, real_class_means
+
+    g, c = jaxprobe.load("fc_generator"), jaxprobe.load("classifier")
+    neurons = class_neurons(c)
+    lower, upper = code_bounds(g, "real")
+    resolved = jaxprobe.resolve_neurons(c, neurons)
+    layers, flat = tuple(n.layer for n in resolved), np.array([flat_index(c, n) for n in resolved], np.int32)
+    objective = dg.neuron_objective(g, g.params, c, c.params, layers, flat, jnp.eye(10))
+    kernel = dg.dgn_am_kernel(lambda y: objective(y)[0], steps=200, lower=lower, upper=upper)
+
+    @jax.jit
+    def run(y0):
+        return jax.lax.scan(lambda s, _: (kernel.step(s)[0],) * 2, kernel.init(y0), None, length=200)
+
+    last, states = run(jax.random.normal(jax.random.PRNGKey(0), (10,) + tuple(g.input_shape)))
+    codes = np.asarray(states.code)
+    assert np.all(codes >= lower - 1e-6) and np.all(codes <= upper + 1e-6)
+    images = jaxprobe.convert_pixels(g.forward(g.params, last.code), g.pixels, c.pixels)
+    logits = np.asarray(c.forward(c.params, images))
+    final = np.diag(logits)
+    assert np.sum(final > real_class_means(c, neurons)) >= 9, final
+    assert np.sum(logits.argmax(-1) == np.arange(10)) >= 9, logits.argmax(-1)

@@ -19,6 +19,10 @@ the reference scripts (Evolving-AI-Lab/synthesizing, `act_max.py` with the fc8 s
                                                         activations seen on real images)
     y  <- decay y                                       the scripts' "L2 weight", 0.99
 
+With `optimizer` (an optax GradientTransformation, e.g. `optax.adam(0.1)`) the normalised step
+is replaced by that optimizer's update on -F (ascent on the same objective); the clip and the
+decay stay. `real_bounds` gives the reference's per-unit bounds from real images.
+
 The scripts take the step in two stages (an image step normalised by its own mean |gradient|,
 then back through G and normalised again); the image step's scale cancels in the second
 normalisation, so the single normalised step above is the same update.
@@ -44,6 +48,9 @@ from jaxprobe.models.probe import Model
 from jaxprobe.sharding import check_mesh, constrain_batch
 
 
+PROGRESS_TICKS = 20  # progress calls per run
+
+
 class DGNAMState(NamedTuple):
     """Codes under optimization; every array has the c chains on its leading axis.
 
@@ -52,12 +59,14 @@ class DGNAMState(NamedTuple):
       best_code: (c, *code_shape) the evaluated code with the highest objective so far.
       best_value: (c,) its objective (-inf before the first evaluation).
       step: () int32, iterations done.
+      opt_state: the optax optimizer's state (None for the reference update).
     """
 
     code: jax.Array
     best_code: jax.Array
     best_value: jax.Array
     step: jax.Array
+    opt_state: object = None
 
 
 class DGNAM(NamedTuple):
@@ -105,7 +114,7 @@ def keep_best(best_code, best_value, code, values):
 
 
 def dgn_am_kernel(objective: Callable, *, steps: int, step_size=(8.0, 1e-10), decay=0.99,
-                  lower=None, upper=None) -> DGNAM:
+                  lower=None, upper=None, optimizer=None) -> DGNAM:
     """The DGN-AM update as an init/step pair for any per-chain objective.
 
     Args:
@@ -116,6 +125,8 @@ def dgn_am_kernel(objective: Callable, *, steps: int, step_size=(8.0, 1e-10), de
       decay: factor applied to the code after each step (the reference's L2 weight 0.99; 1 = none).
       lower, upper: bounds the code is clipped to before the decay (None: unbounded); scalars or
         arrays broadcasting to code_shape.
+      optimizer: None for the reference's normalised step, or an optax GradientTransformation
+        whose update on -grad F replaces it (step_size is then unused).
     """
     start, end = step_size if isinstance(step_size, (tuple, list)) else (step_size, step_size)
     ramp = step_sizes(int(steps), jnp.float32(start), jnp.float32(end))
@@ -128,7 +139,8 @@ def dgn_am_kernel(objective: Callable, *, steps: int, step_size=(8.0, 1e-10), de
 
     def init(codes) -> DGNAMState:
         codes = jnp.asarray(codes, jnp.float32)
-        return DGNAMState(codes, codes, jnp.full(codes.shape[:1], -jnp.inf, jnp.float32), jnp.zeros((), jnp.int32))
+        return DGNAMState(codes, codes, jnp.full(codes.shape[:1], -jnp.inf, jnp.float32), jnp.zeros((), jnp.int32),
+                          None if optimizer is None else optimizer.init(codes))
 
     def step(state: DGNAMState):
         y = state.code
@@ -138,13 +150,17 @@ def dgn_am_kernel(objective: Callable, *, steps: int, step_size=(8.0, 1e-10), de
         # The reference skips the update when the gradient is NaN, and stops the run when it is
         # zero; one chain of a batch cannot stop, so either way that chain only takes no step.
         ok = (scale > 0) & jnp.isfinite(scale)
-        y_new = y + jnp.where(ok, ramp[jnp.minimum(state.step, ramp.shape[0] - 1)] * g / jnp.where(ok, scale, 1.0),
-                              0.0)
+        opt_state = state.opt_state
+        if optimizer is None:
+            delta = ramp[jnp.minimum(state.step, ramp.shape[0] - 1)] * g / jnp.where(ok, scale, 1.0)
+        else:
+            delta, opt_state = optimizer.update(-jnp.where(ok, g, 0.0), opt_state, y)
+        y_new = y + jnp.where(ok, delta, 0.0)
         if lower is not None or upper is not None:
             y_new = jnp.clip(y_new, lower, upper)
         y_new = decay * y_new
         best_code, best_value = keep_best(state.best_code, state.best_value, y, values)
-        return DGNAMState(y_new, best_code, best_value, state.step + 1), values
+        return DGNAMState(y_new, best_code, best_value, state.step + 1, opt_state), values
 
     return DGNAM(init, step)
 
@@ -167,21 +183,31 @@ def neuron_objective(generator: Model, gen_params, classifier: Model, cls_params
 
 def dgn_am_run(generator: Model, gen_params, classifier: Model, cls_params, layers, flat, weights, codes, *,
                steps: int, step_size=(8.0, 1e-10), decay=0.99, lower=None, upper=None,
-               nonlinear: bool = True, mesh=None) -> DGNAMResult:
+               nonlinear: bool = True, mesh=None, optimizer=None, progress=None) -> DGNAMResult:
     """DGN-AM as a pure function (no checks; jit with generator, classifier, layers, steps,
-    nonlinear and mesh static). See `dgn_am` for the arguments."""
+    nonlinear, mesh, optimizer and progress static). See `dgn_am` for the arguments."""
     codes = constrain_batch(jnp.asarray(codes, jnp.float32), mesh)
     values = neuron_objective(generator, gen_params, classifier, cls_params, layers, flat, weights,
                               nonlinear=nonlinear)
     kernel = dgn_am_kernel(lambda y: values(y)[0], steps=steps, step_size=step_size, decay=decay,
-                           lower=lower, upper=upper)
-    state, history = jax.lax.scan(lambda s, _: kernel.step(s), kernel.init(codes), None, length=steps)
+                           lower=lower, upper=upper, optimizer=optimizer)
+
+    every = max(1, steps // PROGRESS_TICKS)
+
+    def body(s, _):
+        s, v = kernel.step(s)
+        if progress is not None:  # a callback every step costs about half a step of the default models
+            tick = (s.step % every == 0) | (s.step == steps)
+            jax.lax.cond(tick, lambda n: jax.debug.callback(progress, n), lambda n: None, s.step)
+        return s, v
+
+    state, history = jax.lax.scan(body, kernel.init(codes), None, length=steps)
     last, (act, images) = values(state.code)
     best_codes, best_values = keep_best(state.best_code, state.best_value, state.code, last)
     return DGNAMResult(state.code, last, act, best_codes, best_values, history, images, (), weights)
 
 
-_STATIC = ("generator", "classifier", "layers", "steps", "nonlinear", "mesh")
+_STATIC = ("generator", "classifier", "layers", "steps", "nonlinear", "mesh", "optimizer", "progress")
 _run_jit = jax.jit(dgn_am_run, static_argnames=_STATIC)
 
 
@@ -203,7 +229,8 @@ def check_bounds(name, value, code_shape):
 
 def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, steps: int = 200,
            step_size=(8.0, 1e-10), decay: float = 0.99, lower=None, upper=None, init=None,
-           nonlinear: bool = True, gen_params=None, cls_params=None, mesh=None) -> DGNAMResult:
+           nonlinear: bool = True, gen_params=None, cls_params=None, mesh=None, optimizer=None,
+           progress=None) -> DGNAMResult:
     """DGN-AM (Nguyen et al. 2016, eq. 1; docs/methods/dgn-am.md): codes whose images excite neurons.
 
     Args:
@@ -226,6 +253,10 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, s
       gen_params, cls_params: parameters (default the models' own).
       mesh: a `jax.sharding.Mesh` with a "batch" axis to split the chains over (c a multiple of
         its device count), or None.
+      optimizer: None (the reference's normalised, ramped step) or an optax GradientTransformation
+        taking the step on -F instead (e.g. `optax.adam(0.05)`); clip and decay still apply.
+      progress: None or a function called (outside the program, `jax.debug.callback`) with the
+        number of steps done, `PROGRESS_TICKS` times a run, e.g. to move a progress bar.
 
     Returns:
       `DGNAMResult`: last and best codes with their objectives, every neuron's value at the last
@@ -259,14 +290,65 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, s
                                 f"(one per chain), got {tuple(codes.shape)}")
         check_finite("init", codes)
     check_mesh(mesh, c, "weights", "the chains, one per row,")
+    if optimizer is not None and not (callable(getattr(optimizer, "init", None))
+                                      and callable(getattr(optimizer, "update", None))):
+        raise JaxprobeError(f"optimizer: expected None or an optax GradientTransformation, got "
+                            f"{type(optimizer).__name__}")
     flat = np.array([flat_index(classifier, n) for n in resolved], np.int32)
     result = _run_jit(generator, generator.params if gen_params is None else gen_params,
                       classifier, classifier.params if cls_params is None else cls_params,
                       tuple(n.layer for n in resolved), flat, jnp.asarray(w), codes, steps=steps,
                       step_size=tuple(float(s) for s in (sizes if sizes.size == 2 else (sizes[0], sizes[0]))),
-                      decay=float(decay), lower=lo, upper=hi, nonlinear=bool(nonlinear), mesh=mesh)
+                      decay=float(decay), lower=lo, upper=hi, nonlinear=bool(nonlinear), mesh=mesh,
+                      optimizer=optimizer, progress=progress)
     return result._replace(neurons=tuple(neuron_name(classifier, n) for n in resolved))
 
 
+def recorded_encoder(generator: Model, encoder: Model | None = None, layer=None) -> tuple:
+    """(encoder, layer): the encoder `generator` inverts, from its manifest's "encoder" record
+    ({"model": a shipped name or directory, "layer": ...}) unless both are given."""
+    if encoder is None or layer is None:
+        record = generator.manifest.get("encoder")
+        if not isinstance(record, dict) or "model" not in record or "layer" not in record:
+            raise JaxprobeError(f"generator: {generator.name!r} records no encoder (its manifest has no "
+                                "'encoder': {'model', 'layer'}); pass encoder and layer")
+        if encoder is None:
+            from jaxprobe.models.store import load
+            encoder = load(record["model"])
+        layer = record["layer"] if layer is None else layer
+    return encoder, layer
+
+
+def real_bounds(generator: Model, images, *, multiple: float = 3.0, encoder: Model | None = None, layer=None,
+                batch: int = 256):
+    """Per-unit code bounds from real data, as the reference's fc6 bounds: (lower, upper) with
+    upper = multiple x the largest value of each unit of E(x) over the images x, lower = 0 when E's
+    layer ends in a nonlinearity whose outputs are >= 0 on them (a ReLU), else multiple x the smallest.
+
+    `images` (m, H, W, C) are real images in E's canonical [0, 1] scale; E is `encoder` up to
+    `layer`, read after its nonlinearity (default: the generator's manifest "encoder" record, e.g.
+    the classifier up to fc1 for fc_generator). Returns two float32 arrays of the code's shape.
+    """
+    encoder, layer = recorded_encoder(generator, encoder, layer)
+    multiple = check_number("multiple", multiple, low=0.0, low_open=True, what="a factor")
+    x = np.asarray(images, np.float32)
+    if x.ndim != 4 or x.shape[1:] != tuple(encoder.input_shape) or len(x) == 0:
+        raise JaxprobeError(f"images: expected real images of shape (m, {', '.join(map(str, encoder.input_shape))}), "
+                            f"m >= 1, got {x.shape}")
+    check_finite("images", x)
+    code_shape = tuple(generator.input_shape)
+    number = encoder.layer(layer)
+    if int(np.prod(encoder.layer_shape(number))) != int(np.prod(code_shape)):
+        raise JaxprobeError(f"layer: {encoder.name!r} at {layer!r} gives {encoder.layer_shape(number)}, not the code "
+                            f"shape {code_shape} of {generator.name!r}")
+    read = jax.jit(lambda p, x: encoder.activation(p, x, number))
+    to_input = (lambda v: v) if encoder.pixels is None else encoder.pixels.from_canonical
+    h = np.concatenate([np.asarray(read(encoder.params, to_input(jnp.asarray(x[i:i + batch]))))
+                        .reshape((-1,) + code_shape) for i in range(0, len(x), batch)])
+    low = h.min(axis=0)
+    lower = np.zeros(code_shape, np.float32) if np.all(low >= 0) else (multiple * low).astype(np.float32)
+    return lower, (multiple * h.max(axis=0)).astype(np.float32)
+
+
 __all__ = ["DGNAM", "DGNAMResult", "DGNAMState", "dgn_am", "dgn_am_kernel", "dgn_am_run", "keep_best",
-           "neuron_objective", "step_sizes", "check_bounds"]
+           "neuron_objective", "real_bounds", "recorded_encoder", "step_sizes", "check_bounds"]

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.checks import check_count, check_finite, check_number
-from jaxprobe.codespace.dgn_am import check_bounds, step_sizes
+from jaxprobe.codespace.dgn_am import check_bounds, recorded_encoder, step_sizes
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.dae import ROLE as DENOISER_ROLE
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neuron
@@ -241,33 +241,67 @@ def ppgn_run(generator: Model, gen_params, classifier: Model, cls_params, prior:
     chains' h_0; `key` splits into one key per chain. See `ppgn` for the other arguments."""
     codes = constrain_batch(jnp.asarray(codes, jnp.float32), mesh)
     keys = constrain_batch(jax.random.split(key, codes.shape[0]), mesh)
-    terms = condition_terms(generator, gen_params, classifier, cls_params, prior, prior_params, layer, channels, unit,
-                            exact=exact, nonlinear=nonlinear)
-    kernel = ppgn_kernel(terms, steps=steps, step_size=step_size, eps1=eps1, eps2=eps2, eps3=eps3,
-                         normalize=normalize, lower=lower, upper=upper, reset_every=reset_every)
+    kernel = _kernel(generator, gen_params, classifier, cls_params, prior, prior_params, layer, channels, unit,
+                     steps=steps, step_size=step_size, eps1=eps1, eps2=eps2, eps3=eps3, normalize=normalize,
+                     exact=exact, nonlinear=nonlinear, lower=lower, upper=upper, reset_every=reset_every)
     last, (samples, probs, tops) = jax.vmap(
         lambda k, h: sample_chain(kernel, k, h, steps=steps, save_every=save_every))(keys, codes)
     saved = jnp.arange(samples.shape[1], dtype=jnp.int32) * save_every
     return PPGNResult(samples, probs, tops, probs > threshold, saved, last.code, last.prob, None)
 
 
+def _kernel(generator, gen_params, classifier, cls_params, prior, prior_params, layer, channels, unit, *, steps,
+            step_size, eps1, eps2, eps3, normalize, exact, nonlinear, lower, upper, reset_every) -> PPGN:
+    terms = condition_terms(generator, gen_params, classifier, cls_params, prior, prior_params, layer, channels, unit,
+                            exact=exact, nonlinear=nonlinear)
+    return ppgn_kernel(terms, steps=steps, step_size=step_size, eps1=eps1, eps2=eps2, eps3=eps3,
+                       normalize=normalize, lower=lower, upper=upper, reset_every=reset_every)
+
+
+def ppgn_start(*models, codes, save_every: int, mesh=None, **options):
+    """The chunked driver's start: (c chains' `PPGNState`, empty save buffers) for `ppgn_advance`.
+    `models` and `options` as `ppgn_run`'s (jit with the same static arguments)."""
+    kernel = _kernel(*models, **options)
+    state = jax.vmap(kernel.init)(constrain_batch(jnp.asarray(codes, jnp.float32), mesh))
+    c, n = state.code.shape[0], saved_rows(options["steps"], save_every)
+    return state, (jnp.zeros((c, n) + state.code.shape[1:], jnp.float32), jnp.zeros((c, n), jnp.float32),
+                   jnp.zeros((c, n), jnp.int32))
+
+
+def ppgn_advance(*models, carry, keys, save_every: int, mesh=None, **options):
+    """`advance` every chain of `carry` = (state, buffers) by its row of `keys` (c, k) step keys."""
+    kernel = _kernel(*models, **options)
+    return jax.vmap(lambda s, b, k: advance(kernel, s, b, k, save_every=save_every))(*carry, keys)
+
+
 _STATIC = ("generator", "classifier", "prior", "layer", "steps", "save_every", "normalize", "exact", "nonlinear",
            "reset_every", "mesh")
 _run_jit = jax.jit(ppgn_run, static_argnames=_STATIC)
+_MODELS = (0, 2, 4, 6)  # generator, classifier, prior, layer as positions of *models
+_start_jit = jax.jit(ppgn_start, static_argnums=_MODELS, static_argnames=_STATIC[4:])
+_advance_jit = jax.jit(ppgn_advance, static_argnums=_MODELS, static_argnames=_STATIC[4:])
+
+
+def _run_chunked(models, key, codes, *, chunk: int, progress, threshold, **options) -> PPGNResult:
+    """`ppgn_run` in compiled chunks of `chunk` steps, calling `progress(steps done)` after each;
+    the same draws as `ppgn_run` (chain i's step keys are split(split(key, c)[i], steps))."""
+    steps, save_every = options["steps"], options["save_every"]
+    keys = jax.vmap(lambda k: jax.random.split(k, steps))(jax.random.split(key, codes.shape[0]))
+    carry = _start_jit(*models, codes=codes, **options)
+    for a in range(0, steps, chunk):
+        carry = _advance_jit(*models, carry=carry, keys=keys[:, a:a + chunk], **options)
+        if progress is not None:
+            jax.block_until_ready(carry)  # so that progress reports finished steps, not dispatched ones
+            progress(min(a + chunk, steps))
+    last, (samples, probs, tops) = carry
+    saved = jnp.arange(samples.shape[1], dtype=jnp.int32) * save_every
+    return PPGNResult(samples, probs, tops, probs > threshold, saved, last.code, last.prob, None)
 
 
 def encoder_prior(generator: Model, encoder: Model | None = None, layer=None) -> Denoiser:
     """R(h) = E(G(h)) with E the encoder `generator` inverts: its manifest's "encoder" record
     ({"model": a shipped name or directory, "layer": ...}) unless `encoder` and `layer` are given."""
-    if encoder is None or layer is None:
-        record = generator.manifest.get("encoder")
-        if not isinstance(record, dict) or "model" not in record or "layer" not in record:
-            raise JaxprobeError(f"generator: {generator.name!r} records no encoder (its manifest has no "
-                                "'encoder': {'model', 'layer'}); pass encoder and layer")
-        if encoder is None:
-            from jaxprobe.models.store import load
-            encoder = load(record["model"])
-        layer = record["layer"] if layer is None else layer
+    encoder, layer = recorded_encoder(generator, encoder, layer)
     return Denoiser(encoder, encoder.layer(layer))
 
 
@@ -321,7 +355,7 @@ def ppgn(key, generator: Model, classifier: Model, prior, *, label=None, neuron=
          steps: int = 200, step_size=1.0, eps1: float = 1e-5, eps2: float = 1.0, eps3: float = 1e-17,
          save_every: int = 5, reset_every: int = 0, threshold: float = 0.0, lower=None, upper=None,
          normalize: bool = True, gradient: str = "exact", nonlinear: bool = True, init=None, gen_params=None,
-         cls_params=None, prior_params=None, mesh=None) -> PPGNResult:
+         cls_params=None, prior_params=None, mesh=None, chunk=None, progress=None) -> PPGNResult:
     """PPGN sampling (Nguyen et al. 2017, eq. 11): chains of codes whose images the
     classifier assigns to a class (or that excite a hidden neuron), under a learned prior on codes.
 
@@ -348,6 +382,8 @@ def ppgn(key, generator: Model, classifier: Model, prior, *, label=None, neuron=
       gen_params, cls_params, prior_params: parameters (default the models' own).
       mesh: a `jax.sharding.Mesh` with a "batch" axis to split the chains over (c a multiple of
         its device count), or None.
+      chunk: None (one compiled scan over all steps) or run the chains in compiled chunks of this
+        many steps (`advance`; the same chains), calling `progress(steps done)` after each chunk.
 
     Returns:
       `PPGNResult`: the saved codes with their probabilities, top units and kept mask, and the
@@ -386,18 +422,25 @@ def ppgn(key, generator: Model, classifier: Model, prior, *, label=None, neuron=
                                 f"(one per chain), got {tuple(codes.shape)}")
         check_finite("init", codes)
     check_mesh(mesh, chains, "chains", "the chains")
+    chunk = None if chunk is None else check_count("chunk", chunk, 1)
     # Numbers go in as arrays, so another class, eps or threshold reuses the compiled program.
     f32 = np.float32
-    result = _run_jit(generator, generator.params if gen_params is None else gen_params,
-                      classifier, classifier.params if cls_params is None else cls_params,
-                      prior, prior.model.params if prior_params is None else prior_params,
-                      resolved.layer, channels, np.int32(unit), k_run, codes, steps=steps, save_every=save_every,
-                      threshold=f32(threshold), step_size=(f32(s0), f32(s1)), eps1=f32(eps[0]), eps2=f32(eps[1]),
-                      eps3=f32(eps[2]), normalize=bool(normalize), exact=gradient == "exact",
-                      nonlinear=bool(nonlinear), lower=lo, upper=hi, reset_every=reset_every, mesh=mesh)
+    models = (generator, generator.params if gen_params is None else gen_params,
+              classifier, classifier.params if cls_params is None else cls_params,
+              prior, prior.model.params if prior_params is None else prior_params, resolved.layer, channels,
+              np.int32(unit))
+    options = dict(steps=steps, save_every=save_every, step_size=(f32(s0), f32(s1)), eps1=f32(eps[0]),
+                   eps2=f32(eps[1]), eps3=f32(eps[2]), normalize=bool(normalize), exact=gradient == "exact",
+                   nonlinear=bool(nonlinear), lower=lo, upper=hi, reset_every=reset_every, mesh=mesh)
+    if chunk is None:
+        result = _run_jit(*models, k_run, codes, threshold=f32(threshold), **options)
+    else:
+        result = _run_chunked(models, k_run, codes, chunk=chunk, progress=progress, threshold=f32(threshold),
+                              **options)
     return result._replace(condition=neuron_name(classifier, resolved))
 
 
 __all__ = ["Denoiser", "GRADIENTS", "PPGN", "PPGNResult", "PPGNState", "Terms", "advance", "check_prior",
+           "ppgn_advance", "ppgn_start",
            "condition_terms", "encoder_prior", "ppgn", "ppgn_kernel", "ppgn_run", "resolve_condition", "sample_chain",
            "saved_rows"]
