@@ -12,7 +12,7 @@ import sys
 # One module per method's commands. Each defines `add_commands(sub, reproduce)`: it adds its command
 # to `sub` (the `jaxprobe` subparsers) and its paper reproduction to `reproduce` (the subparsers of
 # `jaxprobe reproduce`), each parser setting `func(args)`.
-MODULES = ("egbas", "inverse_set")
+MODULES = ("egbas", "inverse_set", "dgn_am", "ppgn")
 
 
 def _cmd_info(args) -> None:
