@@ -13,8 +13,14 @@ def test_demo_writes_report(tmp_path, capsys):
     assert models["classifier_test_accuracy"] >= 0.985
     assert models["fc_generator_reconstruction_accuracy"] >= 0.9
     assert models["dcgan2d_layer1_regions_in_view"] > 1
+    dgn = results["dgn_am"]
+    assert dgn["codes_in_bounds"] and dgn["above_real_mean"] >= 9 and dgn["classified_as_target"] >= 9
+    assert [r["neuron"] for r in dgn["neurons"]] == [f"logits:{j}" for j in range(10)]
+    ppgn = results["ppgn"]
+    assert [r["label"] for r in ppgn["classes"]] == list(range(10)) and ppgn["min_class_rate"] >= 0.8
+    assert all(r["diversity"]["n"] >= 2 for r in ppgn["classes"] if r["diversity"] is not None)
     page = (out / "index.html").read_text()
     for png in ("dcgan_samples.png", "dcgan2d_manifold.png", "dcgan2d_layer1_regions.png",
-                "fc_generator_reconstructions.png"):
+                "fc_generator_reconstructions.png", "dgn_am_classes.png", "ppgn_chains.png"):
         assert (out / png).stat().st_size > 1000 and f'src="{png}"' in page
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # written atomically
