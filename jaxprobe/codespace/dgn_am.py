@@ -227,6 +227,27 @@ def check_bounds(name, value, code_shape):
     return b
 
 
+def start_codes(key, generator: Model, chains: int, init, lower, upper):
+    """The chains' initial codes and per-unit bounds, checked: (codes (chains, *code_shape) float32,
+    lower, upper (float32 arrays broadcasting to the code shape, or None)).
+
+    Codes are `init` when given (finite, one per chain), otherwise N(0, I) draws from `key` as in
+    the reference implementations of DGN-AM and PPGN.
+    """
+    code_shape = tuple(generator.input_shape)
+    lo, hi = check_bounds("lower", lower, code_shape), check_bounds("upper", upper, code_shape)
+    if lo is not None and hi is not None and np.any(np.broadcast_to(lo, code_shape) > np.broadcast_to(hi, code_shape)):
+        raise JaxprobeError("lower, upper: expected lower <= upper for every unit")
+    if init is None:
+        return jax.random.normal(key, (chains,) + code_shape, jnp.float32), lo, hi
+    codes = jnp.asarray(init, jnp.float32)
+    if tuple(codes.shape) != (chains,) + code_shape:
+        raise JaxprobeError(f"init: expected codes of shape ({chains}, {', '.join(map(str, code_shape))}) "
+                            f"(one per chain), got {tuple(codes.shape)}")
+    check_finite("init", codes)
+    return codes, lo, hi
+
+
 def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, steps: int = 200,
            step_size=(8.0, 1e-10), decay: float = 0.99, lower=None, upper=None, init=None,
            nonlinear: bool = True, gen_params=None, cls_params=None, mesh=None, optimizer=None,
@@ -277,18 +298,7 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, s
     if sizes.size not in (1, 2) or not np.all(np.isfinite(sizes)) or np.any(sizes < 0) or sizes[0] <= 0:
         raise JaxprobeError(f"step_size: expected s > 0 or a pair (s_start > 0, s_end >= 0), got {step_size!r}")
     decay = check_number("decay", decay, low=0.0, high=1.0, low_open=True, what="a factor")
-    code_shape = tuple(generator.input_shape)
-    lo, hi = check_bounds("lower", lower, code_shape), check_bounds("upper", upper, code_shape)
-    if lo is not None and hi is not None and np.any(np.broadcast_to(lo, code_shape) > np.broadcast_to(hi, code_shape)):
-        raise JaxprobeError("lower, upper: expected lower <= upper for every unit")
-    if init is None:
-        codes = jax.random.normal(key, (c,) + code_shape, jnp.float32)
-    else:
-        codes = jnp.asarray(init, jnp.float32)
-        if tuple(codes.shape) != (c,) + code_shape:
-            raise JaxprobeError(f"init: expected codes of shape ({c}, {', '.join(map(str, code_shape))}) "
-                                f"(one per chain), got {tuple(codes.shape)}")
-        check_finite("init", codes)
+    codes, lo, hi = start_codes(key, generator, c, init, lower, upper)
     check_mesh(mesh, c, "weights", "the chains, one per row,")
     if optimizer is not None and not (callable(getattr(optimizer, "init", None))
                                       and callable(getattr(optimizer, "update", None))):

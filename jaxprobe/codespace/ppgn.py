@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.checks import check_count, check_finite, check_number
-from jaxprobe.codespace.dgn_am import check_bounds, recorded_encoder, step_sizes
+from jaxprobe.checks import check_count, check_number
+from jaxprobe.codespace.dgn_am import recorded_encoder, start_codes, step_sizes
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.dae import ROLE as DENOISER_ROLE
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neuron
@@ -408,19 +408,8 @@ def ppgn(key, generator: Model, classifier: Model, prior, *, label=None, neuron=
     threshold = check_number("threshold", threshold, low=0.0, high=1.0, what="a probability")
     if gradient not in GRADIENTS:
         raise JaxprobeError(f"gradient: expected one of {', '.join(GRADIENTS)}, got {gradient!r}")
-    code_shape = tuple(generator.input_shape)
-    lo, hi = check_bounds("lower", lower, code_shape), check_bounds("upper", upper, code_shape)
-    if lo is not None and hi is not None and np.any(np.broadcast_to(lo, code_shape) > np.broadcast_to(hi, code_shape)):
-        raise JaxprobeError("lower, upper: expected lower <= upper for every unit")
     k_init, k_run = jax.random.split(key)
-    if init is None:
-        codes = jax.random.normal(k_init, (chains,) + code_shape, jnp.float32)
-    else:
-        codes = jnp.asarray(init, jnp.float32)
-        if tuple(codes.shape) != (chains,) + code_shape:
-            raise JaxprobeError(f"init: expected codes of shape ({chains}, {', '.join(map(str, code_shape))}) "
-                                f"(one per chain), got {tuple(codes.shape)}")
-        check_finite("init", codes)
+    codes, lo, hi = start_codes(k_init, generator, chains, init, lower, upper)
     check_mesh(mesh, chains, "chains", "the chains")
     chunk = None if chunk is None else check_count("chunk", chunk, 1)
     # Numbers go in as arrays, so another class, eps or threshold reuses the compiled program.
