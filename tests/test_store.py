@@ -119,7 +119,7 @@ def _set(path, value):
     (_set(("input_shape",), [28, 28, 1]), r"input_shape \[28, 28, 1\] does not fit the network"),
     (_set(("input_shape",), [0]), r"input_shape: expected a list of positive ints, got \[0\]"),
     (_set(("input_shape",), "8"), r"input_shape: expected a list of positive ints"),
-    (_set(("role",), "discriminator"), r"role: expected classifier or generator or critic, got \"discriminator\""),
+    (_set(("role",), "discriminator"), r"role: expected classifier or generator or critic or denoiser, got \"discriminator\""),
     (_set(("latent",), {"dim": 8, "prior": "cauchy"}), r"latent: expected"),
     (_set(("layer_names",), ["a", "b", "c", "d"]), r"layer_names \['a', 'b', 'c', 'd'\] are not the network's"),
     (_set(("format",), "jaxprobe-model/9"), r"format 'jaxprobe-model/9' is not 'jaxprobe-model/1'.*convert the "
