@@ -399,3 +399,21 @@ def test_bad_input(gen, fn):
             call(batch=0)
     with pytest.raises(JaxprobeError, match=r"rejected_capacity: expected an integer >= 1"):
         call(rejected_capacity=0)
+
+
+def test_progress_callback_ticks_without_changing_the_tree(gen):
+    """`progress` receives the candidates drawn so far, about 20 times and once at the end, rising to
+    the tree's n_candidates; the tree is the one grown without it."""
+    l = 2
+    z0s, vs, keys = queries(gen, l, 1, seed=5)
+    kw = dict(BASE, capacity=24, max_candidates=256)
+    seen = []
+    with_bar = gbrrt(keys[0], gen, gen.params, z0s[0], l, vs[0], progress=seen.append, **kw)
+    jax.effects_barrier()
+    plain = gbrrt(keys[0], gen, gen.params, z0s[0], l, vs[0], **kw)
+    ticks = [int(t) for t in seen]
+    assert ticks == sorted(ticks) and ticks[-1] == int(plain.n_candidates), ticks
+    assert 2 <= len(ticks) <= 25, ticks
+    for name in ("count", "parents", "n_rejected", "n_candidates", "nodes"):
+        np.testing.assert_array_equal(np.asarray(getattr(with_bar, name)), np.asarray(getattr(plain, name)),
+                                      err_msg=name)

@@ -70,7 +70,8 @@ class EGBASResult(NamedTuple):
 
 def egbas(key, model, params, z0, layer, *, p: float = 0.5, delta: float | None = None, interval=1.0,
           capacity: int = 128, max_candidates: int = 4096, batch: int = 64,
-          rejected_capacity: int | None = None, beropt_options: dict | None = None) -> EGBASResult:
+          rejected_capacity: int | None = None, beropt_options: dict | None = None,
+          progress=None) -> EGBASResult:
     """E-GBAS (Jeon et al. 2020, Algorithm 3): BerOpt, then GB-RRT in its region, then the eps baselines.
 
     Args:
@@ -83,7 +84,8 @@ def egbas(key, model, params, z0, layer, *, p: float = 0.5, delta: float | None 
         median extent along 32 random directions (the paper gives no value; a fixed one was too
         small at one layer and too large at another). A given delta below
         `gbrrt.min_delta(z0, interval)` is refused before BerOpt runs.
-      interval, capacity, max_candidates, batch, rejected_capacity: as in `gbrrt`.
+      interval, capacity, max_candidates, batch, rejected_capacity, progress: as in `gbrrt`
+        (progress follows the tree's candidates).
       beropt_options: keyword arguments for `beropt` (lam, tau, steps, learning_rate, init,
         n_masks).
 
@@ -102,7 +104,7 @@ def egbas(key, model, params, z0, layer, *, p: float = 0.5, delta: float | None 
     delta = default_delta(extent, z0, interval) if delta is None else delta
     tree = gbrrt(k_tree, model, params, z0, l, ber.v_star, delta=delta, interval=interval,
                  capacity=capacity, max_candidates=max_candidates, batch=batch,
-                 rejected_capacity=rejected_capacity)
+                 rejected_capacity=rejected_capacity, progress=progress)
     samples, rejected = tree.accepted_nodes(), tree.rejected_candidates()
     n = samples.shape[0]
     reason = None if rejected.shape[0] else no_eps_reason(tree, delta)
