@@ -11,8 +11,8 @@ import pytest
 from jaxprobe.gbas.boundaries import halfspace, region_margin
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.gbas.gbrrt import (CAPACITY_FULL, ITERATIONS_DONE, REJECTED_CAPACITY, REL_TOL, check_arguments,
-                                 draw_candidates, gbrrt, gbrrt_kernel, gbrrt_run, gbrrt_sequential, min_delta,
-                                 stop_reason_name)
+                                 draw_candidates, gbrrt, gbrrt_kernel, gbrrt_queries, gbrrt_run, gbrrt_sequential,
+                                 min_delta, stop_reason_name)
 from conftest import tiny_generator
 from test_boundaries import one_layer, perturbed
 
@@ -417,3 +417,39 @@ def test_progress_callback_ticks_without_changing_the_tree(gen):
     for name in ("count", "parents", "n_rejected", "n_candidates", "nodes"):
         np.testing.assert_array_equal(np.asarray(getattr(with_bar, name)), np.asarray(getattr(plain, name)),
                                       err_msg=name)
+
+
+def test_queries_in_one_program_equal_one_tree_at_a_time(gen):
+    """`gbrrt_queries` (vmap over queries) gives tree i = gbrrt(split(key, Q)[i], query i) node for node."""
+    l = 2
+    z0s, vs, _ = queries(gen, l, 3, seed=7)
+    kw = BASE  # the settings of the first test: its compiled `gbrrt` serves here
+    many = gbrrt_queries(jax.random.PRNGKey(3), gen, gen.params, z0s, l, vs, **kw)
+    assert many.nodes.shape == (3, BASE["capacity"], D) and many.count.shape == (3,)
+    one_by_one = run_many(gbrrt, gen, l, jax.random.split(jax.random.PRNGKey(3), 3), z0s, vs, **kw)
+    for i, one in enumerate(one_by_one):
+        tree = jax.tree.map(lambda a: np.asarray(a)[i], many)
+        for name in ("count", "parents", "n_rejected", "n_close", "n_candidates", "stop_reason"):
+            np.testing.assert_array_equal(getattr(tree, name), getattr(one, name), err_msg=name)
+        # the same operations on the same draws; 1e-6 allows a last bit between two programs
+        np.testing.assert_allclose(tree.accepted_nodes(), one.accepted_nodes(), rtol=1e-6, atol=1e-6)
+    assert sum(int(t.count) > 2 for t in one_by_one) >= 2  # the trees grew
+
+
+def test_queries_bad_input(gen):
+    l = 2
+    z0s, vs, _ = queries(gen, l, 2, seed=7)
+    kw = dict(delta=0.1, capacity=4, max_candidates=8)
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(JaxprobeError, match=r"z0s: expected queries of shape \(Q, 8\), Q >= 1, got \(8,\)"):
+        gbrrt_queries(key, gen, gen.params, z0s[0], l, vs, **kw)
+    with pytest.raises(JaxprobeError, match=r"v_stars: expected one halfspace indicator per query \(2\)"):
+        gbrrt_queries(key, gen, gen.params, z0s, l, vs[:1], **kw)
+    with pytest.raises(JaxprobeError, match=r"query 1 \(z0s\[1\], v_stars\[1\]\): v_star: the query z0 is not in"):
+        gbrrt_queries(key, gen, gen.params, z0s, l, vs.at[1].set(-vs[1]), **kw)
+    with pytest.raises(JaxprobeError, match=r"query 0 \(z0s\[0\], v_stars\[0\]\): z0: expected finite values"):
+        gbrrt_queries(key, gen, gen.params, z0s.at[0, 0].set(jnp.nan), l, vs, **kw)
+    with pytest.raises(JaxprobeError, match=r"^capacity: expected an integer >= 1"):
+        gbrrt_queries(key, gen, gen.params, z0s, l, vs, **{**kw, "capacity": 0})
+    with pytest.raises(JaxprobeError, match=r"mesh: expected a jax.sharding.Mesh"):
+        gbrrt_queries(key, gen, gen.params, z0s, l, vs, mesh="cpu", **kw)

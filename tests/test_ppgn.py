@@ -297,14 +297,18 @@ SHARDED = textwrap.dedent("""
     import jax, numpy as np, sys
     sys.path.insert(0, {tests!r})
     assert jax.device_count() == 8, jax.device_count()
-    from test_ppgn import run_tiny
+    from test_ppgn import run_tiny, tiny_models
     from jaxprobe import batch_mesh
     one = run_tiny(jax.random.PRNGKey(3), chains=8)
-    many = run_tiny(jax.random.PRNGKey(3), chains=8, mesh=batch_mesh())
-    assert len(many.samples.sharding.device_set) == 8 and not many.samples.sharding.is_fully_replicated
-    for a, b in ((one.samples, many.samples), (one.probs, many.probs), (one.codes, many.codes)):
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5, rtol=1e-5)
-    np.testing.assert_array_equal(np.asarray(many.labels), np.asarray(one.labels))
+    # parameters committed to device 0, as jaxprobe.load leaves them: ppgn places them on the mesh
+    committed = dict(zip(("gen_params", "cls_params", "prior_params"),
+                         jax.device_put([m.params for m in tiny_models()], jax.devices()[0])))
+    for chunk in (None, 4):  # one compiled scan, and in chunks (the step keys placed chunk by chunk)
+        many = run_tiny(jax.random.PRNGKey(3), chains=8, mesh=batch_mesh(), chunk=chunk, **committed)
+        assert len(many.samples.sharding.device_set) == 8 and not many.samples.sharding.is_fully_replicated
+        for a, b in ((one.samples, many.samples), (one.probs, many.probs), (one.codes, many.codes)):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5, rtol=1e-5)
+        np.testing.assert_array_equal(np.asarray(many.labels), np.asarray(one.labels))
     from jaxprobe import JaxprobeError
     try:
         run_tiny(jax.random.PRNGKey(3), chains=4, mesh=batch_mesh())

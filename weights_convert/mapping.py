@@ -292,7 +292,7 @@ def fold_input_std(state, std):
     conv((x - m) / s, W) = conv(x - m, W / s) exactly, so the model takes inputs minus the mean only
     and a scalar-scale `PixelConvention` describes them.
     """
-    pure = state.to_pure_dict()
+    pure = nnx.to_pure_dict(state)
     kernel = pure["layers"][0]["linear"]["kernel"]
     if kernel.ndim != 4 or kernel.shape[2] != len(std):
         raise JaxprobeError(f"weights: cannot fold a {len(std)}-channel std into a kernel of shape {kernel.shape}")
@@ -349,7 +349,7 @@ def map_weights(rules, tensors: dict, graphdef, abstract_state, names, *, ignore
     Raises one `JaxprobeError` listing every missing source tensor, unexpected source tensor,
     misshaped or non-float or non-finite tensor, and target parameter no rule fills.
     """
-    target = abstract_state.to_pure_dict()
+    target = nnx.to_pure_dict(abstract_state)
     flat_target = {tuple(k.key if hasattr(k, "key") else k.idx for k in path): leaf
                    for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]}
     missing, unexpected, bad, unfilled = [], [], [], []

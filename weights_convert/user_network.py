@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from flax import nnx
 
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.io import check_replaceable
@@ -63,7 +64,7 @@ def _listing(params, shapes) -> str:
 
 def _source_shapes(params, abstract, names) -> dict:
     """Each tensor's shape as the source file holds it (PyTorch's layout)."""
-    target = abstract.to_pure_dict()
+    target = nnx.to_pure_dict(abstract)
     shapes = {}
     for p in params:
         leaf = target["layers"][names.index(p.target)]

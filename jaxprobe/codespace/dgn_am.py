@@ -45,7 +45,7 @@ from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neurons, values_at
 from jaxprobe.models.pixels import adapt_images
 from jaxprobe.models.probe import Model
-from jaxprobe.sharding import check_mesh, constrain_batch
+from jaxprobe.sharding import check_mesh, constrain_batch, gather, on_mesh
 
 
 PROGRESS_TICKS = 20  # progress calls per run
@@ -273,7 +273,9 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, s
       nonlinear: read neurons after (default) or before their layer's nonlinearity.
       gen_params, cls_params: parameters (default the models' own).
       mesh: a `jax.sharding.Mesh` with a "batch" axis to split the chains over (c a multiple of
-        its device count), or None.
+        its device count), or None. The parameters are replicated on it; a mesh may span
+        processes (`jax.distributed`): every process then makes the same call and gets the whole
+        result (`jaxprobe.sharding.gather`).
       optimizer: None (the reference's normalised, ramped step) or an optax GradientTransformation
         taking the step on -F instead (e.g. `optax.adam(0.05)`); clip and decay still apply.
       progress: None or a function called (outside the program, `jax.debug.callback`) with the
@@ -305,13 +307,16 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, s
         raise JaxprobeError(f"optimizer: expected None or an optax GradientTransformation, got "
                             f"{type(optimizer).__name__}")
     flat = np.array([flat_index(classifier, n) for n in resolved], np.int32)
-    result = _run_jit(generator, generator.params if gen_params is None else gen_params,
-                      classifier, classifier.params if cls_params is None else cls_params,
-                      tuple(n.layer for n in resolved), flat, jnp.asarray(w), codes, steps=steps,
+    # With a mesh: parameters and settings on every device, the chains split (`on_mesh`).
+    (gp, cp, flat, w, lo, hi), codes = on_mesh(
+        mesh, (generator.params if gen_params is None else gen_params,
+               classifier.params if cls_params is None else cls_params, flat, w, lo, hi), codes)
+    result = _run_jit(generator, gp, classifier, cp, tuple(n.layer for n in resolved), flat, jnp.asarray(w), codes,
+                      steps=steps,
                       step_size=tuple(float(s) for s in (sizes if sizes.size == 2 else (sizes[0], sizes[0]))),
                       decay=float(decay), lower=lo, upper=hi, nonlinear=bool(nonlinear), mesh=mesh,
                       optimizer=optimizer, progress=progress)
-    return result._replace(neurons=tuple(neuron_name(classifier, n) for n in resolved))
+    return gather(result)._replace(neurons=tuple(neuron_name(classifier, n) for n in resolved))
 
 
 def recorded_encoder(generator: Model, encoder: Model | None = None, layer=None) -> tuple:

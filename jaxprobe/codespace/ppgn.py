@@ -43,7 +43,7 @@ from jaxprobe.models.dae import ROLE as DENOISER_ROLE
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neuron
 from jaxprobe.models.pixels import adapt_images
 from jaxprobe.models.probe import Model
-from jaxprobe.sharding import check_mesh, constrain_batch
+from jaxprobe.sharding import check_mesh, constrain_batch, gather, on_mesh, shard_batch
 
 GRADIENTS = ("exact", "reference")
 
@@ -285,11 +285,13 @@ _advance_jit = jax.jit(ppgn_advance, static_argnums=_MODELS, static_argnames=_ST
 def _run_chunked(models, key, codes, *, chunk: int, progress, threshold, **options) -> PPGNResult:
     """`ppgn_run` in compiled chunks of `chunk` steps, calling `progress(steps done)` after each;
     the same draws as `ppgn_run` (chain i's step keys are split(split(key, c)[i], steps))."""
-    steps, save_every = options["steps"], options["save_every"]
+    steps, save_every, mesh = options["steps"], options["save_every"], options["mesh"]
     keys = jax.vmap(lambda k: jax.random.split(k, steps))(jax.random.split(key, codes.shape[0]))
     carry = _start_jit(*models, codes=codes, **options)
     for a in range(0, steps, chunk):
-        carry = _advance_jit(*models, carry=carry, keys=keys[:, a:a + chunk], **options)
+        chunk_keys = keys[:, a:a + chunk]
+        carry = _advance_jit(*models, carry=carry, keys=chunk_keys if mesh is None else shard_batch(chunk_keys, mesh),
+                             **options)
         if progress is not None:
             jax.block_until_ready(carry)  # so that progress reports finished steps, not dispatched ones
             progress(min(a + chunk, steps))
@@ -381,7 +383,9 @@ def ppgn(key, generator: Model, classifier: Model, prior, *, label=None, neuron=
       init: (c, *code_shape) initial codes instead of N(0, I) draws.
       gen_params, cls_params, prior_params: parameters (default the models' own).
       mesh: a `jax.sharding.Mesh` with a "batch" axis to split the chains over (c a multiple of
-        its device count), or None.
+        its device count), or None. The parameters are replicated on it; a mesh may span
+        processes (`jax.distributed`): every process then makes the same call and gets the whole
+        result (`jaxprobe.sharding.gather`).
       chunk: None (one compiled scan over all steps) or run the chains in compiled chunks of this
         many steps (`advance`; the same chains), calling `progress(steps done)` after each chunk.
 
@@ -414,19 +418,24 @@ def ppgn(key, generator: Model, classifier: Model, prior, *, label=None, neuron=
     chunk = None if chunk is None else check_count("chunk", chunk, 1)
     # Numbers go in as arrays, so another class, eps or threshold reuses the compiled program.
     f32 = np.float32
-    models = (generator, generator.params if gen_params is None else gen_params,
-              classifier, classifier.params if cls_params is None else cls_params,
-              prior, prior.model.params if prior_params is None else prior_params, resolved.layer, channels,
-              np.int32(unit))
-    options = dict(steps=steps, save_every=save_every, step_size=(f32(s0), f32(s1)), eps1=f32(eps[0]),
-                   eps2=f32(eps[1]), eps3=f32(eps[2]), normalize=bool(normalize), exact=gradient == "exact",
-                   nonlinear=bool(nonlinear), lower=lo, upper=hi, reset_every=reset_every, mesh=mesh)
+    numbers = dict(step_size=(f32(s0), f32(s1)), eps1=f32(eps[0]), eps2=f32(eps[1]), eps3=f32(eps[2]), lower=lo,
+                   upper=hi, threshold=f32(threshold))
+    # With a mesh: parameters, keys and settings on every device, the chains split (`on_mesh`).
+    (gp, cp, pp, channels, unit, k_run, numbers), codes = on_mesh(
+        mesh, (generator.params if gen_params is None else gen_params,
+               classifier.params if cls_params is None else cls_params,
+               prior.model.params if prior_params is None else prior_params, channels, np.int32(unit), k_run,
+               numbers), codes)
+    models = (generator, gp, classifier, cp, prior, pp, resolved.layer, channels, unit)
+    threshold = numbers.pop("threshold")
+    options = dict(steps=steps, save_every=save_every, normalize=bool(normalize), exact=gradient == "exact",
+                   nonlinear=bool(nonlinear), reset_every=reset_every, mesh=mesh, **numbers)
     if chunk is None:
-        result = _run_jit(*models, k_run, codes, threshold=f32(threshold), **options)
+        result = _run_jit(*models, k_run, codes, threshold=threshold, **options)
     else:
-        result = _run_chunked(models, k_run, codes, chunk=chunk, progress=progress, threshold=f32(threshold),
+        result = _run_chunked(models, k_run, codes, chunk=chunk, progress=progress, threshold=threshold,
                               **options)
-    return result._replace(condition=neuron_name(classifier, resolved))
+    return gather(result)._replace(condition=neuron_name(classifier, resolved))
 
 
 __all__ = ["Denoiser", "GRADIENTS", "PPGN", "PPGNResult", "PPGNState", "Terms", "advance", "check_prior",

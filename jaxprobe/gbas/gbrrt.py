@@ -46,6 +46,7 @@ import numpy as np
 from jaxprobe.gbas.boundaries import check_indicator, check_query, region_margin, region_membership
 from jaxprobe.checks import check_count, check_number
 from jaxprobe.errors import JaxprobeError
+from jaxprobe.sharding import check_mesh, gather, on_mesh
 
 RUNNING, CAPACITY_FULL, ITERATIONS_DONE = 0, 1, 2
 STOP_REASONS = ("running", "capacity full", "iterations done")
@@ -602,6 +603,77 @@ def gbrrt(key, model, params, z0, layer, v_star, *, delta: float, interval=1.0, 
     return _gbrrt_jit(key, model, params, z0, layer, v, delta=delta, interval=interval, capacity=capacity,
                       max_candidates=jnp.int32(max_candidates), batch=batch,
                       rejected_capacity=rejected_capacity, top_k=top_k, progress=progress)
+
+
+def _queries_run(keys, model, params, z0s, layer, v_stars, *, delta, interval, capacity: int, max_candidates,
+                 batch: int, rejected_capacity: int, top_k: int) -> GBRRTResult:
+    """`gbrrt_run` vmapped over (keys, z0s, v_stars); parameters and settings shared."""
+    return jax.vmap(lambda k, z, v: gbrrt_run(k, model, params, z, layer, v, delta=delta, interval=interval,
+                                              capacity=capacity, max_candidates=max_candidates, batch=batch,
+                                              rejected_capacity=rejected_capacity, top_k=top_k))(keys, z0s, v_stars)
+
+
+_queries_jit = jax.jit(_queries_run, static_argnames=_STATIC)
+
+
+def gbrrt_queries(key, model, params, z0s, layer, v_stars, *, delta: float, interval=1.0, capacity: int = 256,
+                  max_candidates: int = 4096, batch: int = 64, rejected_capacity: int | None = None,
+                  top_k: int = 4, mesh=None) -> GBRRTResult:
+    """Batched GB-RRT for Q queries at once, one tree each, in one program (`jax.vmap` of `gbrrt_run`).
+
+    Tree i is `gbrrt(jax.random.split(key, Q)[i], model, params, z0s[i], layer, v_stars[i], ...)`
+    with the same settings, node for node. The trees grow in lockstep: the program runs until the
+    slowest tree stops, finished trees taking no more candidates.
+
+    Args:
+      key: PRNG key, split into one key per query.
+      model, params, layer, delta, interval, capacity, max_candidates, batch, rejected_capacity,
+        top_k: as in `gbrrt`, shared by every tree (delta at least `min_delta` of every query).
+      z0s: (Q, *model.input_shape) the queries, each in its own region.
+      v_stars: (Q, D_l) or (Q, *layer shape) the halfspace indicators V*, one per query.
+      mesh: None, or a `jax.sharding.Mesh` with a "batch" axis (`jaxprobe.batch_mesh()`): the
+        queries (with their keys and indicators) are split over its devices, Q a multiple of
+        their number, and the parameters replicated. A mesh may span processes
+        (`jax.distributed`): every process then makes the same call and gets every tree back
+        (`jaxprobe.sharding.gather`).
+
+    Returns:
+      `GBRRTResult` with the Q trees on the leading axis of every field. Tree i alone, with its
+      trimming methods: `jax.tree.map(lambda a: a[i], result)`.
+    """
+    shape, got = tuple(model.input_shape), tuple(np.shape(z0s))
+    if len(got) != len(shape) + 1 or got[1:] != shape or got[0] < 1:
+        raise JaxprobeError(f"z0s: expected queries of shape (Q, {', '.join(map(str, shape))}), Q >= 1, got {got}")
+    q = got[0]
+    l = model.layer(layer)
+    v_shape = tuple(getattr(v_stars, "shape", np.shape(v_stars)))
+    if not v_shape or v_shape[0] != q:
+        raise JaxprobeError(f"v_stars: expected one halfspace indicator per query ({q}), got shape {v_shape}")
+    # The shared settings first (their errors name no query), then query by query.
+    check_interval(model, interval)
+    for name, value, low in (("capacity", capacity, 1), ("max_candidates", max_candidates, 0), ("batch", batch, 1)):
+        check_count(name, value, low)
+    if rejected_capacity is not None:
+        check_count("rejected_capacity", rejected_capacity, 1)
+    checked = []
+    for i in range(q):
+        try:
+            checked.append(check_arguments(model, params, z0s[i], l, v_stars[i], delta=delta, interval=interval,
+                                           capacity=capacity, max_candidates=max_candidates, batch=batch,
+                                           rejected_capacity=rejected_capacity))
+        except JaxprobeError as e:
+            raise JaxprobeError(f"query {i} (z0s[{i}], v_stars[{i}]): {e}") from None
+    _, _, _, delta, interval, capacity, max_candidates, batch, rejected_capacity = checked[0]
+    top_k = check_count("top_k", top_k, 1)
+    check_mesh(mesh, q, "z0s", "the queries")
+    z = jnp.stack([c[1] for c in checked])
+    v = jnp.stack([c[2] for c in checked])
+    keys = jax.random.split(key, q)
+    (params, interval, max_candidates), (keys, z, v) = on_mesh(
+        mesh, (params, interval, np.int32(max_candidates)), (keys, z, v))
+    return gather(_queries_jit(keys, model, params, z, l, v, delta=delta, interval=interval, capacity=capacity,
+                               max_candidates=max_candidates, batch=batch, rejected_capacity=rejected_capacity,
+                               top_k=top_k))
 
 
 def gbrrt_sequential(key, model, params, z0, layer, v_star, *, delta: float, interval=1.0,

@@ -111,7 +111,7 @@ class Model:
         counts = {}
         for i, name in enumerate(self.layer_names):
             sub = self.params["layers"][i]
-            counts[name] = int(sum(math.prod(v.shape) for v in jax.tree.leaves(sub.filter(nnx.Param))))
+            counts[name] = int(sum(math.prod(v.shape) for v in jax.tree.leaves(nnx.filter_state(sub, nnx.Param))))
         return counts
 
     # ------------------------------------------------------------- pure functions

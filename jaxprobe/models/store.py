@@ -26,6 +26,10 @@ from jaxprobe.io import atomic_dir, dumps_json, sha256_file
 from jaxprobe.models.pixels import PixelConvention
 from jaxprobe.models.probe import Model
 from jaxprobe.models import zoo
+# Imported for their side effect: they register their builders in `zoo`, so that `load(DIR)` rebuilds
+# a converted or paper-scale model whichever module the caller imported first (`import jaxprobe` is
+# lazy and imports none of them).
+from jaxprobe.models import archs_paper, archs_small, caffe_net, dae  # noqa: F401,E402
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # package data, beside the floors
 SHIPPED = ("classifier", "dcgan", "dcgan_critic", "dcgan2d", "dcgan2d_critic", "fc_generator", "h_dae")
@@ -76,7 +80,7 @@ def new_model(name: str, manifest: dict, seed: int = 0, directory=None, *, shape
 
 
 def _abstract(model: Model):
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), model.params.to_pure_dict())
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), nnx.to_pure_dict(model.params))
 
 
 def save_model(model: Model, directory, manifest: dict | None = None, files: dict | None = None, *,
@@ -101,7 +105,7 @@ def save_model(model: Model, directory, manifest: dict | None = None, files: dic
         manifest["files"] = {name: sha256_file(src) for name, src in files.items()}
     with atomic_dir(target, force=force, name="directory") as tmp:
         with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(tmp / "params", model.params.to_pure_dict())
+            ckptr.save(tmp / "params", nnx.to_pure_dict(model.params))
         (tmp / "manifest.json").write_text(dumps_json(manifest))
         for name, src in (files or {}).items():
             shutil.copyfile(src, tmp / name)
@@ -267,8 +271,8 @@ def load(name_or_path) -> Model:
     abstract = _abstract(model)
     _quiet_failed_restore_reports()  # before: a failing restore's other reads report while it unwinds
     try:
-        with ocp.StandardCheckpointer() as ckptr:
-            restored = ckptr.restore((directory / "params").resolve(), abstract)
+        with ocp.StandardCheckpointer(multiprocessing_options=_process_local()) as ckptr:
+            restored = ckptr.restore((directory / "params").resolve(), _on_local_device(abstract))
     except Exception as e:  # orbax raises many types for unreadable data
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         first = first.split(" [tensorstore_spec=")[0]
@@ -277,6 +281,29 @@ def load(name_or_path) -> Model:
     params = jax.tree.map(lambda a: a, model.params)
     nnx.replace_by_pure_dict(params, restored)
     return model.replace(params=params)
+
+
+def _process_local():
+    """Orbax's options for a restore that this process does alone.
+
+    Under `jax.distributed` orbax restores collectively by default: every process joins barriers
+    and the checkpoint's recorded sharding (the saving process's device) is read against the
+    global topology, so a load fails ("Topology mismatch", or a key-value timeout in the process
+    that waits). A model's parameters are small and every process wants all of them, so each
+    process reads the whole checkpoint itself, with barriers over itself only (a no-op without
+    `jax.distributed`).
+    """
+    import orbax.checkpoint as ocp
+
+    me = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me},
+                                              barrier_sync_key_prefix=f"jaxprobe_load_{me}")
+
+
+def _on_local_device(abstract):
+    """The restore target with every array on this process's first device (whole, not sharded)."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
 
 
 def _check_restored(directory, abstract, restored) -> None:
@@ -316,7 +343,8 @@ def _quiet_failed_restore_reports() -> None:
     reads: each completion's `loop.call_soon_threadsafe` raises "Event loop is closed" in a
     TensorStore thread (reported through `sys.unraisablehook` as a bare traceback), and each
     failed read's future is logged by asyncio as "Future exception was never retrieved", all after
-    jaxprobe's own one-line error.
+    jaxprobe's own one-line error. Reads not yet started when the restore failed are closed
+    coroutines, whose GeneratorExit orbax reports as a read error when they are collected.
     """
     import logging
 
@@ -326,8 +354,13 @@ def _quiet_failed_restore_reports() -> None:
 
     def hook(report):
         frames = [f.f_code.co_name for f, _ in traceback.walk_tb(report.exc_traceback)]
-        if not (isinstance(report.exc_value, RuntimeError) and str(report.exc_value) == "Event loop is closed"
-                and "call_soon_threadsafe" in frames):
+        loop_closed = (isinstance(report.exc_value, RuntimeError) and str(report.exc_value) == "Event loop is closed"
+                       and "call_soon_threadsafe" in frames)
+        # A read coroutine of the failed restore closed before it ran (its GeneratorExit wrapped
+        # by orbax): collected later, it would be reported under whatever runs then.
+        read_closed = (getattr(report.object, "__qualname__", "") == "_read_array_index_and_device_put"
+                       and str(report.exc_value).startswith("Encountered error while reading array index"))
+        if not (loop_closed or read_closed):
             previous(report)
 
     def unretrieved_tensorstore_error(record) -> bool:
