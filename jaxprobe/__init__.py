@@ -3,111 +3,70 @@
 Models (bottom floor) expose the probe protocol: `forward`, `up_to` (pre-activation at layer l)
 and `from_` (the rest), pure functions of (params, input). Methods (middle floor) know models only
 through it; the CLI and the report sit on top.
+
+Every public name (`__all__`) is imported from its module on first access (PEP 562), so that
+`import jaxprobe` and `jaxprobe --help` do not wait for JAX to import.
 """
 
-from jaxprobe.errors import JaxprobeError
-from jaxprobe.models.layers import Layer, Network
-from jaxprobe.models.pixels import PixelConvention, center_crop, convert_pixels
-from jaxprobe.models.probe import Model
-from jaxprobe.models.store import SHIPPED, load, save_model
-from jaxprobe.train.data import load_mnist
-from jaxprobe.sharding import batch_mesh, replicate, shard_batch
-from jaxprobe.train.quality import classifier_accuracy, generator_quality, reconstruction_accuracy
-# Imported for their side effect: they register the converted architectures in `jaxprobe.models.zoo`,
-# so `load(DIR)` rebuilds a converted model without importing `weights_convert`.
-import jaxprobe.models.caffe_net  # noqa: F401,E402
-import jaxprobe.models.archs_small  # noqa: F401,E402
-import jaxprobe.models.archs_paper  # noqa: F401,E402
-import jaxprobe.models.dae  # noqa: F401,E402
+import importlib as _importlib
 
-# Methods (middle floor).
-from jaxprobe.gbas.boundaries import (check_indicator, halfspace, layer_size, preactivation, region_margin,
-                                 region_membership)
-from jaxprobe.gbas.beropt import BerOptResult, beropt, default_lambda
-from jaxprobe.gbas.gbrrt import (GBRRT, GBRRTResult, GBRRTState, gbrrt, gbrrt_kernel, gbrrt_run, gbrrt_sequential,
-                            gbrrt_sequential_run, stop_reason_name)
-from jaxprobe.gbas.epsball import eps_l2, eps_linf, log_ball_volume, sample_l2_ball, sample_linf_ball
-from jaxprobe.gbas.egbas import EGBASResult, egbas
-from jaxprobe.gbas.metrics import feature_similarity, sample_sigma
-from jaxprobe.models.neurons import Neuron, neuron_values, parse_neuron, resolve_neuron, resolve_neurons
-from jaxprobe.inverse_sets.auglag import AugLag, AugLagState, augmented_lagrangian, feasible
-from jaxprobe.inverse_sets.auglag import run as auglag_run
-from jaxprobe.inverse_sets.inverse_set import Embedding, InverseSet, default_embedding, inverse_set, mean_pairwise_distance
-from jaxprobe.codespace.dgn_am import DGNAMResult, dgn_am, dgn_am_kernel, dgn_am_run
-from jaxprobe.codespace.ppgn import Denoiser, PPGNResult, encoder_prior, ppgn, ppgn_kernel, ppgn_run
-from jaxprobe.models.pixels import adapt_images
+from jaxprobe.errors import JaxprobeError  # noqa: F401  (public; no JAX behind it: eager)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "adapt_images",
-    "AugLag",
-    "auglag_run",
-    "AugLagState",
-    "augmented_lagrangian",
-    "batch_mesh",
-    "beropt",
-    "BerOptResult",
-    "center_crop",
-    "check_indicator",
-    "classifier_accuracy",
-    "convert_pixels",
-    "default_embedding",
-    "default_lambda",
-    "Denoiser",
-    "dgn_am",
-    "dgn_am_kernel",
-    "dgn_am_run",
-    "DGNAMResult",
-    "egbas",
-    "EGBASResult",
-    "Embedding",
-    "encoder_prior",
-    "eps_l2",
-    "eps_linf",
-    "feasible",
-    "feature_similarity",
-    "gbrrt",
-    "GBRRT",
-    "gbrrt_kernel",
-    "gbrrt_run",
-    "gbrrt_sequential",
-    "gbrrt_sequential_run",
-    "GBRRTResult",
-    "GBRRTState",
-    "generator_quality",
-    "halfspace",
-    "inverse_set",
-    "InverseSet",
-    "JaxprobeError",
-    "Layer",
-    "layer_size",
-    "load",
-    "load_mnist",
-    "log_ball_volume",
-    "mean_pairwise_distance",
-    "Model",
-    "Network",
-    "Neuron",
-    "neuron_values",
-    "parse_neuron",
-    "PixelConvention",
-    "ppgn",
-    "ppgn_kernel",
-    "ppgn_run",
-    "PPGNResult",
-    "preactivation",
-    "reconstruction_accuracy",
-    "region_margin",
-    "region_membership",
-    "replicate",
-    "resolve_neuron",
-    "resolve_neurons",
-    "sample_l2_ball",
-    "sample_linf_ball",
-    "sample_sigma",
-    "save_model",
-    "shard_batch",
-    "SHIPPED",
-    "stop_reason_name",
-]
+# Where each public name lives: {module: "name name public=private ..."} (the table is the one list;
+# `__all__` and `_WHERE` are derived from it).
+_EXPORTS = {
+    "jaxprobe.errors": "JaxprobeError",
+    "jaxprobe.models.layers": "Layer Network",
+    "jaxprobe.models.pixels": "adapt_images center_crop convert_pixels PixelConvention",
+    "jaxprobe.models.probe": "Model",
+    "jaxprobe.models.store": "load save_model SHIPPED",
+    "jaxprobe.models.neurons": "Neuron neuron_values parse_neuron resolve_neuron resolve_neurons",
+    "jaxprobe.sharding": "batch_mesh gather on_mesh replicate shard_batch",
+    "jaxprobe.train.data": "load_mnist",
+    "jaxprobe.train.quality": "classifier_accuracy generator_quality reconstruction_accuracy",
+    # Methods (middle floor).
+    "jaxprobe.gbas.boundaries": "check_indicator halfspace layer_size preactivation region_margin region_membership",
+    "jaxprobe.gbas.beropt": "beropt BerOptResult default_lambda",
+    "jaxprobe.gbas.gbrrt": "GBRRT gbrrt gbrrt_kernel gbrrt_queries gbrrt_run gbrrt_sequential gbrrt_sequential_run GBRRTResult "
+                           "GBRRTState stop_reason_name",
+    "jaxprobe.gbas.epsball": "eps_l2 eps_linf log_ball_volume sample_l2_ball sample_linf_ball",
+    "jaxprobe.gbas.egbas": "egbas EGBASResult",
+    "jaxprobe.gbas.metrics": "feature_similarity sample_sigma",
+    "jaxprobe.inverse_sets.auglag": "AugLag auglag_run=run AugLagState augmented_lagrangian feasible",
+    "jaxprobe.inverse_sets.inverse_set": "default_embedding Embedding inverse_set InverseSet mean_pairwise_distance",
+    "jaxprobe.codespace.dgn_am": "dgn_am dgn_am_kernel dgn_am_run DGNAMResult",
+    "jaxprobe.codespace.ppgn": "Denoiser encoder_prior ppgn ppgn_kernel ppgn_run PPGNResult",
+}
+# public name -> (module, attribute)
+_WHERE = {public: (module, private or public)
+          for module, names in _EXPORTS.items()
+          for public, _, private in (entry.partition("=") for entry in names.split())}
+__all__ = sorted(_WHERE, key=str.lower)
+
+# Imported (for their side effect) before any public name is handed out: they register the
+# converted architectures in `jaxprobe.models.zoo`, so `load(DIR)` rebuilds a converted model
+# without importing `weights_convert`.
+_REGISTERING = ("jaxprobe.models.caffe_net", "jaxprobe.models.archs_small", "jaxprobe.models.archs_paper",
+                "jaxprobe.models.dae")
+# Subpackages reachable as attributes of a bare `import jaxprobe`, as when this module imported them.
+_SUBPACKAGES = ("cli", "codespace", "checks", "errors", "experiments", "gbas", "inverse_sets", "io", "models",
+                "report", "sharding", "train")
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        for module in _REGISTERING:
+            _importlib.import_module(module)
+        module, attribute = _WHERE[name]
+        value = getattr(_importlib.import_module(module), attribute)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    if name in _SUBPACKAGES:
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

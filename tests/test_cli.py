@@ -1,5 +1,6 @@
 """The command line: info output, one-line errors with exit status 2, --debug tracebacks."""
 
+import json
 import re
 import subprocess
 import sys
@@ -51,9 +52,47 @@ def test_help_names_every_command(capsys):
         parser.parse_args(["--help"])
     text = capsys.readouterr().out.split("positional arguments")[0]
     names = list(_subparsers(parser))
-    assert {"demo", "info", "train", "convert", "reproduce", "egbas", "inverse-set"} <= set(names)
+    assert {"demo", "info", "train", "convert", "reproduce", "egbas", "inverse-set", "dgn-am", "ppgn"} <= set(names)
     listed = [line.split()[0] for line in text.split("commands:")[1].strip().splitlines()]
     assert listed == names
+
+
+def test_help_and_parse_errors_do_not_import_jax():
+    """`jaxprobe --help`, a command's --help and a parse error build every parser without importing
+    JAX (in a fresh interpreter: this one has JAX already); the help names every command."""
+    script = """
+import contextlib, io, json, sys
+from jaxprobe.cli import main
+for argv in (["--help"], ["inverse-set", "--help"], ["reproduce", "egbas", "--help"], ["no-such-command"]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+        except SystemExit as e:
+            code = e.code
+    jax = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "flax"))
+    print(json.dumps({"argv": argv, "code": code, "out": out.getvalue(), "err": err.getvalue(), "jax": jax}))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    runs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(x["argv"][0], x["code"], x["jax"]) for x in runs] == [
+        ("--help", 0, []), ("inverse-set", 0, []), ("reproduce", 0, []), ("no-such-command", 2, [])]
+    listed = runs[0]["out"].split("commands:")[1].split("positional arguments")[0]
+    assert {line.split()[0] for line in listed.strip().splitlines()} >= {
+        "demo", "info", "train", "convert", "reproduce", "egbas", "inverse-set", "dgn-am", "ppgn"}
+    assert "--repel" in runs[1]["out"] and "invalid choice: 'no-such-command'" in runs[3]["err"]
+
+
+def test_parser_choices_are_the_librarys():
+    """The parsers' copies of the library's choices and defaults (kept so that --help needs no JAX)."""
+    from jaxprobe.cli import dgn_am, egbas, inverse_set, ppgn
+    from jaxprobe.experiments import codespace, egbas_tables
+    from jaxprobe.inverse_sets import inverse_set as inverse_set_lib
+
+    assert egbas.REPRO_DEFAULTS == egbas_tables.REPRO_DEFAULTS
+    assert inverse_set.REPEL == inverse_set_lib.REPEL
+    assert dgn_am.BOUNDS == codespace.BOUNDS and ppgn.PRIORS == codespace.PRIORS
 
 
 def test_readme_commands_parse():
@@ -103,3 +142,20 @@ def test_out_never_replaces_a_users_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(victim)
     assert main(["demo", "--out", ".", "--force"]) == 2
     assert sorted(str(p.relative_to(victim)) for p in victim.rglob("*")) == before
+
+
+def test_the_json_check_catches_float_counts_and_numeric_stop_reasons():
+    """`json_checks.natural_json`, which the command tests run on every command's JSON, fails on
+    what the issue names (a stop reason 2, a count 20.0) and passes the same record written well."""
+    from json_checks import natural_json
+
+    good = {"stop_reason": "capacity full", "n_accepted": 20, "steps": {"sampling_steps": 3},
+            "per_query": {"stop_reason": [["complete", "stalled"]], "n_samples": [[1, 2]]}, "layer": "fc1"}
+    seen = natural_json(good)
+    assert sorted(seen["reasons"]) == ["per_query.stop_reason", "stop_reason"]
+    assert sorted(seen["counts"]) == ["n_accepted", "per_query.n_samples", "steps.sampling_steps"]
+    for bad in ({**good, "stop_reason": 2}, {**good, "stop_reason": "2"}, {**good, "n_accepted": 20.0},
+                {**good, "per_query": {"stop_reason": [["complete", 1]], "n_samples": [[1, 2]]}},
+                {**good, "steps": {"sampling_steps": True}}):
+        with pytest.raises(AssertionError):
+            natural_json(bad)

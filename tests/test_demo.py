@@ -3,6 +3,7 @@
 import json
 
 from jaxprobe.cli import main
+from test_report import check_report
 
 
 def test_demo_writes_report(tmp_path, capsys):
@@ -20,6 +21,7 @@ def test_demo_writes_report(tmp_path, capsys):
     assert [r["label"] for r in ppgn["classes"]] == list(range(10)) and ppgn["min_class_rate"] >= 0.8
     assert all(r["diversity"]["n"] >= 2 for r in ppgn["classes"] if r["diversity"] is not None)
     page = (out / "index.html").read_text()
+    check_report(out)  # every figure linked at full size, provenance on the page and in results.json
     for png in ("dcgan_samples.png", "dcgan2d_manifold.png", "dcgan2d_layer1_regions.png",
                 "fc_generator_reconstructions.png", "dgn_am_classes.png", "ppgn_chains.png"):
         assert (out / png).stat().st_size > 1000 and f'src="{png}"' in page

@@ -10,12 +10,14 @@ import pytest
 import jaxprobe
 from jaxprobe.cli import main
 from jaxprobe.experiments.inverse_set_repro import reference_images
+from json_checks import natural_json
 
 
 def test_dgn_am_writes_images_codes_and_activations(tmp_path):
     out = tmp_path / "run"
     assert main(["dgn-am", "--neuron", "logits:3", "--neuron", "logits:7", "--steps", "30", "--out", str(out)]) == 0
     record = json.loads((out / "dgn_am.json").read_text())
+    assert {"steps", "seed", "predicted"} <= set(natural_json(record)["counts"])  # ints, not floats
     assert [r["neuron"] for r in record["neurons"]] == ["logits:3", "logits:7"]
     for png in ("dgn_am_logits_3.png", "dgn_am_logits_7.png"):
         assert (out / png).stat().st_size > 500

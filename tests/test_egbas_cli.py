@@ -17,6 +17,7 @@ from jaxprobe.cli import main
 from jaxprobe.experiments.egbas_tables import egbas_tables, tables_markdown
 from jaxprobe.models.store import load, save_model
 from conftest import tiny_critic, tiny_generator
+from json_checks import natural_json
 from test_boundaries import perturbed
 
 # Small settings under which the tiny generator's trees reject candidates (eps is defined).
@@ -64,6 +65,8 @@ def test_egbas_command_writes_valid_tree_and_figure(saved, tmp_path, capsys):
     assert main(argv) == 0
     assert "wrote" in capsys.readouterr().out
     res = json.loads((out / "egbas.json").read_text())
+    seen = natural_json(res)  # the stop reason a name, every count an int
+    assert "stop_reason" in seen["reasons"] and {"n_accepted", "n_rejected", "n_candidates"} <= set(seen["counts"])
     gen = load(saved / "gen")
     assert res["layer"] == 2 and res["layer_name"] == "deconv1"
     # The query is the prior draw of the seed's first key.
@@ -144,10 +147,15 @@ def test_egbas_command_warns_when_eps_is_undefined(saved, tmp_path, capsys, args
 
 def test_reproduce_tables_against_numpy(saved):
     gen, critic = load(saved / "gen"), load(saved / "critic")
-    runs = {}
+    runs, ticks = {}, []
     t = egbas_tables(jax.random.PRNGKey(0), gen, critic, layers=(3, 4), queries=2, delta=None, interval=2.0,
                      capacity=33, max_candidates=32, batch=8, beropt_options=dict(steps=40),
-                     on_run=lambda q, l, r, m: runs.setdefault((q, l), r))
+                     on_run=lambda q, l, r, m: runs.setdefault((q, l), r), progress=lambda *a: ticks.append(a))
+    # Progress over the four trees' candidates: never back, one total, ending at it, and ticks
+    # within the trees (GB-RRT's hook), not only one per tree.
+    done = [d for d, _ in ticks]
+    assert {total for _, total in ticks} == {4 * 32} and done[-1] == 4 * 32 and done == sorted(done)
+    assert len([d for d in done if d % 32]) >= 4
     # The issue's JSON shape: one value per generator layer, one list per critic layer.
     for m in ("egbas", "l2", "linf"):
         assert len(t["sigma"][m]) == 2 and np.array(t["similarity"][m]).shape == (2, 4)
@@ -185,6 +193,10 @@ def test_reproduce_command_writes_json_and_markdown(saved, tmp_path, capsys):
             "--queries", "1", "--layers", "4", "--iterations", "16", "--beropt-steps", "20", "--out", str(out)] + TREE
     assert main(argv) == 0
     t = json.loads((out / "egbas_tables.json").read_text())
+    seen = natural_json(t)
+    assert "per_query.stop_reason" in seen["reasons"] and "per_query.n_samples" in seen["counts"]
+    # The bar over all trees' candidates (1 query x 1 layer x 16) reached its total.
+    assert "16/16" in capsys.readouterr().err
     assert set(t["sigma"]) == {"egbas", "l2", "linf"} and len(t["sigma"]["egbas"]) == 1
     assert np.array(t["similarity"]["egbas"]).shape == (1, 4) and t["queries"] == 1
     assert (out / "egbas_tables.md").read_text().startswith("# E-GBAS")
@@ -209,10 +221,12 @@ def two_layer_generator(latent_dim=8, seed=3):
     return perturbed(Model.from_module("two_layer", net, (latent_dim,), "generator", PM1, manifest))
 
 
-def test_report_section_on_tiny_models(tmp_path):
+def test_report_section_on_tiny_models(tmp_path, monkeypatch):
     from jaxprobe.report.base import Context
     from jaxprobe.report.egbas import egbas_section
+    from test_figures import watch_figures
 
+    gaps = watch_figures(monkeypatch)
     ctx = Context(out_dir=tmp_path, models={"dcgan": two_layer_generator(),
                                             "dcgan2d": perturbed(tiny_generator(latent_dim=2, seed=2)),
                                             "dcgan_critic": tiny_critic()})
@@ -223,6 +237,8 @@ def test_report_section_on_tiny_models(tmp_path):
     assert len(s.results["tables"]["sigma"]["egbas"]) == 2  # one per generator layer
     assert np.array(s.results["tables"]["similarity"]["l2"]).shape == (2, 4)  # x the critic's 4 feature layers
     assert s.results["plane"]["accepted"] >= 1 and "<table>" in s.html
+    # Every figure states its axes and has a legend or colour bar (the pixel-std heatmap a colour bar).
+    assert set(gaps) == {f for f, _ in s.figures} and not any(gaps.values()), gaps
 
 
 def test_report_section_with_an_empty_boundary_set(tmp_path, monkeypatch):

@@ -322,6 +322,28 @@ def test_sampling_budget_stop_reason(prior_setup):
     _check(res, gen, cls, ["logits:3"], rg, RUN["n"])
 
 
+def test_progress_ticks_rise_to_the_budget_and_leave_the_samples_unchanged(fc_setup):
+    """The progress hook: done never decreases, every tick names the same total (the seeds' budget
+    of inner steps plus the sampling budget), the last is (total, total), the sampling phase ticks
+    more than once; the samples are those of the same key without progress."""
+    gen, cls, codes = fc_setup
+    rg = tuple(float(q) for q in np.quantile(_values(gen, cls, codes, ["logits:7"])[:, 0], [0.3, 0.5]))
+    ticks = []
+    a = inv.inverse_set(jax.random.key(7), gen, cls, "logits:7", rg, progress=lambda *t: ticks.append(t), **RUN)
+    b = inv.inverse_set(jax.random.key(7), gen, cls, "logits:7", rg, **RUN)
+    total = RUN["max_outer"] * RUN["inner_steps"] + 10 * math.ceil((RUN["n"] - RUN["k"]) / RUN["k"])
+    done = [d for d, _ in ticks]
+    assert {t for _, t in ticks} == {total} and ticks[-1] == (total, total)
+    assert done == sorted(done) and all(type(d) is int for d in done)
+    seed_budget = RUN["max_outer"] * RUN["inner_steps"]
+    assert len([d for d in done[:-1] if d >= seed_budget]) >= 2  # sampling ticks, not one per phase
+    assert len([d for d in done if d < seed_budget]) <= a.outer_iterations  # one per outer iteration
+    assert (a.n_accepted, a.sampling_steps, a.outer_iterations, a.stop_reason) == (
+        b.n_accepted, b.sampling_steps, b.outer_iterations, b.stop_reason)
+    np.testing.assert_array_equal(a.codes, b.codes)
+    np.testing.assert_array_equal(a.activations, b.activations)
+
+
 def test_same_key_same_samples_other_key_other_samples(fc_setup):
     gen, cls, codes = fc_setup
     rg = tuple(float(q) for q in np.quantile(_values(gen, cls, codes, ["logits:7"])[:, 0], [0.3, 0.5]))

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_classifier, tiny_generator
+from json_checks import natural_json
 from jaxprobe.cli import main
 from jaxprobe.cli import inverse_set as cmd
 from jaxprobe.experiments import inverse_set_repro as repro
@@ -83,6 +84,8 @@ def test_cli_writes_json_and_figures_checked_by_a_fresh_forward_pass(model_dirs,
     assert rec["neurons"] == ["logits:3"] and rec["reading"] == "post-nonlinearity"
     assert set(rec["steps"]) == {"outer_iterations", "inner_steps", "sampling_steps"}
     assert rec["stop_reason"] == "complete" and rec["n_accepted"] == N == len(rec["activations"]) == len(rec["codes"])
+    seen = natural_json(rec)  # the stop reason a name, every count an int
+    assert seen["reasons"] == ["stop_reason"] and {"n_accepted", "steps.sampling_steps"} <= set(seen["counts"])
     assert rec["diversity"] == "embedding" and rec["embedding"]["layer"] == "fc1"
     _assert_in_ranges(rec["activations"], rec["ranges"])
     fresh = _recompute(gen, clf, rec["codes"], rec["neurons"])
@@ -165,9 +168,15 @@ def test_cli_with_no_sample_writes_the_json_with_the_reason_and_exits_2(models, 
     (out / "notes.txt").write_text("mine")
     rc, cap = _run(["inverse-set", "--neuron", "logits:3", "--n", N, "--k", K, "--out", out, "--force"] + extra, capsys)
     assert rc == 2 and cap.out == ""
+    # stderr: the progress bar (seeds' inner steps, then sampling steps; it reaches its total, the
+    # budget an early stop leaves counted whole), then the one line saying why there is no sample.
     lines = cap.err.strip().splitlines()
+    bar = [l for l in lines if l.startswith("inverse-set:")]
+    assert bar and "100%" in bar[-1] and lines[-1] not in bar
+    lines = [l for l in lines if l not in bar]
     assert len(lines) == 1 and lines[0].startswith(f"jaxprobe: error: --range: {reason}: ") and "wrote" in lines[0]
     rec = json.loads((out / cmd.OUT_FILE).read_text())
+    assert natural_json(rec)["reasons"] == ["stop_reason"]
     assert rec["stop_reason"] == reason and rec["n_accepted"] == 0 and rec["stop_message"] in lines[0]
     assert rec["codes"] == [] and rec["activations"] == [] and rec["code_shape"] == [16]
     assert rec["fresh_forward_check"]["n_checked"] == 0
@@ -182,6 +191,9 @@ def test_reproduce_command_small(model_dirs, models, tmp_path, capsys):
                     "--neuron", "logits:3", "--range", z1, z2, "--n", N, "--k", K, "--seed", 1, "--out", out], capsys)
     assert rc == 0, cap.err
     rep = json.loads((out / cmd.REPRO_JSON).read_text())
+    seen = natural_json(rep)
+    assert seen["reasons"] and all(r.endswith(".stop_reason") for r in seen["reasons"])
+    assert any(c.endswith(".sampling_steps") for c in seen["counts"])
     assert "mean pairwise E-distance" in (out / cmd.REPRO_MD).read_text() and "eq. 13" in cap.out
     assert set(rep["runs"]) == {"eq5", "eq13", "eq14"} and rep["range"] == [z1, z2]
     for eq, r in rep["runs"].items():
@@ -197,8 +209,11 @@ def test_reproduce_default_range_from_reference_codes(models):
     """With no range given it is chosen from reference codes before sampling (here random images)."""
     gen, clf = models
     images = np.asarray(jax.random.uniform(jax.random.key(2), (64, 28, 28, 1)))
+    ticks = []
     rep = repro.reproduce_inverse_set(jax.random.key(0), gen, clf, neuron="logits:3", n=N, k=K, reference=images,
-                                      equations=("eq5",))
+                                      equations=("eq5",), progress=lambda *a: ticks.append(a))
+    done = [d for d, _ in ticks]  # progress over the run's steps: never back, ending at the one total
+    assert len(ticks) >= 3 and done == sorted(done) and ticks[-1][0] == ticks[-1][1] == ticks[0][1]
     z1, z2 = rep["range"]
     assert z1 < z2 and "quantiles" in rep["range_source"] and list(rep["runs"]) == ["eq5"]
     assert rep["runs"]["eq5"]["all_in_range_fresh_forward"] is True

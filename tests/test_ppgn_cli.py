@@ -11,6 +11,7 @@ import pytest
 import jaxprobe
 from jaxprobe.cli import main
 from jaxprobe.experiments.codespace import mean_pairwise_distance
+from json_checks import natural_json
 
 
 def test_ppgn_writes_chains_codes_and_probabilities(tmp_path):
@@ -18,6 +19,8 @@ def test_ppgn_writes_chains_codes_and_probabilities(tmp_path):
     assert main(["ppgn", "--class", "3", "--chains", "2", "--steps", "20", "--save-every", "4",
                  "--threshold", "0.5", "--out", str(out)]) == 0
     record = json.loads((out / "ppgn.json").read_text())
+    counts = natural_json(record)["counts"]  # ints, not floats
+    assert {"chains", "steps", "save_every", "diversity_samples", "samples.[0].step", "samples.[9].label"} <= set(counts)
     saved = np.load(out / "codes.npz")
     samples = saved["samples"]
     assert samples.shape == (2, 5, 128) and list(saved["saved_steps"]) == [0, 4, 8, 12, 16]

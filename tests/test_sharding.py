@@ -1,6 +1,8 @@
-"""Data-parallel forward passes (and DGN-AM chains) over 8 host devices equal single-device ones.
+"""Data-parallel forward passes, DGN-AM chains, GB-RRT trees and inverse sets over 8 host devices
+equal single-device ones, with parameters committed to one device as `jaxprobe.load` leaves them.
 
 XLA_FLAGS must be set before jax is imported, so the check runs in a subprocess.
+(tests/test_distributed.py runs every sampler on loaded models across two processes.)
 """
 
 import os
@@ -35,8 +37,10 @@ SCRIPT = textwrap.dedent("""
     g, c = tiny_models()
     w = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
     one = dgn_am(jax.random.PRNGKey(1), g, c, ["logits:0", "logits:1", "logits:2"], weights=w, steps=10)
+    # committed to device 0, as jaxprobe.load leaves parameters: dgn_am places them on the mesh
+    gp, cp = jax.device_put((g.params, c.params), jax.devices()[0])
     many = dgn_am(jax.random.PRNGKey(1), g, c, ["logits:0", "logits:1", "logits:2"], weights=w, steps=10,
-                  mesh=batch_mesh())
+                  gen_params=gp, cls_params=cp, mesh=batch_mesh())
     assert len(many.codes.sharding.device_set) == 8 and not many.codes.sharding.is_fully_replicated, many.codes.sharding
     np.testing.assert_allclose(np.asarray(many.codes), np.asarray(one.codes), atol=1e-5, rtol=1e-5)
     try:
@@ -58,28 +62,31 @@ def test_sharded_forward_matches_single_device():
 
 
 GBRRT_SCRIPT = textwrap.dedent("""
-    import functools, jax, jax.numpy as jnp, numpy as np, sys
+    import jax, jax.numpy as jnp, numpy as np, sys
     sys.path.insert(0, {tests!r})
     from conftest import tiny_generator
     from test_boundaries import perturbed
-    from jaxprobe import gbrrt_run, halfspace
-    from jaxprobe.sharding import replicate, shard_batch
+    from jaxprobe import JaxprobeError, batch_mesh, halfspace
+    from jaxprobe.gbas.gbrrt import gbrrt_queries
     assert jax.device_count() == 8, jax.device_count()
     g = perturbed(tiny_generator())
     z0s = jax.random.normal(jax.random.PRNGKey(0), (8, 8))
     signs = np.asarray(halfspace(g, g.params, z0s, 2))
     vs = jnp.asarray(np.where(np.random.default_rng(0).random(signs.shape) < 0.05, signs, 0), jnp.float32)
-    keys = jax.random.split(jax.random.PRNGKey(1), 8)
-    run = functools.partial(gbrrt_run, model=g, layer=2, delta=0.3, interval=jnp.ones((8,), jnp.float32),
-                            capacity=12, max_candidates=jnp.int32(48), batch=8, rejected_capacity=48)
-    trees = jax.jit(jax.vmap(lambda p, k, z, v: run(k, params=p, z0=z, v_star=v), in_axes=(None, 0, 0, 0)))
-    sharded = trees(replicate(g.params), *shard_batch((keys, z0s, vs)))
+    kw = dict(delta=0.3, capacity=12, max_candidates=48, batch=8, rejected_capacity=48)
+    params = jax.device_put(g.params, jax.devices()[0])  # committed, as jaxprobe.load leaves them
+    sharded = gbrrt_queries(jax.random.PRNGKey(1), g, params, z0s, 2, vs, mesh=batch_mesh(), **kw)
     assert len(sharded.nodes.sharding.device_set) == 8, sharded.nodes.sharding
-    ref = trees(g.params, keys, z0s, vs)
+    ref = gbrrt_queries(jax.random.PRNGKey(1), g, g.params, z0s, 2, vs, **kw)
     np.testing.assert_array_equal(np.asarray(sharded.count), np.asarray(ref.count))
     np.testing.assert_array_equal(np.asarray(sharded.parents), np.asarray(ref.parents))
     np.testing.assert_allclose(np.asarray(sharded.nodes), np.asarray(ref.nodes), atol=1e-6)
     assert int(np.sum(np.asarray(ref.count) > 1)) >= 4, np.asarray(ref.count)  # most trees grew
+    try:
+        gbrrt_queries(jax.random.PRNGKey(1), g, params, z0s[:4], 2, vs[:4], mesh=batch_mesh(), **kw)
+        raise SystemExit("4 queries over 8 devices accepted")
+    except JaxprobeError as e:
+        assert "z0s: expected a multiple of the mesh's 8 devices, got 4" in str(e), e
     print("ok")
 """)
 
@@ -107,6 +114,8 @@ INVSET_SCRIPT = textwrap.dedent("""
                             "classifier", PixelConvention(0.0, 1.0, "gray"))
     gen = Model.from_module("gen", dcgan_generator(latent_dim=8, widths=(8, 4, 2), rngs=nnx.Rngs(0)), (8,),
                             "generator", PixelConvention(-1.0, 1.0, "gray"), {{"latent": {{"dim": 8, "prior": "normal"}}}})
+    # Parameters committed to device 0, as jaxprobe.load leaves them: inverse_set places them itself.
+    cls, gen = (m.replace(params=jax.device_put(m.params, jax.devices()[0])) for m in (cls, gen))
 
     # Record, as XLA partitions the program, how the seeds' codes and the sampler's codes are placed.
     seen = {{}}

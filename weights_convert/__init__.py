@@ -6,29 +6,32 @@ package. A network no table describes converts from a Caffe prototxt of it plus 
 (`user_network`), or from a builder of the caller's own plus `Rule`s (`torch_model` with an `Arch`).
 Command line: `python -m weights_convert caffe|torch ...` (also `jaxprobe convert`).
 Every failure raises `jaxprobe.JaxprobeError`.
+
+Every public name is imported from its module on first access (PEP 562), so that building the
+`jaxprobe convert` parser (`jaxprobe --help`) does not import JAX.
 """
 
-from jaxprobe.models.caffe_spec import read_prototxt
-from weights_convert.caffe import caffe_model, convert_caffe, read_caffemodel
-from weights_convert.mapping import ARCHITECTURES, Arch, Rule, map_weights
-from weights_convert.torch_files import convert_torch, load_state_dict, read_torch_zip, save_torch_zip, torch_model
-from weights_convert.user_network import convert_torch_prototxt, read_key_map, torch_prototxt_model
+import importlib
 
-__all__ = [
-    "ARCHITECTURES",
-    "Arch",
-    "Rule",
-    "caffe_model",
-    "convert_caffe",
-    "convert_torch",
-    "convert_torch_prototxt",
-    "load_state_dict",
-    "map_weights",
-    "read_caffemodel",
-    "read_key_map",
-    "read_prototxt",
-    "read_torch_zip",
-    "save_torch_zip",
-    "torch_model",
-    "torch_prototxt_model",
-]
+_EXPORTS = {
+    "jaxprobe.models.caffe_spec": ("read_prototxt",),
+    "weights_convert.caffe": ("caffe_model", "convert_caffe", "read_caffemodel"),
+    "weights_convert.mapping": ("ARCHITECTURES", "Arch", "Rule", "map_weights"),
+    "weights_convert.torch_files": ("convert_torch", "load_state_dict", "read_torch_zip", "save_torch_zip",
+                                    "torch_model"),
+    "weights_convert.user_network": ("convert_torch_prototxt", "read_key_map", "torch_prototxt_model"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE, key=lambda name: (not name.isupper(), name.lower()))
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -5,7 +5,8 @@
     python -m weights_convert torch FILE --prototxt NET.prototxt [--map MAP.json] --out DIR
 
 `add_subcommands(subparsers)` adds the same `caffe` and `torch` commands to another parser (the
-`jaxprobe convert` command). Bad input prints one line and exits 2.
+`jaxprobe convert` command) without importing JAX: the architecture tables are read when a value
+of --arch is checked or listed. Bad input prints one line and exits 2.
 """
 
 from __future__ import annotations
@@ -83,14 +84,32 @@ def _pixel_options(p, role_default: str, color: str, range_default: str) -> None
                    help=f"pixel value range before the mean, e.g. 0,255 (default {range_default})")
 
 
+class _Architectures:
+    """The names of `weights_convert.mapping.<table>`, read on first use: argparse only tests
+    membership (parsing --arch) and iterates (help, errors), so building the parser imports nothing."""
+
+    def __init__(self, table: str):
+        self.table = table
+
+    def _names(self) -> list:
+        import importlib
+
+        return sorted(getattr(importlib.import_module("weights_convert.mapping"), self.table))
+
+    def __contains__(self, name) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
 def add_subcommands(subparsers) -> None:
     """Add the `caffe` and `torch` commands (each sets `func`) to an argparse subparsers object."""
-    from weights_convert.mapping import ARCHITECTURES, CAFFE_ARCHITECTURES
-
     p = subparsers.add_parser("caffe", help="convert a Caffe deploy prototxt + caffemodel")
     p.add_argument("--prototxt", default=None, help="deploy .prototxt (new `layer` or legacy `layers`)")
-    p.add_argument("--arch", default=None, choices=sorted(CAFFE_ARCHITECTURES),
-                   help="a known architecture instead of --prototxt (widths read from the caffemodel)")
+    p.add_argument("--arch", default=None, choices=_Architectures("CAFFE_ARCHITECTURES"), metavar="NAME",
+                   help="a known architecture instead of --prototxt (widths read from the caffemodel): "
+                        "%(choices)s")
     p.add_argument("--caffemodel", required=True, help="trained .caffemodel")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--force", action="store_true", help="replace --out even if jaxprobe did not write it")
@@ -99,8 +118,8 @@ def add_subcommands(subparsers) -> None:
 
     p = subparsers.add_parser("torch", help="convert a PyTorch .pth/.pt or .safetensors state dict")
     p.add_argument("file", help="the weights file")
-    p.add_argument("--arch", default=None, choices=sorted(ARCHITECTURES),
-                   help="a known architecture of the state dict (a state dict carries none)")
+    p.add_argument("--arch", default=None, choices=_Architectures("ARCHITECTURES"), metavar="NAME",
+                   help="a known architecture of the state dict (a state dict carries none): %(choices)s")
     p.add_argument("--prototxt", default=None,
                    help="instead of --arch: your network in Caffe's text format, copied into --out")
     p.add_argument("--map", default=None,

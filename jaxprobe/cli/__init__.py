@@ -16,7 +16,7 @@ MODULES = ("egbas", "inverse_set", "dgn_am", "ppgn")
 
 
 def _cmd_info(args) -> None:
-    from jaxprobe.models.store import load
+    from jaxprobe import load  # through the package: the converted architectures are registered first
 
     model = load(args.model)
     shapes = model.layer_shapes()
@@ -38,7 +38,7 @@ def _cmd_train(args) -> None:
 
     from jaxprobe.train import train
 
-    command = "jaxprobe " + " ".join(sys.argv[1:])
+    command = _command_line(args)
     for name in args.names:
         result = train(name, args.out, seed=args.seed, steps=args.steps, work_dir=args.work,
                        classifier=args.classifier, mnist=args.mnist, command=command, force=args.force)
@@ -48,7 +48,7 @@ def _cmd_train(args) -> None:
 def _cmd_demo(args) -> None:
     from jaxprobe.report import run_demo
 
-    run_demo(args.out, force=args.force)
+    run_demo(args.out, force=args.force, command=_command_line(args))
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict:
@@ -117,11 +117,21 @@ def _sub_help(sub, name: str) -> str:
     return next((a.help for a in sub._choices_actions if a.dest == name), "") or ""
 
 
+def _command_line(args) -> str:
+    """The command line that ran, as a shell would take it (what manifests and reports record)."""
+    import shlex
+
+    return "jaxprobe " + shlex.join(args.argv)
+
+
 def main(argv=None) -> int:
     """Run the command line `argv` (default sys.argv[1:]); returns the exit status."""
     from jaxprobe.errors import run_command
 
-    return run_command("jaxprobe", build_parser().parse_args(argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    return run_command("jaxprobe", args)
 
 
 if __name__ == "__main__":

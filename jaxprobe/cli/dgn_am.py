@@ -11,19 +11,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import jax
-import numpy as np
-
-from jaxprobe.checks import check_count
-from jaxprobe.cli.common import load_model
+# Nothing here imports JAX at module level: `jaxprobe --help` builds every command's parser without it.
+from jaxprobe.cli.common import load_model, progress_bar
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.experiments.codespace import BOUNDS, dgn_am_classes
-from jaxprobe.experiments.figures import save_grid
-from jaxprobe.experiments.inverse_set_repro import canonical_images
-from jaxprobe.io import atomic_dir, check_replaceable, write_json
 
 OUT_FILE = "dgn_am.json"
 CODES_FILE = "codes.npz"
+# `jaxprobe.experiments.codespace.BOUNDS` as the parser offers it (a test keeps the two equal).
+BOUNDS = ("real", "none")
 _FLAGS = {"neurons": "--neuron", "steps": "--steps", "bounds": "--bounds"}
 
 
@@ -41,22 +36,26 @@ def image_name(neuron: str) -> str:
 
 
 def _cmd_dgn_am(args) -> None:
+    import jax
+    import numpy as np
+
+    from jaxprobe.checks import check_count
+    from jaxprobe.experiments.codespace import dgn_am_classes
+    from jaxprobe.experiments.figures import save_grid
+    from jaxprobe.experiments.inverse_set_repro import canonical_images
+    from jaxprobe.io import atomic_dir, check_replaceable, write_json
+
     if not args.neuron:
         raise JaxprobeError("--neuron: expected at least one neuron 'layer:unit'")
     check_count("--steps", args.steps, 1)
     check_replaceable(args.out, force=args.force, name="--out")
     generator = load_model(args.generator, "--generator", "generator")
     classifier = load_model(args.classifier, "--classifier", "classifier")
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
-    with tqdm(total=max(args.steps, 0), desc="dgn-am", unit="step") as bar:
-        def tick(step):
-            bar.update(int(step) - bar.n)
-
+    with progress_bar("dgn-am", "step", max(args.steps, 0)) as bar:
         try:
             run = dgn_am_classes(jax.random.key(args.seed), generator, classifier, args.neuron, steps=args.steps,
-                                 bounds=args.bounds, progress=tick)
+                                 bounds=args.bounds, progress=bar)
         except JaxprobeError as e:
             raise JaxprobeError(flag_names(str(e))) from None
     wall = time.perf_counter() - t0

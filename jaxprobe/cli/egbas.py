@@ -15,23 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import numpy as np
-
-from jaxprobe.checks import check_count, check_number
-from jaxprobe.cli.common import load_model
+# Nothing here imports JAX at module level: `jaxprobe --help` builds every command's parser without it.
+from jaxprobe.cli.common import load_model, progress_bar
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.experiments.egbas_tables import REPRO_DEFAULTS, egbas_tables, sample_rows, tables_markdown
-from jaxprobe.experiments.figures import save_grid
-from jaxprobe.gbas.egbas import egbas
-from jaxprobe.gbas.gbrrt import check_delta
-from jaxprobe.gbas.metrics import egbas_metrics
-from jaxprobe.io import write_json, write_text
 
 OUT_JSON = "egbas.json"
 OUT_PNG = "egbas.png"
 TABLES_JSON = "egbas_tables.json"
 TABLES_MD = "egbas_tables.md"
+# `jaxprobe.experiments.egbas_tables.REPRO_DEFAULTS` as the parser shows them (a test keeps the two equal).
+REPRO_DEFAULTS = dict(delta=None, interval=1.0, max_candidates=1024, capacity=1025, batch=64, p=0.5)
 
 
 def default_critic_name(generator) -> str:
@@ -45,6 +38,8 @@ def default_critic_name(generator) -> str:
 def _check_settings(args) -> None:
     """Refuse bad --delta, --p, --interval before any compilation (the library checks them too,
     but only after BerOpt has run)."""
+    from jaxprobe.checks import check_number
+
     if args.delta is not None:
         check_number("--delta", args.delta, low=0, low_open=True, what="a positive step size")
     check_number("--p", args.p, low=0, high=1, low_open=True, high_open=True, what="a threshold")
@@ -59,6 +54,17 @@ def _out_dir(path: str) -> Path:
 
 
 def _cmd_egbas(args) -> None:
+    import jax
+    import numpy as np
+
+    from jaxprobe.checks import check_count
+    from jaxprobe.experiments.egbas_tables import sample_rows
+    from jaxprobe.experiments.figures import save_grid
+    from jaxprobe.gbas.egbas import egbas
+    from jaxprobe.gbas.gbrrt import check_delta
+    from jaxprobe.gbas.metrics import egbas_metrics
+    from jaxprobe.io import write_json
+
     t0 = time.perf_counter()
     model = load_model(args.model, "--model", "generator")
     l = model.layer(args.layer)
@@ -74,9 +80,10 @@ def _cmd_egbas(args) -> None:
     z0 = model.sample_prior(k_query, 1)[0]
     if args.delta is not None:
         check_delta("--delta", args.delta, z0, args.interval)
-    r = egbas(k_run, model, model.params, z0, l, p=args.p, delta=args.delta, interval=args.interval,
-              capacity=capacity, max_candidates=iterations, batch=batch,
-              beropt_options=dict(steps=steps))
+    with progress_bar("egbas", "candidate", iterations) as bar:  # stops short when the tree fills
+        r = egbas(k_run, model, model.params, z0, l, p=args.p, delta=args.delta, interval=args.interval,
+                  capacity=capacity, max_candidates=iterations, batch=batch,
+                  beropt_options=dict(steps=steps), progress=bar)
     metrics = egbas_metrics(r, model, critic)
     grid, labels = sample_rows(r, model, key=k_fig)
     title = f"{model.name} layer {l} ({model.layer_names[l - 1]}): query, E-GBAS, L2, Linf"
@@ -118,6 +125,12 @@ def _cmd_egbas(args) -> None:
 
 
 def _cmd_reproduce(args) -> None:
+    import jax
+
+    from jaxprobe.checks import check_count
+    from jaxprobe.experiments.egbas_tables import egbas_tables, tables_markdown
+    from jaxprobe.io import write_json, write_text
+
     t0 = time.perf_counter()
     generator = load_model(args.model, "--model", "generator")
     critic = load_model(args.critic or default_critic_name(generator), "--critic", "critic")
@@ -130,9 +143,11 @@ def _cmd_reproduce(args) -> None:
     batch = check_count("--batch", args.batch, 1)
     steps = check_count("--beropt-steps", args.beropt_steps, 1)
     try:  # egbas_tables checks delta against every query before running any
-        t = egbas_tables(jax.random.PRNGKey(args.seed), generator, critic, layers=layers, queries=queries,
-                         delta=args.delta, interval=args.interval, capacity=capacity, max_candidates=iterations,
-                         batch=batch, p=args.p, beropt_options=dict(steps=steps))
+        with progress_bar("reproduce egbas", "candidate") as bar:
+            t = egbas_tables(jax.random.PRNGKey(args.seed), generator, critic, layers=layers, queries=queries,
+                             delta=args.delta, interval=args.interval, capacity=capacity,
+                             max_candidates=iterations, batch=batch, p=args.p, beropt_options=dict(steps=steps),
+                             progress=bar)
     except JaxprobeError as err:
         if str(err).startswith("delta: "):
             raise JaxprobeError(f"--{err}") from None

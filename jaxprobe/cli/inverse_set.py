@@ -17,21 +17,15 @@ import re
 import time
 from pathlib import Path
 
-import jax
-import numpy as np
-
-from jaxprobe.cli.common import load_model
+# Nothing here imports JAX at module level: `jaxprobe --help` builds every command's parser without it.
+from jaxprobe.cli.common import load_model, progress_bar
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.experiments.figures import save_histograms, save_sorted_samples
-from jaxprobe.experiments.inverse_set_repro import (canonical_images, reproduce_inverse_set, reproduction_table,
-                                                    result_record)
-from jaxprobe.experiments.rechecks import independent_check
-from jaxprobe.inverse_sets.inverse_set import REPEL, default_embedding, inverse_set
-from jaxprobe.io import atomic_dir, check_replaceable, write_json, write_text
 
 OUT_FILE = "inverse_set.json"
 SAMPLES_PNG = "samples_by_activation.png"
 HISTOGRAM_PNG = "activation_histogram.png"
+# `jaxprobe.inverse_sets.inverse_set.REPEL` as the parser offers it (a test keeps the two equal).
+REPEL = ("new", "all")
 REPRO_JSON = "reproduce_inverse_set.json"
 REPRO_MD = "reproduce_inverse_set.md"
 # `inverse_set`'s argument names as the command spells them.
@@ -67,6 +61,12 @@ def flag_names(message: str) -> str:
 def write_outputs(out, result, generator, record, *, force: bool = False) -> Path:
     """Write DIR/inverse_set.json and, when there are samples, the two PNGs, atomically (all appear
     or none)."""
+    import numpy as np
+
+    from jaxprobe.experiments.figures import save_histograms, save_sorted_samples
+    from jaxprobe.experiments.inverse_set_repro import canonical_images
+    from jaxprobe.io import atomic_dir, write_json
+
     neurons = list(result.neurons)
     values = np.asarray(result.activations).reshape(result.n_accepted, len(neurons))
     with atomic_dir(out, force=force, name="--out") as tmp:
@@ -81,6 +81,13 @@ def write_outputs(out, result, generator, record, *, force: bool = False) -> Pat
 
 
 def _cmd_inverse_set(args) -> None:
+    import jax
+
+    from jaxprobe.experiments.inverse_set_repro import result_record
+    from jaxprobe.experiments.rechecks import independent_check
+    from jaxprobe.inverse_sets.inverse_set import default_embedding, inverse_set
+    from jaxprobe.io import check_replaceable
+
     neurons, ranges = pair_neurons_ranges(args.neuron, args.range)
     check_replaceable(args.out, force=args.force, name="--out")
     generator = load_model(args.generator, "--generator", "generator")
@@ -90,10 +97,12 @@ def _cmd_inverse_set(args) -> None:
     # Every check of neurons, ranges, n and k happens inside inverse_set before any work; its
     # messages name the function's arguments, which the command line spells as flags.
     try:
-        result = inverse_set(jax.random.key(args.seed), generator, classifier, neurons, ranges, n=args.n, k=args.k,
-                             embedding=embedding, diversity=args.diversity, nonlinear=not args.pre_activation,
-                             one_sided=args.one_sided, max_outer=args.max_outer,
-                             max_sampling_steps=args.max_sampling_steps, repel=args.repel)
+        with progress_bar("inverse-set", "step") as bar:  # the seeds' inner steps, then the sampling steps
+            result = inverse_set(jax.random.key(args.seed), generator, classifier, neurons, ranges, n=args.n,
+                                 k=args.k, embedding=embedding, diversity=args.diversity,
+                                 nonlinear=not args.pre_activation, one_sided=args.one_sided,
+                                 max_outer=args.max_outer, max_sampling_steps=args.max_sampling_steps,
+                                 repel=args.repel, progress=bar)
     except JaxprobeError as e:
         raise JaxprobeError(flag_names(str(e))) from None
     wall = time.perf_counter() - t0
@@ -109,14 +118,20 @@ def _cmd_inverse_set(args) -> None:
 
 
 def _cmd_reproduce(args) -> None:
+    import jax
+
+    from jaxprobe.experiments.inverse_set_repro import reproduce_inverse_set, reproduction_table
+    from jaxprobe.io import atomic_dir, check_replaceable, write_json, write_text
+
     check_replaceable(args.out, force=args.force, name="--out")
     generator = load_model(args.generator, "--generator", "generator")
     classifier = load_model(args.classifier, "--classifier", "classifier")
     t0 = time.perf_counter()
     try:
-        rep = reproduce_inverse_set(jax.random.key(args.seed), generator, classifier, neuron=args.neuron,
-                                    value_range=None if args.range is None else tuple(args.range), n=args.n,
-                                    k=args.k)
+        with progress_bar("reproduce inverse-set", "step") as bar:
+            rep = reproduce_inverse_set(jax.random.key(args.seed), generator, classifier, neuron=args.neuron,
+                                        value_range=None if args.range is None else tuple(args.range), n=args.n,
+                                        k=args.k, progress=bar)
     except JaxprobeError as e:
         raise JaxprobeError(flag_names(str(e))) from None
     rep["seed"] = args.seed

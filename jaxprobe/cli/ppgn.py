@@ -13,22 +13,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import jax
-import numpy as np
-
-from jaxprobe.checks import check_count, check_number
-from jaxprobe.cli.common import load_model
+# Nothing here imports JAX at module level: `jaxprobe --help` builds every command's parser without it.
+from jaxprobe.cli.common import load_model, progress_bar
+from jaxprobe.cli.dgn_am import BOUNDS
 from jaxprobe.cli.dgn_am import flag_names as neuron_flag
-from jaxprobe.codespace.ppgn import ppgn
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.experiments.codespace import BOUNDS, PRIORS, code_bounds, make_prior, mean_pairwise_distance, penultimate
-from jaxprobe.experiments.figures import save_grid
-from jaxprobe.experiments.inverse_set_repro import canonical_images
-from jaxprobe.io import atomic_dir, check_replaceable, write_json
 
 OUT_FILE = "ppgn.json"
 CODES_FILE = "codes.npz"
 CHAINS_PNG = "ppgn_chains.png"
+# `jaxprobe.experiments.codespace.PRIORS` as the parser offers it (a test keeps the two equal).
+PRIORS = ("dae", "encoder")
 CHUNKS = 20  # compiled chunks per run: one progress tick each
 _FLAGS = {"label": "--class", "chains": "--chains", "steps": "--steps", "eps1": "--eps1", "eps2": "--eps2",
           "eps3": "--eps3", "save_every": "--save-every", "reset_every": "--reset-every", "threshold": "--threshold"}
@@ -41,6 +36,16 @@ def flag_names(message: str) -> str:
 
 
 def _cmd_ppgn(args) -> None:
+    import jax
+    import numpy as np
+
+    from jaxprobe.checks import check_count, check_number
+    from jaxprobe.codespace.ppgn import ppgn
+    from jaxprobe.experiments.codespace import code_bounds, make_prior, mean_pairwise_distance, penultimate
+    from jaxprobe.experiments.figures import save_grid
+    from jaxprobe.experiments.inverse_set_repro import canonical_images
+    from jaxprobe.io import atomic_dir, check_replaceable, write_json
+
     if (args.label is None) == (args.neuron is None):
         raise JaxprobeError("--class, --neuron: expected exactly one: a class to condition on, or a neuron")
     for flag, value in (("--steps", args.steps), ("--save-every", args.save_every), ("--chains", args.chains)):
@@ -51,17 +56,15 @@ def _cmd_ppgn(args) -> None:
     generator = load_model(args.generator, "--generator", "generator")
     classifier = load_model(args.classifier, "--classifier", "classifier")
     lower, upper = code_bounds(generator, args.bounds)
-    from tqdm.auto import tqdm
-
     prior = make_prior(generator, args.prior)
     t0 = time.perf_counter()
-    with tqdm(total=args.steps, desc="ppgn", unit="step") as bar:
+    with progress_bar("ppgn", "step", args.steps) as bar:
         try:
             res = ppgn(jax.random.key(args.seed), generator, classifier, prior, label=args.label,
                        neuron=args.neuron, chains=args.chains, steps=args.steps, eps1=args.eps1, eps2=args.eps2,
                        eps3=args.eps3, save_every=args.save_every, reset_every=args.reset_every,
                        threshold=args.threshold, lower=lower, upper=upper, chunk=max(1, args.steps // CHUNKS),
-                       progress=lambda done: bar.update(done - bar.n))
+                       progress=bar)
         except JaxprobeError as e:
             raise JaxprobeError(flag_names(str(e))) from None
     wall = time.perf_counter() - t0

@@ -102,7 +102,8 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
                  delta: float | None = REPRO_DEFAULTS["delta"], interval=REPRO_DEFAULTS["interval"],
                  capacity: int = REPRO_DEFAULTS["capacity"], max_candidates: int = REPRO_DEFAULTS["max_candidates"],
                  batch: int = REPRO_DEFAULTS["batch"], p: float = REPRO_DEFAULTS["p"],
-                 beropt_options: dict | None = None, include_query: bool = False, on_run=None) -> dict:
+                 beropt_options: dict | None = None, include_query: bool = False, on_run=None,
+                 progress=None) -> dict:
     """The paper's Tables 1 and 2 measured on `generator` and `critic` (Jeon et al. 2020, section 4.2).
 
     For `queries` latent vectors drawn from the generator's prior (the same ones at every layer) and
@@ -120,6 +121,10 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
       delta, interval, capacity, max_candidates, batch, p, beropt_options: as in `egbas`.
       include_query: count the query in the E-GBAS set (default False; see the module docstring).
       on_run: optional callback on_run(q, l, EGBASResult, metrics) after every run.
+      progress: optional progress(done, total), called on the host: done counts the candidates
+        drawn by all trees so far (each tree's budget `max_candidates` counted whole once it
+        ends) out of total = len(layers) * queries * max_candidates; about 20 times a tree
+        (GB-RRT's `progress` hook) and after each tree, the last time with done == total.
 
     Returns:
       A JSON-ready dict: {"sigma": {method: [per layer]}, "similarity": {method: [[per critic layer]
@@ -144,27 +149,36 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
     info = {k: np.zeros((l_n, q_n), np.int64) for k in ("n_samples", "n_rejected", "n_selected", "n_candidates")}
     explored = {k: np.full((l_n, q_n), np.nan) for k in EXPLORATION_KEYS}
     reasons = [[None] * q_n for _ in range(l_n)]
+    tick = None
+    if progress is not None:
+        tick = _TICKS
+        tick.target, tick.total, tick.before = progress, l_n * q_n * int(max_candidates), 0
     t0 = time.perf_counter()
-    for li, l in enumerate(layers):
-        for q in range(q_n):
-            r = egbas(jax.random.fold_in(jax.random.fold_in(k_run, q), l), generator, generator.params, z0s[q], l,
-                      p=p, delta=delta, interval=interval, capacity=capacity, max_candidates=max_candidates,
-                      batch=batch, beropt_options=beropt_options)
-            m = egbas_metrics(r, generator, critic, include_query=include_query)
-            for mi, meth in enumerate(METHODS):
-                sigma[mi, li, q] = m["sigma"][meth]
-                sim[mi, li, :, q] = m["similarity"][meth]
-            info["n_samples"][li, q] = m["n_samples"]
-            info["n_rejected"][li, q] = int(r.tree.n_rejected)
-            info["n_selected"][li, q] = int(np.count_nonzero(r.v_star))
-            info["n_candidates"][li, q] = int(r.tree.n_candidates)
-            reasons[li][q] = r.tree.stop_reason_name()
-            x = r.exploration
-            for k, v in zip(EXPLORATION_KEYS, (r.delta, x["reach"], x["node_distance"]["q90"],
-                                               x["extent"]["median"], x["eps_over_extent"])):
-                explored[k][li, q] = v
-            if on_run is not None:
-                on_run(q, l, r, m)
+    try:
+        for li, l in enumerate(layers):
+            for q in range(q_n):
+                r = egbas(jax.random.fold_in(jax.random.fold_in(k_run, q), l), generator, generator.params, z0s[q],
+                          l, p=p, delta=delta, interval=interval, capacity=capacity, max_candidates=max_candidates,
+                          batch=batch, beropt_options=beropt_options, progress=tick)
+                if tick is not None:
+                    tick.tree_done(int(max_candidates))
+                m = egbas_metrics(r, generator, critic, include_query=include_query)
+                for mi, meth in enumerate(METHODS):
+                    sigma[mi, li, q] = m["sigma"][meth]
+                    sim[mi, li, :, q] = m["similarity"][meth]
+                info["n_samples"][li, q] = m["n_samples"]
+                info["n_rejected"][li, q] = int(r.tree.n_rejected)
+                info["n_selected"][li, q] = int(np.count_nonzero(r.v_star))
+                info["n_candidates"][li, q] = int(r.tree.n_candidates)
+                reasons[li][q] = r.tree.stop_reason_name()
+                x = r.exploration
+                for k, v in zip(EXPLORATION_KEYS, (r.delta, x["reach"], x["node_distance"]["q90"],
+                                                   x["extent"]["median"], x["eps_over_extent"])):
+                    explored[k][li, q] = v
+                if on_run is not None:
+                    on_run(q, l, r, m)
+    finally:
+        _TICKS.target = None
     wall = time.perf_counter() - t0
 
     # Means over the queries at which all three sets exist (eps needs a rejected candidate), so
@@ -216,6 +230,28 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
                         "baselines equally many samples (as many as the tree accepted)",
         "wall_s": round(wall, 2),
     }
+
+
+class _Ticks:
+    """GB-RRT's progress hook for a run of many trees: target(candidates before this tree + its
+    own, total). One object for the process (`_TICKS`): GB-RRT's program takes the hook as a
+    static argument and calls the very object it was traced with, so a new one per tree (or per
+    run of the tables) would compile every program again."""
+
+    target, total, before = None, 0, 0
+
+    def __call__(self, drawn) -> None:
+        if self.target is not None:
+            self.target(self.before + int(drawn), self.total)
+
+    def tree_done(self, budget: int) -> None:
+        jax.effects_barrier()  # this tree's ticks first
+        self.before += budget
+        if self.target is not None:
+            self.target(self.before, self.total)
+
+
+_TICKS = _Ticks()
 
 
 def _median(values) -> float:

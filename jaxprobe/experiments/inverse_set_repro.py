@@ -163,9 +163,25 @@ def result_record(result, *, generator, classifier, embedding, seed, check=None,
 # ---------------------------------------------------------------- reproduction
 
 
+class _Runs:
+    """`inverse_set`'s progress hook for several runs of equal budgets, one after another:
+    target(runs before * total + done, runs * total). One object for the process (`_RUNS`): the
+    hook is a static argument of the compiled program, which calls the very object it was traced
+    with, so a new one per reproduction would compile every program again."""
+
+    target, runs, index = None, 1, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.target is not None:
+            self.target(self.index * total + done, self.runs * total)
+
+
+_RUNS = _Runs()
+
+
 def reproduce_inverse_set(key, generator, classifier, *, neuron: str = "logits:3", value_range=None,
                           n: int = 500, k: int = 10, reference=None, equations=tuple(EQUATIONS),
-                          **kwargs) -> dict:
+                          progress=None, **kwargs) -> dict:
     """The paper's numbers for one logit neuron (Hada & Carreira-Perpiñán 2019, sections 3.4 and
     4.2), as measured here.
 
@@ -187,6 +203,9 @@ def reproduce_inverse_set(key, generator, classifier, *, neuron: str = "logits:3
       reference: canonical images for the reference codes (default: MNIST test digits of the
         neuron's class, or uniform random images when MNIST is missing).
       equations: which of "eq5", "eq13", "eq14" to run (default all three).
+      progress: optional progress(done, total) on the host over all runs: each run's steps
+        (`inverse_set`'s progress hook: the seeds' inner steps, then the sampling steps, out of
+        both budgets), the runs one after another; the last call has done == total.
       **kwargs: passed on to `inverse_set` (budgets, beta, ...).
 
     Returns:
@@ -208,32 +227,15 @@ def reproduce_inverse_set(key, generator, classifier, *, neuron: str = "logits:3
         range_source = (f"quantiles {CLASS_RANGES['high']} of {neuron} over G(c), c = {source}"
                         + (f" of class {target.unit}" if "MNIST" in source else ""))
     runs = {}
-    for eq in equations:
-        diversity = EQUATIONS[eq]
-        t0 = time.perf_counter()
-        res = inverse_set(k_run, generator, classifier, neuron, value_range, n=n, k=k, embedding=embedding,
-                          diversity=diversity, **kwargs)
-        wall = time.perf_counter() - t0
-        # With feasible seeds every seed is in range, so the first K accepted rows are the seeds.
-        seeds = res.embeddings[:k] if res.seeds_feasible and res.n_accepted >= k else np.zeros((0, 1))
-        check = independent_check(res, generator, classifier)
-        runs[eq] = {
-            "diversity": diversity,
-            "outer_iterations": res.outer_iterations,
-            "inner_steps": res.inner_steps,
-            "seeds_feasible": res.seeds_feasible,
-            "sampling_steps": res.sampling_steps,
-            "minimum_sampling_steps": -(-(n - k) // k),
-            "n_accepted": res.n_accepted,
-            "stop_reason": res.stop_reason,
-            "mean_pairwise_E_distance_seeds": mean_pairwise_distance(seeds),
-            "mean_pairwise_E_distance": res.stats["mean_pairwise_distance"],
-            "mean_pairwise_code_distance": res.stats["mean_pairwise_code_distance"],
-            # Each code is accepted once: eq. 14, with no force on a code inside the range, stalls.
-            "distinct_codes": int(len(np.unique(_flat_codes(res), axis=0))),
-            "all_in_range_fresh_forward": check["all_in_range"],
-            "wall_s": round(wall, 2),
-        }
+    if progress is not None:
+        _RUNS.target, _RUNS.runs, _RUNS.index = progress, len(equations), 0
+    try:
+        for eq in equations:
+            runs[eq] = _reproduction_run(k_run, generator, classifier, neuron, value_range, n, k, embedding,
+                                         EQUATIONS[eq], None if progress is None else _RUNS, kwargs)
+            _RUNS.index += 1
+    finally:
+        _RUNS.target = None
     return jsonable({
         "neuron": neuron, "range": value_range, "range_source": range_source, "n": n, "k": k,
         "generator": generator.name, "classifier": classifier.name,
@@ -241,6 +243,35 @@ def reproduce_inverse_set(key, generator, classifier, *, neuron: str = "logits:3
         "paper": PAPER,
         "runs": runs,
     })
+
+
+def _reproduction_run(k_run, generator, classifier, neuron, value_range, n, k, embedding, diversity, progress,
+                      kwargs) -> dict:
+    """One equation's run of `reproduce_inverse_set` and its record."""
+    t0 = time.perf_counter()
+    res = inverse_set(k_run, generator, classifier, neuron, value_range, n=n, k=k, embedding=embedding,
+                      diversity=diversity, progress=progress, **kwargs)
+    wall = time.perf_counter() - t0
+    # With feasible seeds every seed is in range, so the first K accepted rows are the seeds.
+    seeds = res.embeddings[:k] if res.seeds_feasible and res.n_accepted >= k else np.zeros((0, 1))
+    check = independent_check(res, generator, classifier)
+    return {
+        "diversity": diversity,
+        "outer_iterations": res.outer_iterations,
+        "inner_steps": res.inner_steps,
+        "seeds_feasible": res.seeds_feasible,
+        "sampling_steps": res.sampling_steps,
+        "minimum_sampling_steps": -(-(n - k) // k),
+        "n_accepted": res.n_accepted,
+        "stop_reason": res.stop_reason,
+        "mean_pairwise_E_distance_seeds": mean_pairwise_distance(seeds),
+        "mean_pairwise_E_distance": res.stats["mean_pairwise_distance"],
+        "mean_pairwise_code_distance": res.stats["mean_pairwise_code_distance"],
+        # Each code is accepted once: eq. 14, with no force on a code inside the range, stalls.
+        "distinct_codes": int(len(np.unique(_flat_codes(res), axis=0))),
+        "all_in_range_fresh_forward": check["all_in_range"],
+        "wall_s": round(wall, 2),
+    }
 
 
 def reproduction_table(rep: dict) -> str:

@@ -70,7 +70,7 @@ from jaxprobe.checks import check_count, check_finite, check_number
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neurons, values_at
 from jaxprobe.models.pixels import adapt_images
-from jaxprobe.sharding import check_mesh, constrain_batch
+from jaxprobe.sharding import check_mesh, constrain_batch, gather, on_mesh
 from jaxprobe.models.probe import Model
 
 DIVERSITY = ("embedding", "code", "none")
@@ -78,6 +78,7 @@ STOP_REASONS = ("complete", "stalled", "sampling_budget", "unreachable", "seeds_
 # The set C0 the sampler repels from: the rows accepted at the latest step (the paper's step 4),
 # or every row accepted so far.
 REPEL = ("new", "all")
+PROGRESS_TICKS = 20  # progress calls over the sampling phase (about; plus one per outer iteration of the seeds)
 
 
 class Embedding(NamedTuple):
@@ -373,12 +374,17 @@ def sample_step(problem: Problem, state: SampleState, lam, mu, step_length, repe
                        state.steps + 1, jnp.any(kept) | jnp.any(moved))
 
 
-def sample(problem: Problem, state: SampleState, lam, mu, step_length, max_steps, repel: str = "new") -> SampleState:
+def sample(problem: Problem, state: SampleState, lam, mu, step_length, max_steps, repel: str = "new", *,
+           progress=None, offset=0, total=None) -> SampleState:
     """Run `sample_step` until n are accepted, no seed was accepted, max_steps steps are judged, or
     a step made no progress (`SampleState.progress`).
 
     On return `state.steps - 1` is the number of sampling steps whose results were judged (the
     first `sample_step` judges the seeds).
+
+    `progress`: None (nothing compiled in) or a host function called through `jax.debug.callback`
+    as progress(offset + steps judged, total) about `PROGRESS_TICKS` times a run and when the loop
+    ends; `offset` and `total` (default offset + max_steps) may be traced.
     """
     n = state.buf_codes.shape[0]
     max_steps = jnp.asarray(max_steps, jnp.int32)
@@ -387,7 +393,41 @@ def sample(problem: Problem, state: SampleState, lam, mu, step_length, max_steps
         unreachable = (s.steps >= 1) & (s.count == 0)
         return (s.count < n) & (s.steps <= max_steps) & ~unreachable & s.progress
 
-    return lax.while_loop(cond, lambda s: sample_step(problem, s, lam, mu, step_length, repel), state)
+    def body(s):
+        return sample_step(problem, s, lam, mu, step_length, repel)
+
+    if progress is not None:
+        body = _ticking(body, cond, progress, max_steps, offset, offset + max_steps if total is None else total)
+    return lax.while_loop(cond, body, state)
+
+
+def _ticking(body, cond, progress, max_steps, offset, total):
+    """`body` followed by progress(offset + steps judged, total) on the host when the judged count
+    crosses a multiple of max_steps / PROGRESS_TICKS or the loop is about to end: a `lax.cond`
+    per step, about PROGRESS_TICKS callbacks a run."""
+    every = jnp.maximum(max_steps // PROGRESS_TICKS, 1)
+
+    def ticking(s: SampleState) -> SampleState:
+        new = body(s)
+        judged = jnp.maximum(new.steps - 1, 0)
+        tick = (judged // every != jnp.maximum(s.steps - 1, 0) // every) | ~cond(new)
+        lax.cond(tick, lambda d: jax.debug.callback(_as_ints(progress), offset + d, total), lambda d: None, judged)
+        return new
+    return ticking
+
+
+def _ticking_update(update, progress, total):
+    """The seeds' outer iteration followed by progress(inner steps done, total) on the host."""
+    def ticking(state: auglag.AugLagState) -> auglag.AugLagState:
+        state = update(state)
+        jax.debug.callback(_as_ints(progress), state.inner, total)
+        return state
+    return ticking
+
+
+def _as_ints(progress):
+    """progress(done, total) with Python ints (the callback receives NumPy scalars)."""
+    return lambda done, total: progress(int(done), int(total))
 
 
 # ---------------------------------------------------------------- the driver
@@ -416,9 +456,9 @@ def _code_rms(c):
     return jnp.where(rms > 0, rms, 1.0)
 
 
-@functools.partial(jax.jit, static_argnames=("static",))
+@functools.partial(jax.jit, static_argnames=("static", "progress"))
 def _run(key, gen_params, cls_params, emb_params, init_codes, flat, ranges, margin, mu0, growth,
-         beta, seed_lr, max_outer, max_steps, *, static: _Static):
+         beta, seed_lr, max_outer, max_steps, *, static: _Static, progress=None):
     gen, emb = static.generator, static.embedding
     k = static.k
     if static.init == "prior":
@@ -451,6 +491,10 @@ def _run(key, gen_params, cls_params, emb_params, init_codes, flat, ranges, marg
     # Seeds (eq. 7-8). Default inner optimizer: Adam with a step relative to the codes' scale.
     tx = static.optimizer if static.optimizer is not None else optax.adam(seed_lr * _code_rms(c0))
     solver = seed_solver(problem, tx, inner_steps=static.inner_steps, growth=growth)
+    # Progress counts the seeds' inner steps, then the sampling steps, out of both budgets.
+    seed_budget = max_outer * static.inner_steps
+    if progress is not None:
+        solver = solver._replace(update=_ticking_update(solver.update, progress, seed_budget + max_steps))
     seeds = auglag.run(solver, solver.init(c0, mu0=mu0), max_outer)
 
     # Sampling (eq. 9-10), lambda* and mu* fixed.
@@ -459,7 +503,7 @@ def _run(key, gen_params, cls_params, emb_params, init_codes, flat, ranges, marg
     rho = jnp.mean(norms)
     rho = jnp.where(rho > 0, rho, jnp.sqrt(jnp.asarray(c[0].size, c.dtype)))
     st = sample(problem, sample_init(problem, c, static.n), seeds.lam, seeds.mu, beta * rho, max_steps,
-                static.repel)
+                static.repel, progress=progress, offset=seed_budget)
 
     # Images of the accepted codes, K at a time (bounded memory for large generators).
     images = lax.map(lambda z: gen.forward(gen_params, z[None])[0], st.buf_codes, batch_size=k)
@@ -643,7 +687,7 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
                 one_sided: bool = False, margin=None, init="auto", mu0: float = 10.0, growth: float = 10.0,
                 inner_steps: int = 100, max_outer: int = 6, optimizer=None, seed_lr: float = 0.02,
                 beta: float = 0.05, max_sampling_steps: int | None = None, normalize: bool = True,
-                repel: str = "new", mesh=None) -> InverseSet:
+                repel: str = "new", mesh=None, progress=None) -> InverseSet:
     """Sample n images of `generator` whose constrained neurons of `classifier` lie in their ranges.
 
     Args:
@@ -678,7 +722,15 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
         accepted so far (weighed as a mean when normalized, so it does not grow with the count).
       mesh: a `jax.sharding.Mesh` with a "batch" axis (e.g. `jaxprobe.sharding.batch_mesh()`): the
         K codes of the seeds and of the sampler are split over its devices (k must be a multiple
-        of their number); the models' parameters are replicated. Default: one device.
+        of their number); the models' parameters are replicated. Default: one device. A mesh may
+        span processes (`jax.distributed`): every process then makes the same call and gets the
+        whole result.
+      progress: None (no callback compiled in) or a function progress(done, total) called on the
+        host (`jax.debug.callback`) to move a progress bar: done counts the seeds' inner steps,
+        then the sampling steps, out of total = max_outer * inner_steps + max_sampling_steps;
+        once per outer iteration, about `PROGRESS_TICKS` times while sampling, and last with
+        done == total (what an early stop leaves of a budget is skipped). Static: another
+        function compiles another program; the samples do not depend on it.
 
     Returns:
       An `InverseSet`. Every returned sample has z1 <= f_j <= z2 for every neuron j, and no code
@@ -747,11 +799,19 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, *, n:
     static = _Static(generator, classifier, embedding, tuple(x.layer for x in resolved), bool(nonlinear),
                      bool(one_sided), diversity, k, n, inner_steps, optimizer, mode,
                      bool(normalize), repel, mesh)
-    out = _run(key, generator.params, classifier.params, embedding.model.params, jnp.asarray(init_codes),
-               jnp.asarray(flat), jnp.asarray(r32), jnp.asarray(m, jnp.float32),
-               jnp.float32(mu0), jnp.float32(growth), jnp.float32(beta), jnp.float32(seed_lr),
-               jnp.int32(max_outer), jnp.int32(max_sampling_steps), static=static)
-    out = jax.device_get(out)
+    args = (key, generator.params, classifier.params, embedding.model.params, jnp.asarray(init_codes),
+            jnp.asarray(flat), jnp.asarray(r32), jnp.asarray(m, jnp.float32),
+            jnp.float32(mu0), jnp.float32(growth), jnp.float32(beta), jnp.float32(seed_lr),
+            jnp.int32(max_outer), jnp.int32(max_sampling_steps))
+    # With a mesh, every input goes on all its devices (parameters committed to one device by
+    # `jaxprobe.load` would clash with the program's sharding); the K codes are split inside.
+    # A mesh spanning processes gives every process the whole result (`gather`).
+    args, _ = on_mesh(mesh, args)
+    out = jax.device_get(gather(_run(*args, static=static, progress=progress)))
+    if progress is not None:
+        jax.effects_barrier()  # every tick of the program first, then the last one
+        total = max_outer * inner_steps + max_sampling_steps
+        progress(total, total)
     count = int(out["count"])
     steps = int(out["sampling_steps"])
     if count >= n:

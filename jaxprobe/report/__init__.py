@@ -35,12 +35,29 @@ def provenance(command: str | None = None, seed: int = 0) -> dict:
             "backend": jax.default_backend()}
 
 
+# Figures up to this many pixels wide sit side by side at their size; wider ones take the page's
+# width (1100 px) rather than being shrunk to this, so that their labels stay legible.
+NARROW = 520
+
+
+def _png_width(path: Path) -> int:
+    """A PNG's width in pixels from its header (0 when the file is missing or not a PNG)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return 0
+    return int.from_bytes(head[16:20], "big") if head[:8] == b"\x89PNG\r\n\x1a\n" else 0
+
+
 def write_report(out_dir: Path, sections: list[Section], timings: dict, made: dict | None = None) -> None:
     """Write index.html (templates/index.html.j2; each section's body is HTML rendered from its own
     template, everything else is escaped here) and results.json into `out_dir`. `made` is the
     `provenance` the page states (default: this process's)."""
     made = provenance() if made is None else made
-    write_text(out_dir / "index.html", render("index.html.j2", sections=sections, timings=timings, made=made))
+    widths = {file: _png_width(Path(out_dir) / file) for s in sections for file, _ in s.figures}
+    write_text(out_dir / "index.html", render("index.html.j2", sections=sections, timings=timings, made=made,
+                                              widths=widths, narrow=NARROW))
     results = {s.key: s.results for s in sections}
     results["timings_s"] = timings
     results["provenance"] = made
@@ -48,11 +65,14 @@ def write_report(out_dir: Path, sections: list[Section], timings: dict, made: di
 
 
 def run_demo(out="jaxprobe-report", sections=None, *, seed: int = 0, progress: bool = True,
-             force: bool = False) -> Path:
+             force: bool = False, command: str | None = None) -> Path:
     """Run every section on the default models and write the report to `out` (atomically).
 
     `out` is refused before any work if it is a directory jaxprobe did not write, unless `force`
-    (`jaxprobe.io.check_replaceable`)."""
+    (`jaxprobe.io.check_replaceable`). `command`: how the page says it was made (default: this
+    call, `jaxprobe.report.run_demo(...)`; the `jaxprobe demo` command passes its command line)."""
+    if command is None:
+        command = f"python: jaxprobe.report.run_demo({str(out)!r}, seed={seed})"
     from tqdm.auto import tqdm
 
     sections = SECTIONS if sections is None else sections
@@ -67,7 +87,7 @@ def run_demo(out="jaxprobe-report", sections=None, *, seed: int = 0, progress: b
             section = fn(ctx)
             timings[section.key] = round(time.perf_counter() - t0, 2)
             done.append(section)
-        write_report(tmp, done, timings, provenance(seed=seed))
+        write_report(tmp, done, timings, provenance(command, seed=seed))
     if progress:
         print(f"report written to {out / 'index.html'}")
     return out

@@ -40,7 +40,7 @@ class Context:
 
     def model(self, name: str):
         """The model `name` (shipped name or directory), loaded once per report."""
-        from jaxprobe.models.store import load
+        from jaxprobe import load  # through the package: the converted architectures are registered first
 
         if name not in self.models:
             self.models[name] = load(name)

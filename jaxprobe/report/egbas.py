@@ -22,7 +22,8 @@ import numpy as np
 
 from jaxprobe.experiments.egbas_tables import (METHOD_NAMES, METHODS, PAPER, canonical_images, egbas_tables,
                                                sample_rows)
-from jaxprobe.experiments.figures import pyplot, save_figure, save_grid
+from jaxprobe.experiments import figures as plots  # plots.save_figure: one place a test can watch
+from jaxprobe.experiments.figures import pyplot, save_grid, save_heatmaps
 from jaxprobe.gbas.egbas import egbas
 from jaxprobe.report.base import Section, render
 
@@ -77,11 +78,20 @@ def selected_values(model, params, z, l, v):
     return np.asarray(h), sel
 
 
-def _plane_figure(path, gen2, r, lim: float = 3.0, side: int = 256, zoom_side: int = 128):
-    """Figures 2-5 of the paper for a 2-D latent generator at layer r.layer (see module docstring)."""
+def _plane_figure(path, gen2, r, **kwargs) -> dict:
+    """Save `plane_figure` at `path`; returns its counts."""
+    fig, info = plane_figure(gen2, r, **kwargs)
+    plots.save_figure(fig, path)
+    return info
+
+
+def plane_figure(gen2, r, lim: float = 3.0, side: int = 256, zoom_side: int = 128):
+    """Figures 2-5 of the paper for a 2-D latent generator at layer r.layer (see module docstring):
+    (Figure, {"selected_boundaries_in_zoom", "walls_in_zoom"})."""
     plt = pyplot()
     from matplotlib.collections import LineCollection
-    from matplotlib.patches import Circle, Rectangle
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Circle, Patch, Rectangle
 
     params, l, v = gen2.params, r.layer, r.v_star
     z0 = r.query.reshape(-1)
@@ -111,6 +121,10 @@ def _plane_figure(path, gen2, r, lim: float = 3.0, side: int = 256, zoom_side: i
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="z[0]", ylabel="z[1]")
     ax.set_title(f"SSGBS cells at layer {l} ({int(np.count_nonzero(v))}/{v.size} units selected);\n"
                  "blue: the query's region GR_V*; box: zoom", fontsize=9)
+    ax.legend(handles=[Patch(color=(0.35, 0.55, 1.0), label="GR_V* (the query's region)"),
+                       Patch(color=colours[0], label="another cell of the selected units' signs"),
+                       Line2D([], [], color="r", marker="*", ms=10, mec="k", ls="", label="query"),
+                       Patch(fill=False, ec="k", label="zoomed at right")], fontsize=7, loc="lower right")
 
     # (b) the zoom: GR_V*, the selected boundaries that delimit it, the tree, rejected points and
     # the eps balls.
@@ -149,13 +163,13 @@ def _plane_figure(path, gen2, r, lim: float = 3.0, side: int = 256, zoom_side: i
         ax.add_patch(Rectangle(z0 - a, 2 * a, 2 * a, fill=False, ec="tab:green", ls="--", lw=1.2,
                                label="Linf ball (same area)"))
     ax.plot(*z0, "r*", ms=12, mec="k", label="query")
-    ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xlabel="z[0]", aspect="equal")
+    ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xlabel="z[0]", ylabel="z[1]", aspect="equal")
     ax.set_title(f"GB-RRT in GR_V* (delta {PLANE['delta']}); lines: the {len(walls)} selected\n"
                  f"boundaries that wall it in view ({crossing} cross the view)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    handles = ax.get_legend_handles_labels()[0] + [Patch(color=plt.get_cmap("Blues")(1 / 3), label="GR_V*")]
+    ax.legend(handles=handles, fontsize=7, loc="lower right")
     fig.tight_layout()
-    save_figure(fig, path)
-    return {"selected_boundaries_in_zoom": crossing, "walls_in_zoom": int(len(walls))}
+    return fig, {"selected_boundaries_in_zoom": crossing, "walls_in_zoom": int(len(walls))}
 
 
 def egbas_section(ctx) -> Section:
@@ -205,11 +219,13 @@ def egbas_section(ctx) -> Section:
               "dcgan: query (first column), E-GBAS samples and L2 samples by target layer", row_labels=labels)
     figures.append(("egbas_layers.png",
                     "dcgan: E-GBAS vs L2-ball samples for generator layers 1-4 (paper Figures 6-7)"))
-    std = np.asarray(stds, np.float32)  # (layers, 2, H, W, C)
-    std = std / max(float(std.max()), 1e-12)
-    save_grid(out / "egbas_std.png", std.transpose(1, 0, 2, 3, 4).reshape((-1,) + std.shape[2:]), std.shape[0],
-              "pixel std, layers 1-4",
-              row_labels=["E-GBAS", "L2"])
+    std = np.asarray(stds, np.float64).mean(-1)  # (layers, 2, H, W): over colour channels
+    pix = gen.pixels
+    scale = f"generator output [{pix.low:g}, {pix.high:g}]" if pix else "generator output scale"
+    save_heatmaps(out / "egbas_std.png", std.transpose(1, 0, 2, 3), f"pixel std of the samples, layers 1-{len(runs)}",
+                  row_labels=["E-GBAS", "L2"], column_labels=[f"layer {l}" for l in runs],
+                  xlabel="generator layer whose boundaries constrain the samples", ylabel="sample set",
+                  label=f"per-pixel standard deviation ({scale})")
     figures.append(("egbas_std.png",
                     "standard deviation of the generated images per layer (paper Figure 6, first row)"))
 

@@ -9,7 +9,8 @@ import numpy as np
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.pixels import PixelConvention
 from jaxprobe.report.base import Section, render
-from jaxprobe.experiments.figures import pyplot, save_figure, save_grid
+from jaxprobe.experiments import figures as plots  # plots.save_figure: one place a test can watch
+from jaxprobe.experiments.figures import pyplot, save_grid
 
 CANONICAL = PixelConvention(0.0, 1.0, "gray")
 
@@ -35,8 +36,12 @@ def activation_pattern_ids(model, params, z, l, chunk: int = 4096) -> np.ndarray
     return out[: len(z)]
 
 
-def _plane_figure(path, ids, extent, n):
+def regions_figure(ids, extent, n):
+    """The latent plane (n x n points over `extent`) coloured by activation pattern `ids` (n * n,):
+    one random colour per pattern, i.e. per region (intersection of halfspaces)."""
     plt = pyplot()
+    from matplotlib.patches import Patch
+
     _, inverse = np.unique(ids, return_inverse=True)
     colours = np.random.default_rng(0).random((inverse.max() + 1, 3)) * 0.8 + 0.2
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
@@ -44,8 +49,11 @@ def _plane_figure(path, ids, extent, n):
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
     ax.set_title("dcgan2d latent plane, coloured by layer-1 activation pattern", fontsize=9)
+    ax.legend(handles=[Patch(color=colours[inverse[0]], label=f"one colour per pattern (region): "
+                                                               f"{len(colours)} in view")],
+              fontsize=7, loc="lower right")
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
 
 
 def foundation_section(ctx) -> Section:
@@ -65,14 +73,15 @@ def foundation_section(ctx) -> Section:
     axis = np.linspace(-2.5, 2.5, n, dtype=np.float32)
     zz = np.stack(np.meshgrid(axis, axis[::-1]), -1).reshape(-1, 2)
     images = gen2.pixels.to_canonical(jax.jit(gen2.forward)(gen2.params, zz))
-    save_grid(out / "dcgan2d_manifold.png", images, n, "dcgan2d: G(z) on a grid over [-2.5, 2.5]^2")
+    save_grid(out / "dcgan2d_manifold.png", images, n, "dcgan2d: G(z) on a grid over [-2.5, 2.5]^2",
+              xlabel="z[0]", ylabel="z[1]", column_values=axis, row_values=axis[::-1])
     figures.append(("dcgan2d_manifold.png", "dcgan2d latent manifold"))
 
     side, lim = 200, 3.0
     axis = np.linspace(-lim, lim, side, dtype=np.float32)
     plane = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
     ids = activation_pattern_ids(gen2, gen2.params, plane, 1)
-    _plane_figure(out / "dcgan2d_layer1_regions.png", ids, (-lim, lim, -lim, lim), side)
+    plots.save_figure(regions_figure(ids, (-lim, lim, -lim, lim), side), out / "dcgan2d_layer1_regions.png")
     figures.append(("dcgan2d_layer1_regions.png", "dcgan2d layer-1 regions (halfspace intersections)"))
     results["dcgan2d_layer1_regions_in_view"] = int(len(np.unique(ids)))
 
