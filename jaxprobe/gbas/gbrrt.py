@@ -627,8 +627,16 @@ def gbrrt_queries(key, model, params, z0s, layer, v_stars, *, delta: float, inte
 
     Args:
       key: PRNG key, split into one key per query.
-      model, params, layer, delta, interval, capacity, max_candidates, batch, rejected_capacity,
-        top_k: as in `gbrrt`, shared by every tree (delta at least `min_delta` of every query).
+      model: the generator (a probe-able `Model`), as in `gbrrt`.
+      params: its parameters.
+      layer: the layer l (name or number 1..L) whose regions the trees explore.
+      delta: the step length, shared by every tree (at least `min_delta` of every query).
+      interval: as in `gbrrt`.
+      capacity: as in `gbrrt`.
+      max_candidates: as in `gbrrt`.
+      batch: as in `gbrrt`.
+      rejected_capacity: as in `gbrrt`.
+      top_k: as in `gbrrt`.
       z0s: (Q, *model.input_shape) the queries, each in its own region.
       v_stars: (Q, D_l) or (Q, *layer shape) the halfspace indicators V*, one per query.
       mesh: None, or a `jax.sharding.Mesh` with a "batch" axis (`jaxprobe.batch_mesh()`): the
