@@ -38,6 +38,7 @@ _EXPORTS = {
     "jaxprobe.inverse_sets.inverse_set": "default_embedding Embedding inverse_set InverseSet mean_pairwise_distance",
     "jaxprobe.codespace.dgn_am": "dgn_am dgn_am_kernel dgn_am_run DGNAMResult",
     "jaxprobe.codespace.ppgn": "Denoiser encoder_prior ppgn ppgn_kernel ppgn_run PPGNResult",
+    "jaxprobe.codespace.excite": "excite excite_run excite_step ExciteResult",
 }
 # public name -> (module, attribute)
 _WHERE = {public: (module, private or public)
@@ -49,7 +50,7 @@ __all__ = sorted(_WHERE, key=str.lower)
 # converted architectures in `jaxprobe.models.zoo`, so `load(DIR)` rebuilds a converted model
 # without importing `weights_convert`.
 _REGISTERING = ("jaxprobe.models.caffe_net", "jaxprobe.models.archs_small", "jaxprobe.models.archs_paper",
-                "jaxprobe.models.dae")
+                "jaxprobe.models.dae", "jaxprobe.models.excite_gen")
 # Subpackages reachable as attributes of a bare `import jaxprobe`, as when this module imported them.
 _SUBPACKAGES = ("cli", "codespace", "checks", "errors", "experiments", "gbas", "inverse_sets", "io", "models",
                 "report", "sharding", "train")

@@ -93,6 +93,11 @@ def test_parser_choices_are_the_librarys():
     assert egbas.REPRO_DEFAULTS == egbas_tables.REPRO_DEFAULTS
     assert inverse_set.REPEL == inverse_set_lib.REPEL
     assert dgn_am.BOUNDS == codespace.BOUNDS and ppgn.PRIORS == codespace.PRIORS
+    from jaxprobe.cli import build_parser
+    from jaxprobe.train.recipes import RECIPES
+
+    train_help = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert all(name in train_help for name in RECIPES), train_help  # every trainable name is listed
 
 
 def test_readme_commands_parse():

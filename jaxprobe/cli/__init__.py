@@ -12,7 +12,7 @@ import sys
 # One module per method's commands. Each defines `add_commands(sub, reproduce)`: it adds its command
 # to `sub` (the `jaxprobe` subparsers) and its paper reproduction to `reproduce` (the subparsers of
 # `jaxprobe reproduce`), each parser setting `func(args)`.
-MODULES = ("egbas", "inverse_set", "dgn_am", "ppgn")
+MODULES = ("egbas", "inverse_set", "dgn_am", "ppgn", "excite")
 
 
 def _cmd_info(args) -> None:
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("train", help="train default models on MNIST")
-    p.add_argument("names", nargs="+", help="classifier, dcgan, dcgan2d, fc_generator")
+    p.add_argument("names", nargs="+", help="classifier, dcgan, dcgan2d, fc_generator, h_dae, dae")
     p.add_argument("--out", required=True, help="parent directory of the trained model directories")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="override the recipe's step count")

@@ -29,10 +29,10 @@ from jaxprobe.models import zoo
 # Imported for their side effect: they register their builders in `zoo`, so that `load(DIR)` rebuilds
 # a converted or paper-scale model whichever module the caller imported first (`import jaxprobe` is
 # lazy and imports none of them).
-from jaxprobe.models import archs_paper, archs_small, caffe_net, dae  # noqa: F401,E402
+from jaxprobe.models import archs_paper, archs_small, caffe_net, dae, excite_gen  # noqa: F401,E402
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # package data, beside the floors
-SHIPPED = ("classifier", "dcgan", "dcgan_critic", "dcgan2d", "dcgan2d_critic", "fc_generator", "h_dae")
+SHIPPED = ("classifier", "dcgan", "dcgan_critic", "dcgan2d", "dcgan2d_critic", "fc_generator", "h_dae", "dae")
 FORMAT = "jaxprobe-model/1"
 ROLES = ("classifier", "generator", "critic", "denoiser")
 PRIORS = ("normal", "uniform")

@@ -13,10 +13,11 @@ from jaxprobe.io import atomic_dir, check_replaceable, write_json, write_text
 from jaxprobe.report.base import Context, Section, render
 from jaxprobe.report.codespace import dgn_am_section, ppgn_section
 from jaxprobe.report.egbas import egbas_section
+from jaxprobe.report.excite import excite_section
 from jaxprobe.report.foundation import foundation_section
 from jaxprobe.report.inverse_set import inverse_set_section
 
-SECTIONS = [foundation_section, egbas_section, inverse_set_section, dgn_am_section, ppgn_section]
+SECTIONS = [foundation_section, egbas_section, inverse_set_section, dgn_am_section, ppgn_section, excite_section]
 
 __all__ = ["Context", "Section", "SECTIONS", "run_demo", "write_report"]
 

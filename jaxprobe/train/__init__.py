@@ -27,7 +27,7 @@ def train(name: str, out_dir, *, seed: int = 0, steps: int | None = None, work_d
     """Train default model `name` into `out_dir/<name>`; returns its manifest's training+quality record.
 
     Args:
-      name: a key of RECIPES (classifier, dcgan, dcgan2d, fc_generator, h_dae).
+      name: a key of RECIPES (classifier, dcgan, dcgan2d, fc_generator, h_dae, dae).
       out_dir: parent directory of the model directories written.
       seed: seeds initialization, data order and noise; the same seed gives the same parameters.
       steps: overrides the recipe's step count.
@@ -38,7 +38,7 @@ def train(name: str, out_dir, *, seed: int = 0, steps: int | None = None, work_d
       force: replace model directories jaxprobe did not write (`jaxprobe.io.check_replaceable`);
         they are checked before training starts.
     """
-    from jaxprobe.models import store
+    from jaxprobe.models import excite_gen, store  # noqa: F401  (excite_gen registers the "dae" recipe's builder)
     from jaxprobe.train.data import load_mnist, mnist_path
     from jaxprobe.train.quality import classifier_accuracy, generator_quality, reconstruction_accuracy
     from jaxprobe.train.classifier import train_classifier
@@ -90,6 +90,15 @@ def train(name: str, out_dir, *, seed: int = 0, steps: int | None = None, work_d
         quality = generator_quality(model, load_classifier(), key)
         manifest["critic"] = f"{name}_critic"
         outputs = [(model, manifest), (critic, critic_manifest)]
+    elif recipe["trainer"] == "mnist_dae":
+        from jaxprobe.train.mnist_dae import code_mean, mnist_dae_quality, train_mnist_dae
+
+        params, history, wall = train_mnist_dae(model, data, seed=seed, steps=steps_, work_dir=work_dir,
+                                                progress=progress, **hyper)
+        model = model.replace(params=params)
+        quality = dict(mnist_dae_quality(model, data.test.images, key), on="test (10000)")
+        manifest["code_mean"] = code_mean(model, data.train.images)
+        outputs = [(model, manifest)]
     elif recipe["trainer"] == "dae":
         clf, layer = load_classifier(), manifest["encoder"]["layer"]
         params, history, wall = train_dae(model, clf, layer, data, seed=seed, steps=steps_, work_dir=work_dir,

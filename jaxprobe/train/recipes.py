@@ -56,4 +56,14 @@ RECIPES = {
                      "encoder": {"model": "classifier", "layer": "fc1"}},
         "hyper": {"steps": 4000, "batch_size": 128, "lr": 1e-3, "noise": 1.0},
     },
+    # Despraz et al. 2017's pretrained generator, at MNIST size: a denoising autoencoder whose
+    # decoder has Table 2's structure (jaxprobe.models.excite_gen.mnist_dae). Noise 0.3 on [0, 1]
+    # pixels (Gaussian, as the paper) hides strokes without erasing the digit.
+    "dae": {
+        "trainer": "mnist_dae",
+        "manifest": {"architecture": {"builder": "mnist_dae", "kwargs": {"grid": [7, 7, 8], "enc_width": 32,
+                                                                         "widths": [32, 16]}},
+                     "role": "denoiser", "input_shape": [28, 28, 1], "pixels": MNIST_01.to_dict()},
+        "hyper": {"steps": 600, "batch_size": 64, "lr": 1e-3, "noise": 0.3},
+    },
 }
