@@ -39,7 +39,8 @@ def test_mkdocs_build_strict(tmp_path):
     site = tmp_path / "site"
     # Every page of the nav was rendered, and the API pages hold the documented objects.
     for page in ("index.html", "probe-protocol/index.html", "methods/egbas/index.html",
-                 "methods/inverse-set/index.html", "methods/dgn-am/index.html", "converting/index.html",
+                 "methods/inverse-set/index.html", "methods/dgn-am/index.html", "methods/ppgn/index.html",
+                 "methods/excite/index.html", "converting/index.html",
                  "cli/index.html", "sharding/index.html", "benchmarks/index.html", "examples/index.html",
                  "bibliography/index.html"):
         assert (site / page).is_file(), page

@@ -491,7 +491,7 @@ def excite(key, targets, *, classifier: Model | None = None, pretrained: bool = 
         all of a fresh Table-2 generator.
       generator: G instead of the default (built by `excite_generator`, its output the
         classifier's image size).
-      steps: training steps (default 200 scratch, 300 pretrained).
+      steps: training steps (default `DEFAULT_STEPS`: 200 scratch, 100 pretrained).
       lam: lambda of eq. 2, >= 0: one for every target, or a sequence of one per target.
       variant: the Table-1 settings (default `SCRATCH` or `PRETRAINED`).
       chunk: None (one compiled scan) or chunks of this many steps, calling `progress(steps done)`

@@ -13,6 +13,9 @@ batch norm. Choices jaxprobe makes where the table is silent:
   statistics at their initial (0, 1), each batch norm is a learned per-channel affine map
   gamma * h + beta. The network G is then the same function in training and when probed, with one
   image per target (a batch of one, where batch statistics would not exist across examples).
+  The scratch excitation (`jaxprobe.codespace.excite`) instead trains G with each image's own
+  statistics over its positions, as the paper trained G in Keras, and freezes them into the
+  running statistics at the end, so that this network draws the trained image.
 - **Pixels**: the table ends with the image channels' batch norm and no squashing function (the
   paper feeds VGG-16 directly). jaxprobe ends with a sigmoid: the last batch norm's output is the
   `out` layer's pre-activation and sigmoid(pre) is the image in [0, 1] (manifest pixels [0, 1]),
@@ -51,8 +54,8 @@ PIXELS_GRAY = PixelConvention(0.0, 1.0, "gray")
 PIXELS_RGB = PixelConvention(0.0, 1.0, "RGB")
 MNIST_CONFIG = {"grid": (7, 7, 16), "widths": (32, 16), "channels": 1}
 VGG_CONFIG = {"grid": (7, 7, 128), "widths": (512, 256, 256, 128, 64), "channels": 3}  # Table 2's widths
-ENCODER_LAYERS = 2
-SLOPE = 0.2  # the hidden layers' leaky ReLU  # mnist_dae's encoder layers before the decoder's
+ENCODER_LAYERS = 2  # mnist_dae's encoder layers before the decoder's
+SLOPE = 0.2  # the hidden layers' leaky ReLU
 
 
 @dataclasses.dataclass(frozen=True)

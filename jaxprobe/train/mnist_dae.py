@@ -13,8 +13,9 @@ on the pre-sigmoid output z (the `out` layer's pre-activation),
 whose minimiser is the same, sigmoid(z) = x; it reached a squared error of 0.013 in 100 steps.
 The squared error is what `mnist_dae_quality` reports. The decoder's first layer is
 the per-element scale alpha of eq. 1; it is held at 1 here (its gradient is masked), so the
-decoder's input is exactly the encoder's code and the excitation's alpha, started at 0 there,
-is a code. The noise of step i is drawn from fold_in(PRNGKey(seed), i): a resumed run sees the
+decoder's input is exactly the encoder's code and the excitation's alpha (with input f0 = 1) is
+a code; the excitation starts it at the mean code of the training digits (`code_mean`, recorded
+in the manifest). The noise of step i is drawn from fold_in(PRNGKey(seed), i): a resumed run sees the
 same draws as an uninterrupted one.
 """
 
