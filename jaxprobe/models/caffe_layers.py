@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.models.layers import Flatten, conv2d, conv_transpose2d, lecun_normal
+from jaxprobe.models.layers import Flatten, conv2d, conv_transpose2d, lecun_normal, max_pool_slices
 
 
 def pool_output_size(n: int, kernel: int, stride: int, pad: int, ceil: bool = True) -> int:
@@ -87,7 +87,9 @@ class CaffePool:
         pads = [(0, 0), (ph_lo, max(ph_hi, 0)), (pw_lo, max(pw_hi, 0)), (0, 0)]
         window, strides = (1, kernel[0], kernel[1], 1), (1, stride[0], stride[1], 1)
         if self.mode == "MAX":
-            return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, pads)
+            if kernel[0] * kernel[1] > 25:  # global or large windows: one reduction, not k^2 slices
+                return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, pads)
+            return max_pool_slices(x, kernel, stride, pads[1:3], (oh, ow))
         total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, pads)
         counts = [np.minimum(np.arange(o) * s - p + k, n + p) - (np.arange(o) * s - p)
                   for o, n, k, s, p in zip((oh, ow), (h, w), kernel, stride, pad)]

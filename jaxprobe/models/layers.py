@@ -55,10 +55,36 @@ class MaxPool:
     ceil: bool = False
 
     def __call__(self, x):
-        return _pool(x, self.window, self.stride, self.pad, self.ceil, jax.lax.max, -jnp.inf)
+        if self.window * self.window > 25:  # large windows: one reduction, not window^2 slices
+            return _pool(x, self.window, self.stride, self.pad, self.ceil, jax.lax.max, -jnp.inf)
+        pads = _pool_pads(x, self.window, self.stride, self.pad, self.ceil)
+        out = tuple((n + lo + hi - self.window) // self.stride + 1 for n, (lo, hi) in zip(x.shape[1:3], pads))
+        return max_pool_slices(x, (self.window, self.window), (self.stride, self.stride), pads, out)
 
 
-def _pool(x, window, stride, pad, ceil, op, init):
+def max_pool_slices(x, kernel, stride, pads, out):
+    """Max pooling of NHWC `x` as the running maximum of kh * kw strided slices of the input padded
+    with -inf by `pads` ((lo, hi) per spatial axis), `out` = (oh, ow) windows per axis.
+
+    The same values as `lax.reduce_window(max)`; its gradient is a chain of selects and slices
+    instead of XLA's `select_and_scatter`, which XLA's CPU backend ran 15-20x slower than the
+    forward pass on CaffeNet (NOTES.md). Ties pass the gradient to both maxima equally (JAX's rule
+    for `max`) where Caffe picks the first; in CaffeNet and jaxprobe's classifiers every pooled input
+    follows a ReLU, so a tie is between zeros whose upstream gradient is zero either way.
+    """
+    (ph_lo, ph_hi), (pw_lo, pw_hi) = pads
+    xp = jnp.pad(x, [(0, 0), (ph_lo, ph_hi), (pw_lo, pw_hi), (0, 0)], constant_values=-jnp.inf)
+    (oh, ow), (kh, kw), (sh, sw) = out, kernel, stride
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            part = jax.lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1,
+                                                    xp.shape[3]), (1, sh, sw, 1))
+            y = part if y is None else jnp.maximum(y, part)
+    return y
+
+
+def _pool_pads(x, window, stride, pad, ceil):
     h, w = x.shape[1], x.shape[2]
     pads = []
     for n in (h, w):
@@ -71,6 +97,11 @@ def _pool(x, window, stride, pad, ceil, op, init):
                 out -= 1
             extra = max(0, (out - 1) * stride + window - (n + 2 * pad))
         pads.append((pad, pad + extra))
+    return pads
+
+
+def _pool(x, window, stride, pad, ceil, op, init):
+    pads = _pool_pads(x, window, stride, pad, ceil)
     return jax.lax.reduce_window(
         x, init, op, (1, window, window, 1), (1, stride, stride, 1),
         [(0, 0), pads[0], pads[1], (0, 0)],

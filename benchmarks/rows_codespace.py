@@ -1,0 +1,267 @@
+"""Rows for the code-space samplers: one DGN-AM step and one PPGN step (chains 1..256 on the
+shipped models; the paper-scale rows reuse these builders), against eager PyTorch on the same
+weights, with the floor of the bare forward+backward of the models each step uses."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from benchmarks import common
+from benchmarks import torch_baselines as tb
+from jaxprobe.codespace.dgn_am import dgn_am_kernel, neuron_objective
+from jaxprobe.codespace.ppgn import Denoiser, condition_terms, ppgn_kernel
+from jaxprobe.models.pixels import adapt_images
+
+DGN_STEP_SIZE, DGN_DECAY = 8.0, 0.99  # the reference's first step (t = 0) and L2 decay
+
+
+def taps(model, params, x, ls, nonlinear=True):
+    """jaxprobe's network in one pass up to max(ls): layer l's value (after its act) for l in ls."""
+    net = nnx.merge(model.graphdef, params)
+    out, last = {}, max(ls)
+    for i, layer in enumerate(net.layers[:last], 1):
+        x = layer.pre(x)
+        if nonlinear or i != last:
+            x = layer.act(x)
+        if i in ls:
+            out[i] = x
+        if i < last:
+            for op in layer.after:
+                x = op(x)
+    return out
+
+
+def floor_fn(generator, classifier, read_layers, *, extra=None):
+    """The bare forward+backward of G then the classifier up to `read_layers` (one pass), with random
+    cotangents on what is read; `extra(params, images)` adds a forward the step also runs (a prior)
+    without gradient. Returns jitted f(gp, cp, codes)."""
+    def f(gp, cp, codes, cots):
+        def fwd(c):
+            x = generator.forward(gp, c)
+            xa = adapt_images(x, generator.pixels, classifier.pixels, classifier.input_shape)
+            out = taps(classifier, cp, xa, read_layers)
+            return sum(jnp.sum(out[l] * cots[l]) for l in out), x
+        (_, x), g = jax.value_and_grad(fwd, has_aux=True)(codes)
+        return g if extra is None else (g, extra(cp, jax.lax.stop_gradient(x)))
+    return jax.jit(f)
+
+
+def cotangents(generator, classifier, read_layers, c, key=1):
+    shapes = jax.eval_shape(lambda x: taps(classifier, classifier.params, x, read_layers),
+                            jax.ShapeDtypeStruct((c,) + tuple(classifier.input_shape), jnp.float32))
+    rng = np.random.default_rng(key)
+    return {l: jnp.asarray(rng.standard_normal(s.shape, np.float32)) for l, s in shapes.items()}
+
+
+def close(name, before, a, b, *, median_tol=1e-3, max_tol=5e-2):
+    """Assert jaxprobe's update (a - before) and the baseline's (b - before) agree chain by chain:
+    relative L2 error at most `median_tol` for the median chain and `max_tol` for every chain.
+
+    Not every chain to float32 rounding: a piecewise-linear network's gradient jumps where rounding
+    moves an input across a ReLU kink or changes a max-pooling argmax, and a normalized step
+    (DGN-AM, PPGN, the inverse set) magnifies the jump in a chain whose gradient is small. Returns
+    the figures for results.json.
+    """
+    before = np.asarray(before, np.float64)
+    da = (np.asarray(a, np.float64) - before).reshape(before.shape[0], -1)
+    db = (np.asarray(b, np.float64) - before).reshape(before.shape[0], -1)
+    err = np.linalg.norm(da - db, axis=1) / np.maximum(np.linalg.norm(da, axis=1), 1e-30)
+    err = np.where(np.linalg.norm(da, axis=1) == 0, np.linalg.norm(db, axis=1), err)
+    med, worst = float(np.median(err)), float(np.max(err))
+    assert med <= median_tol and worst <= max_tol, (
+        f"{name}: baseline disagrees with jaxprobe: per-chain relative error of the update median {med:.2e} "
+        f"(tolerance {median_tol}), max {worst:.2e} (tolerance {max_tol})")
+    return {"median_rel_err": med, "max_rel_err": worst, "median_tol": median_tol, "max_tol": max_tol}
+
+
+def close_values(name, a, b, rtol=1e-3):
+    """Assert forward values agree within `rtol` of their scale."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol * max(1e-30, float(np.max(np.abs(a)))),
+                               err_msg=f"{name}: baseline values disagree with jaxprobe")
+
+
+# ---------------------------------------------------------------- DGN-AM
+
+
+def dgn_am_row(name, generator, classifier, layer_name, unit, chains, *, repeats, peak, torch_ok, group="codespace",
+               series=None, extra_fields=None, tol=(1e-3, 5e-2)):
+    """One DGN-AM step (dgn_am_kernel with jaxprobe's neuron objective; parameters as jit arguments)
+    for `chains` chains all maximizing neuron `layer_name:unit`."""
+    layer = classifier.layer(layer_name)
+    flat = np.array([unit], np.int32)
+    w = np.ones((chains, 1), np.float32)
+    gp, cp = generator.params, classifier.params
+
+    @jax.jit
+    def step(gp, cp, state):
+        obj = neuron_objective(generator, gp, classifier, cp, (layer,), flat, jnp.asarray(w))
+        return dgn_am_kernel(lambda y: obj(y)[0], steps=200, step_size=(DGN_STEP_SIZE, 1e-10),
+                             decay=DGN_DECAY).step(state)[0]
+
+    codes = jax.random.normal(jax.random.PRNGKey(chains), (chains,) + tuple(generator.input_shape))
+    state = dgn_am_kernel(lambda y: y.sum(1), steps=200).init(codes)
+    compile_s = common.first_call(lambda: step(gp, cp, state))
+    floor = floor_fn(generator, classifier, (layer,))
+    cots = cotangents(generator, classifier, (layer,), chains)
+    fns = {"jax": lambda: step(gp, cp, state).code, "floor": lambda: floor(gp, cp, codes, cots)}
+    agree = None
+    if torch_ok:
+        tstep = tb.dgn_am_step(tb.TorchNet(generator), tb.TorchNet(classifier), generator, classifier, layer, flat,
+                               w, DGN_STEP_SIZE, DGN_DECAY)
+        y0 = tb.t(codes)
+        # The update compared is y' - decay y (decay scales the code itself).
+        agree = close(name, DGN_DECAY * np.asarray(codes), step(gp, cp, state).code, tstep(y0).numpy(),
+                      median_tol=tol[0], max_tol=tol[1])
+        fns["baseline"] = lambda: tstep(y0)
+    timing = common.interleaved(fns, repeats)
+    flops = common.compiled_flops(step, gp, cp, state)
+    r = common.row(name, group, timing, compile_s=compile_s, flops=flops, peak=peak, agreement=agree, chains=chains,
+                   baseline="torch eager" if torch_ok else "skipped (not CPU)", series=series, size=chains,
+                   size_name="chains", **(extra_fields or {}))
+    return r
+
+
+# ---------------------------------------------------------------- PPGN
+
+
+def ppgn_row(name, generator, classifier, layer_name, unit, prior: Denoiser, prior_params, chains, *, repeats, peak,
+             torch_ok, group="codespace", series=None, tol=(1e-3, 5e-2)):
+    """One PPGN step (ppgn_kernel over condition_terms, vmapped over `chains` chains, the noise drawn
+    beforehand so the baseline can replay it) conditioned on unit `unit` of `layer_name`'s softmax."""
+    layer = classifier.layer(layer_name)
+    n_ch = int(np.prod(classifier.layer_shape(layer)))
+    channels = np.arange(n_ch, dtype=np.int32)
+    gp, cp = generator.params, classifier.params
+
+    def kernel(gp, cp, pp):
+        terms = condition_terms(generator, gp, classifier, cp, prior, pp, layer, jnp.asarray(channels), unit)
+        return ppgn_kernel(terms, steps=200)
+
+    init = jax.jit(lambda gp, cp, pp, h: jax.vmap(kernel(gp, cp, pp).init)(h))
+
+    @jax.jit
+    def step(gp, cp, pp, keys, state, noise):
+        return jax.vmap(kernel(gp, cp, pp).step)(keys, state, noise)
+
+    key = jax.random.PRNGKey(chains)
+    codes = jnp.abs(jax.random.normal(key, (chains,) + tuple(generator.input_shape)))
+    noise = jax.random.normal(jax.random.fold_in(key, 1), codes.shape)
+    keys = jax.random.split(key, chains)
+    state = jax.block_until_ready(init(gp, cp, prior_params, codes))
+    compile_s = common.first_call(lambda: step(gp, cp, prior_params, keys, state, noise))
+
+    if prior.layer is None:
+        def extra(_, x, pp=prior_params):
+            return None
+        prior_fn = jax.jit(lambda pp, h: prior.model.forward(pp, h))
+    else:
+        def extra(_, x, pp=prior_params):
+            e = prior.model
+            return e.activation(pp, adapt_images(x, generator.pixels, e.pixels, e.input_shape), prior.layer)
+        prior_fn = None
+    floor = floor_fn(generator, classifier, (layer,), extra=extra)
+    cots = cotangents(generator, classifier, (layer,), chains)
+    if prior_fn is None:
+        floor_call = lambda: floor(gp, cp, codes, cots)  # noqa: E731
+    else:  # a DAE prior on codes: its forward is part of the step's models
+        floor_call = lambda: (floor(gp, cp, codes, cots), prior_fn(prior_params, codes))  # noqa: E731
+    fns = {"jax": lambda: step(gp, cp, prior_params, keys, state, noise).code, "floor": floor_call}
+    agree = None
+    if torch_ok:
+        g_t, c_t = tb.TorchNet(generator), tb.TorchNet(classifier)
+        if prior.layer is None:
+            terms = tb.ppgn_terms(g_t, c_t, generator, classifier, layer, channels, unit, prior=tb.TorchNet(prior.model,
+                                                                                                           prior_params))
+        else:
+            p_t = c_t if prior.model is classifier else tb.TorchNet(prior.model, prior_params)
+            terms = tb.ppgn_terms(g_t, c_t, generator, classifier, layer, channels, unit, prior=p_t,
+                                  prior_layer=prior.layer, prior_model=prior.model)
+        tstep = tb.ppgn_step(terms)
+        args = tuple(tb.t(a) for a in (state.code, state.drift, state.grad, noise))
+        out_j = step(gp, cp, prior_params, keys, state, noise)
+        out_t = tstep(*args)
+        agree = close(name, state.code, out_j.code, out_t[0].numpy(), median_tol=tol[0], max_tol=tol[1])
+        close_values(name + " (prob)", out_j.prob, out_t[3].numpy())
+        fns["baseline"] = lambda: tstep(*args)
+    timing = common.interleaved(fns, repeats)
+    flops = common.compiled_flops(step, gp, cp, prior_params, keys,
+                                  state, noise)
+    return common.row(name, group, timing, compile_s=compile_s, flops=flops, peak=peak, agreement=agree,
+                      chains=chains,
+                      baseline="torch eager" if torch_ok else "skipped (not CPU)", series=series, size=chains,
+                      size_name="chains")
+
+
+def excite_available():
+    """(module, None) when jaxprobe.codespace.excite imports, else (None, the reason)."""
+    try:
+        from jaxprobe.codespace import excite
+    except Exception as e:  # noqa: BLE001 - any import failure leaves the row out
+        return None, f"jaxprobe.codespace.excite does not import ({type(e).__name__}: {e})"
+    if not hasattr(excite, "excite_step"):
+        return None, "jaxprobe.codespace.excite has no excite_step"
+    return excite, None
+
+
+def rows(ctx):
+    """The code-space rows on the shipped models: DGN-AM and PPGN steps at each chain count."""
+    from benchmarks.models import small_models
+    gen, cls, dae = small_models()
+    for c in ctx.chains:
+        yield lambda c=c: dgn_am_row(f"dgn_am step, {c} chains", gen, cls, "logits", 3, c, repeats=ctx.repeats,
+                                     peak=ctx.peak, torch_ok=ctx.torch_ok, series="dgn_am_chains")
+    for c in ctx.chains[:1] if ctx.quick else ctx.chains:
+        yield lambda c=c: ppgn_row(f"ppgn step, {c} chains", gen, cls, "logits", 3, Denoiser(dae, None), dae.params, c,
+                                   repeats=ctx.repeats, peak=ctx.peak, torch_ok=ctx.torch_ok, series="ppgn_chains")
+    excite, _ = excite_available()
+    if excite is not None:
+        yield lambda: excite_row(excite, repeats=ctx.repeats, peak=ctx.peak)
+
+
+def excite_row(excite, *, repeats, peak):
+    """One excitation-training step (Despraz et al. 2017: jaxprobe.codespace.excite.excite_step, the
+    scratch variant, target logits:3 of the shipped classifier). Floor: the bare forward+backward
+    of G and the classifier with respect to G's trained parameters. No eager torch transcription of
+    this step exists in the suite yet: the row has no baseline (never a made-up one)."""
+    from benchmarks.models import small_models
+    _, cls, _ = small_models()
+    gen = excite.default_generator(cls, jax.random.PRNGKey(0))
+    variant = excite.SCRATCH
+    trained, fixed = excite.split_params(gen, gen.params, variant)
+    f0 = jnp.ones(gen.input_shape, jnp.float32)
+    problem, weights = excite.training_problem(gen, cls, [excite.parse_target(cls, "logits:3")], variant)
+    weights = jax.tree.map(lambda a: a[0], weights)
+    state = excite.excite_init(problem, trained)
+    key = jax.random.PRNGKey(1)
+    lam = np.float32(excite.DEFAULT_LAMBDA)
+
+    @jax.jit
+    def step(key, state, fixed, cp):
+        return excite.excite_step(key, state, problem=problem, fixed=fixed, cls_params=cp, f0=f0, weights=weights,
+                                  lam=lam)[0].params
+
+    compile_s = common.first_call(lambda: step(key, state, fixed, cls.params))
+    x = excite.jitter(key, f0, variant)
+    images = jax.eval_shape(lambda t: excite.generate(problem, nnx.merge_state(t, fixed), x), trained)
+    out_shape = jax.eval_shape(lambda im: cls.forward(cls.params, adapt_images(im, gen.pixels, cls.pixels,
+                                                                               cls.input_shape)), images)
+    cot = jnp.asarray(np.random.default_rng(0).standard_normal(out_shape.shape, np.float32))
+
+    @jax.jit
+    def floor(trained, fixed, cp):
+        def f(t):
+            im = excite.generate(problem, nnx.merge_state(t, fixed), x)
+            return jnp.sum(cls.forward(cp, adapt_images(im, gen.pixels, cls.pixels, cls.input_shape)) * cot)
+        return jax.grad(f)(trained)
+
+    timing = common.interleaved({"jax": lambda: step(key, state, fixed, cls.params),
+                                 "floor": lambda: floor(trained, fixed, cls.params)}, repeats)
+    flops = common.compiled_flops(step, key, state, fixed, cls.params)
+    r = common.row("excitation training step (scratch, logits:3)", "codespace", timing, compile_s=compile_s,
+                   flops=flops, peak=peak, baseline="none (no torch transcription yet)")
+    r["targets"].append(common.target("x eager torch", None, 1.0, note="no torch baseline for this step yet"))
+    return r

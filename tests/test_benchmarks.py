@@ -1,0 +1,55 @@
+"""The benchmark suite (`python -m benchmarks --quick`) runs end to end at tiny sizes and writes
+what it promises: results.json rows with every field, ratio = baseline_s / jax_s and overhead =
+jax_s / floor_s, targets judged consistently, the environment recorded, the markdown table and the
+scaling plots. Speeds are never asserted; the suite itself asserts, before timing, that every eager
+PyTorch baseline agrees with jaxprobe on the same weights (a disagreement fails its row, and a
+failed row makes the run exit non-zero)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIELDS = ("name", "jax_s", "baseline", "baseline_s", "ratio", "gflops", "fraction_of_peak", "floor_s", "overhead",
+          "compile_s", "targets")
+
+
+def test_quick_suite_writes_consistent_results(tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["quick"] and not res["failed"]
+    env = res["environment"]
+    for key in ("jax", "torch", "backend", "cpu", "threads"):
+        assert env[key], key
+    assert env["threads"]["torch"] == env["threads"]["xla"]  # same thread count for both
+    assert res["machine"]["matmul_peak_gflops"] > 0 and res["machine"]["bandwidth_gbs"] > 0
+    groups = {r["group"] for r in res["rows"]}
+    assert {"gbrrt", "inverse_set", "codespace", "paper"} <= groups
+    for r in res["rows"]:
+        for f in FIELDS:
+            assert f in r, (r["name"], f)
+        assert r["jax_s"] > 0 and r["compile_s"] > 0, r["name"]
+        if r["baseline_s"] is not None:
+            assert math.isclose(r["ratio"], r["baseline_s"] / r["jax_s"], rel_tol=1e-9)
+        if r["floor_s"] is not None:
+            assert math.isclose(r["overhead"], r["jax_s"] / r["floor_s"], rel_tol=1e-9)
+        if r["gflops"] is not None:
+            assert math.isclose(r["gflops"], r["flops"] / r["jax_s"] / 1e9, rel_tol=1e-9)
+            assert math.isclose(r["fraction_of_peak"], r["gflops"] / res["machine"]["matmul_peak_gflops"],
+                                rel_tol=1e-9)
+        for t in r["targets"]:
+            if t["value"] is not None:
+                assert t["met"] == (t["value"] >= t["goal"] if t["op"] == ">=" else t["value"] <= t["goal"])
+        if r["baseline"] == "torch eager":  # checked against jaxprobe before it was timed
+            assert r["agreement"]["max_rel_err"] <= r["agreement"]["max_tol"]
+    # The excitation row is either there or said to be left out, never silently missing.
+    names = " ".join(r["name"] for r in res["rows"])
+    assert "excit" in names or "excitation training step" in res["left_out"]
+    md = (out / "results.md").read_text()
+    assert all(r["name"] in md for r in res["rows"]) and "Machine:" in md
+    assert res["plots"] and all((out / p).stat().st_size > 0 for p in res["plots"])
