@@ -26,11 +26,15 @@ def _inputs(model, n=3, seed=0):
 
 def _identity_holds(model):
     x = _inputs(model)
-    full = jax.jit(model.forward)(model.params, x)
-    for l in range(1, model.n_layers + 1):
-        h = jax.jit(model.up_to, static_argnums=2)(model.params, x, l)
+
+    @jax.jit  # one program for every split (a compile per layer cost seconds per model)
+    def splits(params, x):
+        hs = [model.up_to(params, x, l) for l in range(1, model.n_layers + 1)]
+        return model.forward(params, x), hs, [model.from_(params, h, l) for l, h in enumerate(hs, 1)]
+
+    full, hs, rests = splits(model.params, x)
+    for l, (h, rest) in enumerate(zip(hs, rests), 1):
         assert h.shape[1:] == model.layer_shape(l)
-        rest = jax.jit(model.from_, static_argnums=2)(model.params, h, l)
         np.testing.assert_allclose(rest, full, atol=1e-5, rtol=1e-5, err_msg=f"{model.name} layer {l}")
 
 
