@@ -330,7 +330,7 @@ def load_synthetic(text, wts):
     spec = cs.parse_prototxt(text)
     net = cn.build(spec, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(net)
-    pure = state.to_pure_dict()
+    pure = nnx.to_pure_dict(state)
     perms = {"conv1": (2, 3, 1, 0), "conv2": (2, 3, 1, 0), "deconv3": (2, 3, 0, 1), "ip4": (1, 0), "ip5": None}
     for i, name in enumerate(net.names):
         w, b = wts[name]
@@ -483,7 +483,7 @@ def test_batch_norm_scale_and_upsample():
     rng = np.random.default_rng(7)
     mean, var, gamma, beta = rng.normal(size=2), rng.uniform(0.5, 2, size=2), rng.normal(size=2), rng.normal(size=2)
     mean2, var2 = rng.normal(size=3), rng.uniform(0.5, 2, size=3)
-    pure = state.to_pure_dict()
+    pure = nnx.to_pure_dict(state)
     pure["layers"][0]["norm"].update(mean=mean, var=var, scale=gamma, bias=beta)
     pure["layers"][1]["norm"].update(mean=mean2, var=var2)
     assert set(pure["layers"][1]["norm"]) == {"mean", "var"}  # a BatchNorm without Scale has no affine part

@@ -56,7 +56,7 @@ def save_models(directory: Path) -> tuple:
         nnx.replace_by_pure_dict(params, jax.tree_util.tree_map_with_path(
             lambda path, a: (rng.normal(size=a.shape) * (np.sqrt(2.0 / np.prod(a.shape[:-1])) if "kernel" in
                              jax.tree_util.keystr(path) else 0.1)).astype(np.float32),
-            model.params.to_pure_dict()))
+            nnx.to_pure_dict(model.params)))
         models.append(model.replace(params=params))
         save_model(models[-1], directory / name)
     g, c = models
