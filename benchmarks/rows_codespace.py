@@ -1,6 +1,6 @@
 """Rows for the code-space samplers: one DGN-AM step and one PPGN step (chains 1..256 on the
-shipped models; the paper-scale rows reuse these builders), against eager PyTorch on the same
-weights, with the floor of the bare forward+backward of the models each step uses."""
+shipped models; the paper-scale rows reuse these builders) and one excitation training step
+(Despraz et al. 2017), against eager PyTorch on the same weights, with the floor of the bare forward+backward of the models each step uses."""
 
 from __future__ import annotations
 
@@ -219,21 +219,84 @@ def rows(ctx):
                                    repeats=ctx.repeats, peak=ctx.peak, torch_ok=ctx.torch_ok, series="ppgn_chains")
     excite, _ = excite_available()
     if excite is not None:
-        yield lambda: excite_row(excite, repeats=ctx.repeats, peak=ctx.peak)
+        yield lambda: excite_row(excite, repeats=ctx.repeats, peak=ctx.peak, torch_ok=ctx.torch_ok)
 
 
-def excite_row(excite, *, repeats, peak):
+def _flat(tree, prefix=""):
+    """A nested dict of arrays (nnx.to_pure_dict) as {"layers/0/linear/alpha": numpy array}."""
+    out = {}
+    for k, v in tree.items():
+        path = f"{prefix}{k}"
+        out.update(_flat(v, path + "/") if isinstance(v, dict) else {path: np.asarray(v, np.float64)})
+    return out
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
+
+
+def excite_agreement(excite, problem, gen, cls, state, fixed, f0, weights, lam, keys, tstep, tgen, *,
+                     loss_tol=1e-4, grad_tol=1e-4, update_tol=1e-4, noise_tol=1e-4):
+    """Run jaxprobe's excite_step and the torch transcription for len(keys) steps from `state` on the
+    same jitter draws and assert they agree: the loss at every step (relative error <= loss_tol),
+    the first step's gradient leaf by leaf (relative L2 <= grad_tol) and G's total update after
+    the last step leaf by leaf (relative L2 <= update_tol).
+
+    Left out of the gradient and update comparison: the biases of convolutions followed by a batch
+    norm. Batch norm with the image's own statistics subtracts their effect exactly, so their
+    gradient is 0 in exact arithmetic and float32 rounding noise in both implementations; AdaMax
+    divides the gradient by its own magnitude (+1e-8), turning that noise into steps of up to lr
+    in arbitrary directions (seen: relative error ~1). Their gradients are checked to be noise
+    instead: at most `noise_tol` of the largest gradient norm of any leaf, on both sides."""
+    variant = problem.variant
+    before = _flat(nnx.to_pure_dict(state.params))
+    dead = {k for k in before if k.endswith("linear/bias")
+            and f"{k.rsplit('/', 2)[0]}/norm/scale" in before}
+    step = jax.jit(lambda k, s: excite.excite_step(k, s, problem=problem, fixed=fixed, cls_params=cls.params, f0=f0,
+                                                   weights=weights, lam=lam))
+    loss_err, grad_err, noise = 0.0, 0.0, 0.0
+    s = state
+    for n, key in enumerate(keys):
+        x = excite.jitter(key, f0, variant)
+        if n == 0:
+            gj = _flat(nnx.to_pure_dict(jax.grad(excite.excite_loss)(s.params, fixed, x, problem, cls.params, weights,
+                                                                     lam)))
+        s, lj = step(key, s)
+        lt = float(tstep(tb.t(x)[None]))
+        loss_err = max(loss_err, abs(lt - float(lj)) / max(abs(float(lj)), 1e-30))
+        if n == 0:
+            gt = {k: np.asarray(v.grad.detach().permute(2, 3, 1, 0) if v.ndim == 4 else v.grad.detach(), np.float64)
+                  for k, v in tgen.params.items()}
+            big = max(np.linalg.norm(g) for g in gj.values())
+            grad_err = max(_rel(gj[k], gt[k]) for k in gj if k not in dead)
+            noise = max(max(np.linalg.norm(gj[k]), np.linalg.norm(gt[k])) / big for k in dead) if dead else 0.0
+    after_j = _flat(nnx.to_pure_dict(s.params))
+    after_t = {k: np.asarray(v, np.float64) for k, v in tgen.jax_layout().items()}
+    upd_err = max(_rel(after_j[k] - before[k], after_t[k] - before[k]) for k in before if k not in dead)
+    agree = {"steps": len(keys), "loss_rel_err": loss_err, "loss_tol": loss_tol, "grad_rel_err": grad_err,
+             "grad_tol": grad_tol, "update_rel_err": upd_err, "update_tol": update_tol,
+             "bn_bias_grad_over_max": noise, "noise_tol": noise_tol, "excluded": sorted(dead),
+             # the summary every torch row reports: the worst of the three, against the tightest tolerance
+             "max_rel_err": max(loss_err, grad_err, upd_err), "max_tol": min(loss_tol, grad_tol, update_tol)}
+    assert loss_err <= loss_tol and grad_err <= grad_tol and upd_err <= update_tol and noise <= noise_tol, (
+        f"excitation step: baseline disagrees with jaxprobe: {agree}")
+    return agree
+
+
+def excite_row(excite, *, repeats, peak, torch_ok=True):
     """One excitation-training step (Despraz et al. 2017: jaxprobe.codespace.excite.excite_step, the
     scratch variant, target logits:3 of the shipped classifier). Floor: the bare forward+backward
-    of G and the classifier with respect to G's trained parameters. No eager torch transcription of
-    this step exists in the suite yet: the row has no baseline (never a made-up one)."""
+    of G and the classifier with respect to G's trained parameters. Baseline: the step transcribed
+    in eager torch (`tb.excite_scratch_step`, torch.optim.Adamax), checked against jaxprobe's over
+    two steps on the same jitter draws (`excite_agreement`) before timing."""
     from benchmarks.models import small_models
     _, cls, _ = small_models()
     gen = excite.default_generator(cls, jax.random.PRNGKey(0))
     variant = excite.SCRATCH
     trained, fixed = excite.split_params(gen, gen.params, variant)
     f0 = jnp.ones(gen.input_shape, jnp.float32)
-    problem, weights = excite.training_problem(gen, cls, [excite.parse_target(cls, "logits:3")], variant)
+    target = excite.parse_target(cls, "logits:3")
+    problem, weights = excite.training_problem(gen, cls, [target], variant)
     weights = jax.tree.map(lambda a: a[0], weights)
     state = excite.excite_init(problem, trained)
     key = jax.random.PRNGKey(1)
@@ -258,10 +321,18 @@ def excite_row(excite, *, repeats, peak):
             return jnp.sum(cls.forward(cp, adapt_images(im, gen.pixels, cls.pixels, cls.input_shape)) * cot)
         return jax.grad(f)(trained)
 
-    timing = common.interleaved({"jax": lambda: step(key, state, fixed, cls.params),
-                                 "floor": lambda: floor(trained, fixed, cls.params)}, repeats)
+    fns = {"jax": lambda: step(key, state, fixed, cls.params), "floor": lambda: floor(trained, fixed, cls.params)}
+    agree = None
+    if torch_ok:
+        tgen = tb.TorchExciteGenerator(gen)
+        tstep = tb.excite_scratch_step(tgen, tb.TorchNet(cls), gen, cls, target.readout.layer, target.units,
+                                       float(lam), variant.reg_weight, variant.lr)
+        agree = excite_agreement(excite, problem, gen, cls, state, fixed, f0, weights, lam,
+                                 [key, jax.random.PRNGKey(2)], tstep, tgen)
+        x_t = tb.t(x)[None]
+        fns["baseline"] = lambda: tstep(x_t)  # G keeps training from step 3 on: the cost of a step is the same
+    timing = common.interleaved(fns, repeats)
     flops = common.compiled_flops(step, key, state, fixed, cls.params)
-    r = common.row("excitation training step (scratch, logits:3)", "codespace", timing, compile_s=compile_s,
-                   flops=flops, peak=peak, baseline="none (no torch transcription yet)")
-    r["targets"].append(common.target("x eager torch", None, 1.0, note="no torch baseline for this step yet"))
-    return r
+    return common.row("excitation training step (scratch, logits:3)", "codespace", timing, compile_s=compile_s,
+                      flops=flops, peak=peak, agreement=agree,
+                      baseline="torch eager" if torch_ok else "skipped (not CPU)")

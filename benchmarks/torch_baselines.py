@@ -2,8 +2,9 @@
 
 `TorchNet` rebuilds a jaxprobe `Model`'s network (the layer types jaxprobe's shipped and paper-scale
 models use) as eager PyTorch over NCHW tensors, PyTorch's fast layout, with jaxprobe's parameters
-copied into torch tensors. The steps below (DGN-AM, PPGN, the inverse set's sampling step and an
-augmented-Lagrangian inner step) transcribe jaxprobe's equations; each row checks that their
+copied into torch tensors. The steps below (DGN-AM, PPGN, the inverse set's sampling step, an
+augmented-Lagrangian inner step and a scratch excitation training step with its generator,
+`TorchExciteGenerator`) transcribe jaxprobe's equations; each row checks that their
 outputs agree with jaxprobe's before timing them.
 """
 
@@ -379,3 +380,91 @@ def seed_inner_step(forward, ranges, scale: float, lr: float, *, b1=0.9, b2=0.99
             return c - lr * mhat / (vhat.sqrt() + eps), m, v, count, psi.detach()
 
     return step, constraints
+
+
+# ---------------------------------------------------------------- excitation training (Despraz et al. 2017)
+
+
+class TorchExciteGenerator:
+    """jaxprobe.models.excite_gen's generator as eager PyTorch on NCHW tensors, its learned
+    parameters copied into leaf tensors that require grad (`params`, keyed by jaxprobe's state path
+    "layers/i/linear/kernel", ...). Conv3x3 (im2col in jaxprobe) is `F.conv2d` with zero padding 1;
+    batch norms normalise with the image's own statistics (`F.batch_norm` in training mode, biased
+    variance, jaxprobe.codespace.excite.generate with `batch_stats`)."""
+
+    def __init__(self, model, params=None):
+        from jaxprobe.models import excite_gen as eg
+
+        net = nnx.merge(model.graphdef, model.params if params is None else params)
+        self.params, self.layers = {}, []
+
+        def leaf(path, value, conv=False):
+            x = t(value)
+            if conv:  # (3, 3, in, out) -> (out, in, 3, 3)
+                x = x.permute(3, 2, 0, 1).contiguous()
+            self.params[path] = x.requires_grad_(True)
+            return path
+
+        for i, layer in enumerate(net.layers):
+            m, spec = layer.linear, {}
+            if isinstance(m, eg.Scale):
+                spec["alpha"] = leaf(f"layers/{i}/linear/alpha", m.alpha[...])
+            elif isinstance(m, eg.Conv3x3):
+                spec["kernel"] = leaf(f"layers/{i}/linear/kernel", m.kernel[...], conv=True)
+                spec["bias"] = leaf(f"layers/{i}/linear/bias", m.bias[...])
+            else:
+                raise ValueError(f"unsupported generator map {type(m).__name__}")
+            if layer.norm is not None:
+                spec["scale"] = leaf(f"layers/{i}/norm/scale", layer.norm.scale[...])
+                spec["shift"] = leaf(f"layers/{i}/norm/bias", layer.norm.bias[...])
+                spec["eps"] = float(layer.norm.epsilon)
+            after = []
+            for op in layer.after:
+                up = isinstance(op, eg.Upsample2)  # nearest 2x: each pixel repeated along H and W
+                after.append((lambda x: x.repeat_interleave(2, 2).repeat_interleave(2, 3)) if up else _op(op))
+            self.layers.append((spec, _act(layer.act), after))
+
+    def forward(self, x):
+        """x (1, n) code -> (1, C, H, W) images in [0, 1]."""
+        p = self.params
+        for spec, act, after in self.layers:
+            if "alpha" in spec:
+                x = x * p[spec["alpha"]]
+            else:
+                x = F.conv2d(x, p[spec["kernel"]], p[spec["bias"]], padding=1)
+            if "scale" in spec:
+                x = F.batch_norm(x, None, None, p[spec["scale"]], p[spec["shift"]], training=True, eps=spec["eps"])
+            x = act(x)
+            for o in after:
+                x = o(x)
+        return x
+
+    def jax_layout(self) -> dict:
+        """The parameters as numpy arrays in jaxprobe's layouts (conv kernels back to HWIO)."""
+        return {k: (v.detach().permute(2, 3, 1, 0) if v.ndim == 4 else v.detach()).numpy().copy()
+                for k, v in self.params.items()}
+
+
+def excite_scratch_step(gen: TorchExciteGenerator, cls: TorchNet, generator, classifier, layer: int, units,
+                        lam: float, reg_weight: float, lr: float, *, b1=0.9, b2=0.999, eps=1e-8):
+    """x -> loss: one scratch excitation training step (jaxprobe.codespace.excite.excite_step,
+    Despraz et al. 2017 eq. 2-3) on the jittered code x (1, n), updating `gen.params` in place with
+    `torch.optim.Adamax` (optax.adamax's formula). Target: units of a fully connected layer, read
+    before the ReLU that replaces the output; the others after it. R = reg_weight sum |gamma| of
+    the last (image channels') batch norm."""
+    w = torch.zeros(int(np.prod(classifier.layer_shape(layer))))
+    w[list(units)] = 1.0
+    side = side_of(classifier)
+    gamma = gen.params[[k for k in gen.params if k.endswith("/norm/scale")][-1]]
+    opt = torch.optim.Adamax(list(gen.params.values()), lr=lr, betas=(b1, b2), eps=eps)
+
+    def step(x):
+        opt.zero_grad(set_to_none=True)
+        images = adapt(gen.forward(x), generator.pixels, classifier.pixels, side)
+        a = cls.up_to(images, layer).flatten(1)[0]
+        loss = -(w * a).sum() + lam * ((1.0 - w) * F.relu(a)).sum() + reg_weight * gamma.abs().sum()
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
