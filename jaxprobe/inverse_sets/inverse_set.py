@@ -63,9 +63,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 from jax import lax
 
 from jaxprobe.inverse_sets import auglag
+from jaxprobe.inverse_sets.convs import canonical_convs
 from jaxprobe.checks import check_count, check_finite, check_number
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neurons, values_at
@@ -203,8 +205,28 @@ def make_problem(generator: Model, gen_params, classifier: Model, cls_params, la
                                        nonlinear=embedding.nonlinear)
         return h.reshape(h.shape[0], -1)
 
+    # E read from the classifier itself (the default embedding): one pass of its trunk gives both
+    # the neurons and E, so the gradient flows back through the shared layers once, not twice.
+    shared = embedding.model is classifier and emb_params is cls_params
+
+    def _values_and_embed(images):
+        x = _to(images, classifier)
+        ls = tuple(int(l) for l in layers)
+        net, pre = _pre_activations(classifier, cls_params, x, set(ls) | {e_layer})
+
+        def value(l, nl):
+            h = net.act(pre[l], l) if nl else pre[l]
+            return h.reshape(h.shape[0], -1)
+
+        acts = {l: value(l, nonlinear) for l in set(ls)}
+        idx = jnp.asarray(flat)
+        v = jnp.stack([jnp.take(acts[l], idx[j], axis=1) for j, l in enumerate(ls)], axis=1)
+        return v, value(e_layer, embedding.nonlinear)
+
     def forward(c):
         images = _images(c)
+        if shared:
+            return _values_and_embed(images)
         return _values(images), _embed(images)
 
     def values(c):
@@ -228,6 +250,20 @@ def make_problem(generator: Model, gen_params, classifier: Model, cls_params, la
         return r / (feats.shape[0] * jnp.maximum(m, 1.0) * feature_scale) if normalize else r
 
     return Problem(forward, values, constraints, in_range, spread, repulsion, diversity)
+
+
+def _pre_activations(model: Model, params, x, wanted):
+    """({l: layer l's pre-activation} for the layer numbers in `wanted`, the merged network), from
+    one pass of `model` on x: the same operations as `Model.up_to` for each l, shared."""
+    net = nnx.merge(model.graphdef, params)
+    top, out = max(wanted), {}
+    for l, layer in enumerate(net.layers[:top], start=1):
+        h = layer.pre(x)
+        if l in wanted:
+            out[l] = h
+        if l < top:
+            x = layer.post(h)
+    return net, out
 
 
 def _features(problem: Problem, c, e):
@@ -393,8 +429,9 @@ def sample(problem: Problem, state: SampleState, lam, mu, step_length, max_steps
         unreachable = (s.steps >= 1) & (s.count == 0)
         return (s.count < n) & (s.steps <= max_steps) & ~unreachable & s.progress
 
-    def body(s):
-        return sample_step(problem, s, lam, mu, step_length, repel)
+    # canonical_convs: XLA CPU leaves a loop body's input-gradient convolutions on its slow path
+    # otherwise (2x slower per step, see jaxprobe.inverse_sets.convs).
+    body = canonical_convs(lambda s: sample_step(problem, s, lam, mu, step_length, repel))
 
     if progress is not None:
         body = _ticking(body, cond, progress, max_steps, offset, offset + max_steps if total is None else total)
@@ -473,6 +510,9 @@ def _run(key, gen_params, cls_params, emb_params, init_codes, flat, ranges, marg
     else:
         c0 = init_codes
     c0 = constrain_batch(c0.astype(jnp.float32), static.mesh)
+
+    if emb.model is static.classifier:
+        emb_params = cls_params  # the same weights: lets make_problem share the trunk's pass
 
     def build(scale):
         return make_problem(gen, gen_params, static.classifier, cls_params, static.layers, flat, ranges,
