@@ -24,6 +24,7 @@ _EXPORTS = {
     "jaxprobe.models.store": "load save_model SHIPPED",
     "jaxprobe.models.neurons": "Neuron neuron_values parse_neuron resolve_neuron resolve_neurons",
     "jaxprobe.sharding": "batch_mesh gather on_mesh replicate shard_batch",
+    "jaxprobe.driver": "Kernel run RunResult",
     "jaxprobe.train.data": "load_mnist",
     "jaxprobe.train.quality": "classifier_accuracy generator_quality reconstruction_accuracy",
     # Methods (middle floor).
@@ -52,7 +53,7 @@ __all__ = sorted(_WHERE, key=str.lower)
 _REGISTERING = ("jaxprobe.models.caffe_net", "jaxprobe.models.archs_small", "jaxprobe.models.archs_paper",
                 "jaxprobe.models.dae", "jaxprobe.models.excite_gen")
 # Subpackages reachable as attributes of a bare `import jaxprobe`, as when this module imported them.
-_SUBPACKAGES = ("cli", "codespace", "checks", "errors", "experiments", "gbas", "inverse_sets", "io", "models",
+_SUBPACKAGES = ("cli", "codespace", "checks", "driver", "errors", "experiments", "gbas", "inverse_sets", "io", "models",
                 "report", "sharding", "train")
 
 

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.inverse_sets.convs import canonical_convs
+from jaxprobe.models.convs import canonical_convs
 
 
 def _loss(w, x):

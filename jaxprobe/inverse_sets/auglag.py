@@ -41,7 +41,7 @@ import optax
 from jax import lax
 
 from jaxprobe.checks import check_count, check_number
-from jaxprobe.inverse_sets.convs import canonical_convs
+from jaxprobe.models.convs import canonical_convs
 
 
 class AugLagState(NamedTuple):
@@ -152,7 +152,7 @@ def augmented_lagrangian(objective: Callable, constraints: Callable | None = Non
         def inner(carry, _):
             x, opt_state = carry
             # canonical_convs: XLA CPU leaves a loop body's input-gradient convolutions on its slow
-            # path otherwise (2.6x slower per step, see jaxprobe.inverse_sets.convs).
+            # path otherwise (2.6x slower per step, see jaxprobe.models.convs).
             value, grad = canonical_convs(jax.value_and_grad(psi))(x)
             updates, opt_state = tx.update(grad, opt_state, x, value=value, grad=grad, value_fn=psi)
             return (optax.apply_updates(x, updates), opt_state), None

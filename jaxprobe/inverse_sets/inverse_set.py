@@ -67,7 +67,7 @@ from flax import nnx
 from jax import lax
 
 from jaxprobe.inverse_sets import auglag
-from jaxprobe.inverse_sets.convs import canonical_convs
+from jaxprobe.models.convs import canonical_convs
 from jaxprobe.checks import check_count, check_finite, check_number
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neurons, values_at
@@ -430,7 +430,7 @@ def sample(problem: Problem, state: SampleState, lam, mu, step_length, max_steps
         return (s.count < n) & (s.steps <= max_steps) & ~unreachable & s.progress
 
     # canonical_convs: XLA CPU leaves a loop body's input-gradient convolutions on its slow path
-    # otherwise (2x slower per step, see jaxprobe.inverse_sets.convs).
+    # otherwise (2x slower per step, see jaxprobe.models.convs).
     body = canonical_convs(lambda s: sample_step(problem, s, lam, mu, step_length, repel))
 
     if progress is not None:

@@ -9,8 +9,10 @@ stay as they are and run on the slow generic emitter. The seeds' inner step of t
 2.6x slower under `lax.scan` than jitted alone (28.6 vs 10.9 ms) and the sampling step 2x slower
 under `lax.while_loop`, for that reason alone. `canonical_convs(f)` re-traces `f` and writes every
 convolution with the kernel transposed explicitly to (spatial..., in, out), which XLA leaves as a
-cheap transpose of the weights and a canonical convolution, in a loop body or not. Same values up to
-float32 rounding (the fast kernels sum in another order).
+cheap transpose of the weights and a canonical convolution, in a loop body or not, and does the same
+inside the loops and branches nested in `f` (scan, while, cond bodies). Same values up to float32
+rounding (the fast kernels sum in another order). `jaxprobe.driver.run` applies it to every
+sampler's loop body.
 """
 
 from __future__ import annotations
@@ -32,9 +34,25 @@ def _conv(lhs, rhs, *, dimension_numbers, **params):
     return lax.conv_general_dilated_p.bind(lhs, rhs, dimension_numbers=dimension_numbers, **params)
 
 
-def _eval(jaxpr, consts, args):
+# The sub-computations of control-flow primitives, whose convolutions are rewritten too.
+_BODIES = {"scan": ("jaxpr",), "while": ("cond_jaxpr", "body_jaxpr"), "cond": ("branches",)}
+
+
+def _rewritten(closed):
+    """A ClosedJaxpr with the same signature whose convolutions are rewritten by `_conv`."""
+    if not any(e.primitive.name in ("conv_general_dilated",) + _CALLS + tuple(_BODIES) for e in closed.jaxpr.eqns):
+        return closed
+    avals = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=getattr(a, "weak_type", False))
+             for a in closed.in_avals]
+    new = jax.make_jaxpr(lambda *xs: eval_jaxpr(closed.jaxpr, closed.consts, xs))(*avals)
+    if [(a.shape, a.dtype) for a in new.out_avals] != [(a.shape, a.dtype) for a in closed.out_avals]:
+        return closed
+    return new
+
+
+def eval_jaxpr(jaxpr, consts, args):
     """Evaluate `jaxpr` like `jax.core.eval_jaxpr`, inlining nested jit calls (their convolutions
-    too) and rewriting each convolution by `_conv`."""
+    too) and rewriting each convolution by `_conv`: the canonical-kernel form of the same function."""
     env = {}
 
     def read(v):
@@ -47,12 +65,16 @@ def _eval(jaxpr, consts, args):
         name = eqn.primitive.name
         inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr")) if name in _CALLS else None
         if inner is not None:
-            outs = (_eval(inner.jaxpr, inner.consts, invals) if hasattr(inner, "jaxpr")
-                    else _eval(inner, (), invals))
+            outs = (eval_jaxpr(inner.jaxpr, inner.consts, invals) if hasattr(inner, "jaxpr")
+                    else eval_jaxpr(inner, (), invals))
         elif name == "conv_general_dilated":
             outs = [_conv(*invals, **eqn.params)]
         else:
-            outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+            params = dict(eqn.params)
+            for field in _BODIES.get(name, ()):  # loops and branches nested in the step: rewrite theirs too
+                params[field] = (tuple(map(_rewritten, params[field])) if isinstance(params[field], tuple)
+                                 else _rewritten(params[field]))
+            outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(params))
             if not eqn.primitive.multiple_results:
                 outs = [outs]
         env.update(zip(eqn.outvars, outs))
@@ -67,7 +89,7 @@ def canonical_convs(f):
     def wrapped(*args):
         flat, tree = jax.tree.flatten(args)
         closed, out_shape = jax.make_jaxpr(lambda *xs: f(*jax.tree.unflatten(tree, xs)), return_shape=True)(*flat)
-        outs = _eval(closed.jaxpr, closed.consts, flat)
+        outs = eval_jaxpr(closed.jaxpr, closed.consts, flat)
         return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
 
     return wrapped
