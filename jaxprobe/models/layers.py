@@ -12,6 +12,7 @@ hashable, and carry their own settings.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Sequence
 
@@ -63,25 +64,108 @@ class MaxPool:
 
 
 def max_pool_slices(x, kernel, stride, pads, out):
-    """Max pooling of NHWC `x` as the running maximum of kh * kw strided slices of the input padded
-    with -inf by `pads` ((lo, hi) per spatial axis), `out` = (oh, ow) windows per axis.
+    """Max pooling of NHWC `x` over kh x kw windows with strides (sh, sw), the input padded with
+    -inf by `pads` ((lo, hi) per spatial axis), `out` = (oh, ow) windows per axis.
 
-    The same values as `lax.reduce_window(max)`; its gradient is a chain of selects and slices
-    instead of XLA's `select_and_scatter`, which XLA's CPU backend ran 15-20x slower than the
-    forward pass on CaffeNet (NOTES.md). Ties pass the gradient to both maxima equally (JAX's rule
-    for `max`) where Caffe picks the first; in CaffeNet and jaxprobe's classifiers every pooled input
-    follows a ReLU, so a tie is between zeros whose upstream gradient is zero either way.
+    The values of `lax.reduce_window(max)`, with a custom gradient: each window passes its output
+    gradient to its first maximum in row-major window order (Caffe's and PyTorch's rule), written as
+    kh * kw masked, stride-dilated pads of the output gradient summed. XLA's own gradient
+    (`select_and_scatter`) ran 15-20x slower than the forward pass on CaffeNet's pool1 (NOTES.md);
+    a running maximum of strided slices avoided it but let XLA fuse the slices into every consumer
+    of the pooled values, so that pool1 + LRN's backward recomputed the pooling per window tap
+    (pool1 + norm1 backward 184 ms against 33 ms in this form, batch 10, same run). The forward is
+    one `reduce_window`, whose output XLA materializes. Not forward-mode differentiable (jvp).
     """
+    return _max_pool(x, tuple(kernel), tuple(stride), tuple(tuple(p) for p in pads), tuple(out))
+
+
+def _pool_taps(xp, kernel, stride, out):
+    """(i, j, the strided slice of `xp` that window tap (i, j) reads for every output)."""
+    (oh, ow), (kh, kw), (sh, sw) = out, kernel, stride
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, jax.lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1,
+                                                         xp.shape[3]), (1, sh, sw, 1))
+
+
+def _max_pool_fwd(x, kernel, stride, pads, out):
     (ph_lo, ph_hi), (pw_lo, pw_hi) = pads
     xp = jnp.pad(x, [(0, 0), (ph_lo, ph_hi), (pw_lo, pw_hi), (0, 0)], constant_values=-jnp.inf)
     (oh, ow), (kh, kw), (sh, sw) = out, kernel, stride
-    y = None
-    for i in range(kh):
-        for j in range(kw):
-            part = jax.lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1,
-                                                    xp.shape[3]), (1, sh, sw, 1))
-            y = part if y is None else jnp.maximum(y, part)
-    return y
+    # Crop what no window reads (Caffe's floor mode), so VALID windows give exactly `out`.
+    xp = xp[:, :(oh - 1) * sh + kh, :(ow - 1) * sw + kw]
+    y = jax.lax.reduce_window(xp, -jnp.inf, jax.lax.max, (1, kh, kw, 1), (1, sh, sw, 1), "VALID")
+    return y, (xp, y, x.shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _max_pool(x, kernel, stride, pads, out):
+    return _max_pool_fwd(x, kernel, stride, pads, out)[0]
+
+
+def _max_pool_bwd(kernel, stride, pads, out, res, g):
+    xp, y, shape = res
+    (oh, ow), (sh, sw) = out, stride
+    taken = jnp.zeros(y.shape, bool)
+    zero = jnp.zeros((), g.dtype)
+    gxp = None
+    for i, j, part in _pool_taps(xp, kernel, stride, out):
+        hit = (part == y) & ~taken  # the first maximum of each window takes the gradient
+        taken = taken | hit
+        term = jax.lax.pad(jnp.where(hit, g, zero), zero,
+                           [(0, 0, 0), (i, xp.shape[1] - i - (oh - 1) * sh - 1, sh - 1),
+                            (j, xp.shape[2] - j - (ow - 1) * sw - 1, sw - 1), (0, 0, 0)])
+        gxp = term if gxp is None else gxp + term
+    (ph_lo, _), (pw_lo, _) = pads
+    gx = gxp[:, ph_lo:ph_lo + shape[1], pw_lo:pw_lo + shape[2]]
+    # Rows the cropped padded input did not reach (floor mode) get no gradient.
+    gx = jnp.pad(gx, [(0, 0), (0, shape[1] - gx.shape[1]), (0, shape[2] - gx.shape[2]), (0, 0)])
+    return (gx,)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def window_sum(u, window, pads):
+    """Sum of `u` over stride-1 windows of shape `window` (one size per axis), zero padded by
+    `pads` ((lo, hi) per axis): the output has u's shape when lo + hi = size - 1."""
+    # A Python 0.0 makes it JAX's differentiable reduce_window_sum (a traced zero would not be).
+    return jax.lax.reduce_window(u, 0.0, jax.lax.add, tuple(window), (1,) * u.ndim, tuple(tuple(p) for p in pads))
+
+
+def local_response_norm(x, window, pads, coef, k, beta):
+    """Local response normalization y = x * (k + coef * S(x^2))^-beta, with S = `window_sum(.,
+    window, pads)` (Krizhevsky et al. 2012, sec. 3.3; Caffe's LRN layer: across channels, window
+    (1, 1, 1, n) and coef = alpha / n; within a channel, window (1, n, n, 1) and coef = alpha / n^2).
+
+    A custom gradient in closed form, g s^-beta - 2 beta coef x S^T(g x s^(-beta-1)) with s the
+    normalizer and S^T the window sum with each axis' padding reversed: one windowed sum each way.
+    XLA's autodiff of the plain form and its fusion with max pooling's gradient made CaffeNet's
+    pool1 + norm1 backward 3x slower (94 against 33 ms, batch 10, same run). Not forward-mode
+    differentiable (jvp).
+    """
+    return _lrn(x, tuple(window), tuple(tuple(p) for p in pads), float(coef), float(k), float(beta))
+
+
+def _lrn_fwd(x, window, pads, coef, k, beta):
+    s = k + coef * window_sum(jnp.square(x), window, pads)
+    p = jnp.power(s, -beta)
+    return x * p, (x, s, p)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5))
+def _lrn(x, window, pads, coef, k, beta):
+    return _lrn_fwd(x, window, pads, coef, k, beta)[0]
+
+
+def _lrn_bwd(window, pads, coef, k, beta, res, g):
+    x, s, p = res
+    back = tuple((hi, lo) for lo, hi in pads)  # the transpose of a window sum
+    t = window_sum(g * x * p / s, window, back)
+    return (g * p - (2.0 * beta * coef) * x * t,)
+
+
+_lrn.defvjp(_lrn_fwd, _lrn_bwd)
 
 
 def _pool_pads(x, window, stride, pad, ceil):
@@ -171,13 +255,72 @@ def conv2d(x, kernel, bias, stride=(1, 1), pad=(0, 0), dilation=(1, 1), group: i
         return jax.lax.conv_general_dilated(xg, kg, tuple(stride), padding, rhs_dilation=tuple(dilation),
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    if group == 1:
+    if group == 1 and tuple(dilation) == (1, 1) and tuple(stride) != (1, 1) and kernel.shape[2] <= 16 \
+            and all(k >= s for k, s in zip(kernel.shape[:2], stride)):
+        # An image-reading first layer (few input channels): see strided_conv2d.
+        y = strided_conv2d(x, kernel, tuple(stride), tuple(pad))
+    elif group == 1:
         y = one(x, kernel)
     else:
         ci, co = kernel.shape[2], kernel.shape[3] // group
         y = jnp.concatenate([one(x[..., g * ci:(g + 1) * ci], kernel[..., g * co:(g + 1) * co])
                              for g in range(group)], axis=-1)
     return y if bias is None else y + bias
+
+
+def _conv_plain(x, kernel, stride, pad):
+    return jax.lax.conv_general_dilated(x, kernel, stride, [(pad[0], pad[0]), (pad[1], pad[1])],
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def conv2d_space_to_depth(x, kernel, stride, pad):
+    """The strided convolution `_conv_plain(x, kernel, stride, pad)` (NHWC, HWIO, symmetric zero
+    padding) as a stride-1 one: the padded input blocked s_h x s_w into channels (`space_to_depth`)
+    and the kernel zero-padded to multiples of the strides and blocked the same way, (ceil(kh/sh),
+    ceil(kw/sw), sh sw in, out). Same values up to float32 rounding."""
+    (sh, sw), (kh, kw) = stride, kernel.shape[:2]
+    n, h, w, c = x.shape
+    oh, ow = (h + 2 * pad[0] - kh) // sh + 1, (w + 2 * pad[1] - kw) // sw + 1
+    bh, bw = -(-kh // sh), -(-kw // sw)
+    hn, wn = (oh - 1 + bh) * sh, (ow - 1 + bw) * sw  # rows and columns the blocked windows read
+    xp = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (pad[0], hn - h - pad[0], 0),
+                                                 (pad[1], wn - w - pad[1], 0), (0, 0, 0)])
+    xs = xp.reshape(n, hn // sh, sh, wn // sw, sw, c).transpose(0, 1, 3, 2, 4, 5)
+    xs = xs.reshape(n, hn // sh, wn // sw, sh * sw * c)
+    kp = jnp.pad(kernel, ((0, bh * sh - kh), (0, bw * sw - kw), (0, 0), (0, 0)))
+    kb = kp.reshape(bh, sh, bw, sw, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(bh, bw, sh * sw * c, -1)
+    return jax.lax.conv_general_dilated(xs, kb, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def strided_conv2d(x, kernel, stride, pad):
+    """A strided convolution (group 1, no dilation, kernel at least the stride) whose forward pass
+    is XLA's strided convolution and whose gradient to the input is that of
+    `conv2d_space_to_depth` (a stride-1 convolution transposed), the kernel's gradient the plain one.
+
+    Why, measured on CaffeNet's conv1 (11x11, stride 4, 227 -> 55, 3 -> 96) at batch 10 on XLA's
+    CPU backend: the plain forward 53 ms against 97 ms blocked, the gradient to the input 62 ms
+    plain (a stride-dilated transposed convolution) against 33 ms blocked. Samplers need both.
+    `conv2d` uses it for convolutions with at most 16 input channels, where it won in one process
+    (batch 10, input gradient: AlexNet's 11x11/4 on 224 129 against 454 ms, a 7x7/2 3 -> 64 on
+    224 521 against 716 ms); with 128 input channels (3x3/2, 56 -> 28, 128 -> 256) it lost (549
+    against 416 ms): the blocked kernel is mostly zeros and wide. Not forward-mode differentiable
+    (jvp)."""
+    return _conv_plain(x, kernel, stride, pad)
+
+
+def _strided_fwd(x, kernel, stride, pad):
+    return _conv_plain(x, kernel, stride, pad), (x, kernel)
+
+
+def _strided_bwd(stride, pad, res, g):
+    x, kernel = res
+    dx = jax.vjp(lambda u: conv2d_space_to_depth(u, kernel, stride, pad), x)[1](g)[0]
+    dk = jax.vjp(lambda k: _conv_plain(x, k, stride, pad), kernel)[1](g)[0]
+    return dx, dk
+
+
+strided_conv2d.defvjp(_strided_fwd, _strided_bwd)
 
 
 def conv_transpose2d(x, kernel, bias, stride=(1, 1), pad=(0, 0), dilation=(1, 1), group: int = 1,
