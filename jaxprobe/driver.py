@@ -162,11 +162,15 @@ def run(kernel: Kernel, key, state, steps: int, *, save_every: int = 1, trace: C
     if loop is None:  # the kernel closes over values of an enclosing trace: stay inside it
         return _pure_run(kernel, key, state, s, trace_fn, until, progress)
     program, consts, buffers = loop
+    if mesh is None:
+        # Committed as the program's outputs come back, so that chunk 2 finds chunk 1's program.
+        key, state, buffers, consts = jax.device_put((key, state, buffers, consts), jax.devices()[0])
     t = jnp.int32(0)
-    size = steps if chunk is None else int(chunk)
+    size = steps if chunk is None else min(int(chunk), steps)
+    run_chunk = program(size)  # every chunk, the last one too (its steps past `steps` are skipped)
     for a in range(0, steps, size):
         b = min(a + size, steps)
-        state, buffers, t = program(b - a)(consts, key, state, buffers, t)
+        state, buffers, t = run_chunk(consts, key, state, buffers, t)
         if chunk is not None:
             done = int(t)  # waits for the chunk: progress reports finished steps
             if progress is not None:
@@ -313,12 +317,16 @@ def _loop(stepper, until, trace_fn, progress, s: _Settings, key, state, trace, t
         return t + 1, new, trace
 
     if until is None:
+        ragged = s.total % length != 0  # a run in chunks whose last chunk is shorter
+
         def body(carry, _):
+            if ragged:
+                return jax.lax.cond(carry[0] < s.total, one, lambda c: c, carry), None
             return one(carry), None
         (t, state, trace), _ = jax.lax.scan(body, (t0, state, trace), None, length=length)
         return state, trace, t
 
-    t1 = t0 + length
+    t1 = jnp.minimum(t0 + length, s.total)
 
     def cond(carry):
         t, state, _ = carry

@@ -237,3 +237,22 @@ def test_convolutions_in_loops_nested_in_a_step_are_rewritten_too():
     assert compiled.count("_01oi->") == 0
     plain = jax.jit(lambda x: jax.lax.scan(lambda x, t: (step(KEY, x)[0], None), x, jnp.arange(2))[0])
     np.testing.assert_allclose(run(k, KEY, x, 2).state, plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_run_in_chunks_compiles_one_program():
+    k = ar1(0.6, SCALE)
+    state = k.init(np.ones(5))
+    before = len(driver._CACHE)
+    r = run(k, KEY, state, 11, chunk=4)  # chunks of 4, 4 and 3 steps: one program
+    assert len(driver._CACHE) == before + 1
+    want_x, want_xs = replay(0.6, SCALE, KEY, np.ones(5), 11)
+    np.testing.assert_allclose(r.state.x, want_x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(r.trace.x, want_xs, rtol=1e-5, atol=1e-5)
+    assert int(r.steps) == 11 and int(r.state.n) == 11
+    calls = []
+    compiled = driver._CACHE[next(reversed(driver._CACHE))]
+    compiled_size = compiled._cache_size() if hasattr(compiled, "_cache_size") else None
+    run(k, KEY, state, 11, chunk=4, progress=lambda d, t: calls.append(d))
+    assert calls == [4, 8, 11]
+    if compiled_size is not None:
+        assert compiled._cache_size() == compiled_size  # no retrace for the later chunks either
