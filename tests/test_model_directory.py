@@ -96,12 +96,21 @@ def test_directories_written_before_keep_loading(converted, tmp_path):
     src, out, model = converted
 
     def old_style(m):
-        del m["files"]
+        del m["files"], m["weights"], m["record_sha256"]
         for record in m["source"]["files"]:
             record["path"] = str(src / record["name"])
 
     m = _copy(out, tmp_path, old_style)
-    _same_outputs(model, jaxprobe.load(m))
+    with pytest.raises(JaxprobeError, match=r"records no sha256 of its weights"):
+        jaxprobe.load(m)  # unverifiable weights load only when asked for
+    _same_outputs(model, jaxprobe.load(m, verify=False))
     (m / "net.prototxt").write_text((m / "net.prototxt").read_text().replace("num_output: 500", "num_output: 400"))
     with pytest.raises(JaxprobeError, match=r"does not match the sha256 its manifest records"):
+        jaxprobe.load(m, verify=False)  # the stored prototxt is checked even then
+
+
+def test_nul_byte_in_the_prototxt_name_is_one_line(converted, tmp_path):
+    _, out, _ = converted
+    m = _copy(out, tmp_path, lambda m: m["architecture"]["kwargs"].update(prototxt="net\x00.prototxt"))
+    with pytest.raises(JaxprobeError, match=r"architecture\.kwargs\.prototxt: expected the name of a file"):
         jaxprobe.load(m)

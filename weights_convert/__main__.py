@@ -16,10 +16,31 @@ import sys
 
 
 def _floats(text: str):
+    """Finite numbers separated by commas or spaces (at most 4: a range or a per-channel mean)."""
+    import math
+
     try:
-        return tuple(float(v) for v in text.replace(",", " ").split())
+        values = tuple(float(v) for v in text.replace(",", " ").split())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text[:80]!r}") from None
+    if not values or len(values) > 4:
+        raise argparse.ArgumentTypeError(f"expected 1 to 4 numbers separated by commas, got {text[:80]!r}")
+    if not all(math.isfinite(v) and abs(v) < 1e30 for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers (|x| < 1e30), got {text[:80]!r}")
+    return values
+
+
+def _scale(text: str) -> float:
+    """A finite positive number."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text[:80]!r}") from None
+    if not (math.isfinite(value) and 1e-30 < value < 1e30):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text[:80]!r}")
+    return value
 
 
 def _summary(model, out) -> None:
@@ -35,9 +56,11 @@ def _cmd_caffe(args) -> None:
     from weights_convert.caffe import convert_caffe
 
     _check_range(args.range)
+    from weights_convert.latent import parse_latent
+
     model = convert_caffe(args.prototxt, args.caffemodel, args.out, arch=args.arch, role=args.role,
                           channels=args.channels, mean=args.mean, scale=args.scale, value_range=args.range,
-                          force=args.force)
+                          latent=parse_latent(args.latent), force=args.force)
     _summary(model, args.out)
 
 
@@ -47,7 +70,8 @@ def _cmd_torch(args) -> None:
     if (args.arch is None) == (args.prototxt is None):
         raise JaxprobeError("arch: give either --arch NAME (a known architecture) or --prototxt NET.prototxt "
                             "(your own network), not both or neither")
-    own = dict(role=args.role, channels=args.channels, mean=args.mean, scale=args.scale, range=args.range)
+    own = dict(role=args.role, channels=args.channels, mean=args.mean, scale=args.scale, range=args.range,
+               latent=args.latent)
     if args.prototxt is None:
         given = [f"--{k}" for k, v in own.items() if v is not None] + (["--map"] if args.map else [])
         if given:
@@ -60,9 +84,12 @@ def _cmd_torch(args) -> None:
         from weights_convert.user_network import convert_torch_prototxt
 
         _check_range(args.range)
+        from weights_convert.latent import parse_latent
+
         model = convert_torch_prototxt(args.file, args.prototxt, args.out, key_map=args.map, key=args.key,
                                        role=args.role or "classifier", channels=args.channels, mean=args.mean,
-                                       scale=args.scale, value_range=args.range, force=args.force)
+                                       scale=args.scale, value_range=args.range, latent=parse_latent(args.latent),
+                                       force=args.force)
     _summary(model, args.out)
 
 
@@ -71,6 +98,8 @@ def _check_range(value) -> None:
 
     if value is not None and len(value) != 2:
         raise JaxprobeError(f"range: expected two numbers low,high, got {len(value)}")
+    if value is not None and not value[0] < value[1]:
+        raise JaxprobeError(f"range: expected low < high, got {value[0]:g},{value[1]:g}")
 
 
 def _pixel_options(p, role_default: str, color: str, range_default: str) -> None:
@@ -79,9 +108,12 @@ def _pixel_options(p, role_default: str, color: str, range_default: str) -> None
     p.add_argument("--channels", default=None, choices=("gray", "RGB", "BGR"),
                    help=f"input (a generator's: output) channel order (default: gray for 1 channel, {color} for 3)")
     p.add_argument("--mean", type=_floats, default=None, help="per-channel mean subtracted, e.g. 104,117,123")
-    p.add_argument("--scale", type=float, default=None, help="scale applied after the mean (default 1)")
+    p.add_argument("--scale", type=_scale, default=None, help="scale applied after the mean (default 1)")
     p.add_argument("--range", type=_floats, default=None,
                    help=f"pixel value range before the mean, e.g. 0,255 (default {range_default})")
+    p.add_argument("--latent", default=None, metavar="PRIOR:DIM",
+                   help="a generator's latent prior, normal:DIM or uniform:DIM (e.g. normal:512), or none; "
+                        "E-GBAS samples queries from it")
 
 
 class _Architectures:
@@ -140,9 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from jaxprobe.errors import run_command
+    from jaxprobe.errors import JaxprobeError, run_command
+    from jaxprobe.io import short_error
 
-    return run_command("weights_convert", build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    func = args.func
+
+    def run(a):
+        try:
+            func(a)
+        except JaxprobeError as e:
+            raise short_error(e) from None
+
+    args.func = run
+    return run_command("weights_convert", args)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,16 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.io import check_replaceable
+from jaxprobe.io import check_replaceable, read_bounded
 from jaxprobe.models import caffe_spec
 from jaxprobe.models.caffe_schema import NetParameter
 from jaxprobe.models.pixels import PixelConvention
 
 from weights_convert import mapping
+from weights_convert.latent import latent_record
 
 PROTOTXT_NAME = "net.prototxt"
+MAX_CAFFEMODEL_BYTES = (2 << 30) - 1  # protobuf's limit on one message; VGG16's caffemodel is 553 MB
 
 
 def blob_to_array(blob, what: str) -> np.ndarray:
@@ -52,7 +54,8 @@ def blob_to_array(blob, what: str) -> np.ndarray:
         raise JaxprobeError(f"caffemodel: {what}: shape {shape} needs {count} values, the blob holds {n}")
     # np.array over the repeated field is ~7x faster than np.fromiter (0.3 s for CaffeNet's fc6)
     arr = np.array(blob.data, np.float32) if n_float else np.array(blob.double_data, np.float64)
-    return arr.astype(np.float32, copy=False).reshape(shape)
+    with np.errstate(over="ignore", invalid="ignore"):  # doubles beyond float32: inf, refused by the mapping
+        return arr.astype(np.float32, copy=False).reshape(shape)
 
 
 def read_caffemodel(path) -> dict:
@@ -61,10 +64,7 @@ def read_caffemodel(path) -> dict:
     Handles new `layer` and V1 `layers` entries; layers without blobs (data, loss, ReLU...) carry
     nothing and are skipped. Duplicate names among layers with blobs are an error.
     """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise JaxprobeError(f"caffemodel: cannot read {path}: {e.strerror or e}") from None
+    data = read_bounded(path, max_bytes=MAX_CAFFEMODEL_BYTES, what="caffemodel")
     net = NetParameter()
     try:
         net.ParseFromString(data)
@@ -195,7 +195,7 @@ def default_pixels(spec: caffe_spec.NetSpec, channels=None, mean=None, scale=1.0
 
 
 def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | None = None, channels=None,
-                mean=None, scale: float | None = None, value_range=None, name: str | None = None):
+                mean=None, scale: float | None = None, value_range=None, name: str | None = None, latent=None):
     """The jaxprobe `Model` of a Caffe deploy prototxt + caffemodel, in memory (nothing written).
 
     Args:
@@ -207,7 +207,9 @@ def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | No
       role: "classifier" (default), "generator" or "critic".
       channels, mean, scale, value_range: the input's (a generator's: output's) pixel convention;
         defaults: the arch's, else 1 channel gray in [0, 1], 3 channels BGR in [0, 255], mean 0,
-        scale 1. Recorded as preprocessing.
+        scale 1. Recorded as preprocessing (for a generator from a prototxt: of its output image).
+      latent: a generator's latent prior, {"dim", "prior"} (`weights_convert.latent.parse_latent`),
+        recorded in the manifest; for --prototxt networks only (a known arch records its own).
     Its manifest records the sources (path, sha256, format), the mapping and the preprocessing.
     """
     if (prototxt is None) == (arch is None):
@@ -265,8 +267,23 @@ def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | No
         manifest["latent"] = dict(mapping.resolve(spec_arch.latent, kwargs))
     if spec_arch is not None and spec_arch.encoder:
         manifest["encoder"] = dict(spec_arch.encoder)
+    if arch is None:
+        record = latent_record(latent, role, input_shape)
+        if record:
+            manifest["latent"] = record
+    elif latent is not None:
+        raise JaxprobeError(f"latent: --arch {arch} records its own latent prior; --latent is for --prototxt networks")
     if role == "generator" and arch is None:
-        pixels = None  # the prototxt's input is a code; a generator's output convention needs --arch
+        # The prototxt's input is a code: the convention given describes the output image.
+        shape = mapping.make_model("shape", graphdef, state, names, dict(manifest)).output_shape()
+        given = any(v is not None for v in (channels, mean, value_range)) or scale is not None
+        if len(shape) != 3 or shape[-1] not in (1, 3):
+            if given:
+                raise JaxprobeError(f"channels: the generator's output of shape {tuple(shape)} is not an image of 1 or "
+                                    "3 channels; --channels, --mean, --scale and --range describe an output image")
+            pixels = None
+        else:
+            pixels = pixel_convention(shape[-1], channels, mean, 1.0 if scale is None else scale, value_range)
     if pixels is not None:
         manifest["pixels"] = pixels.to_dict()
         manifest["preprocessing"] = {"channel_order": pixels.channels, "mean": list(pixels.mean),
@@ -282,8 +299,9 @@ def convert_caffe(prototxt, caffemodel, out, *, force: bool = False, **options):
     write is refused before any work unless `force`. `options` are `caffe_model`'s.
     Returns the converted `Model`.
     """
-    check_replaceable(out, force=force)
+    inputs = [p for p in (prototxt, caffemodel) if p is not None]  # never delete what it reads
+    check_replaceable(out, force=force, inputs=inputs)
     model = caffe_model(prototxt, caffemodel, **options)
     files = {PROTOTXT_NAME: prototxt} if prototxt is not None else {}
-    path = mapping.write_model(model, out, model.manifest, files, force=force)
+    path = mapping.write_model(model, out, model.manifest, files, force=force, inputs=inputs)
     return model.replace(name=options.get("name") or str(path))

@@ -21,6 +21,7 @@ architecture reads (a Caffe prototxt) atomically.
 from __future__ import annotations
 
 import fnmatch
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -375,12 +376,13 @@ def map_weights(rules, tensors: dict, graphdef, abstract_state, names, *, ignore
             bad.append(f"{rule.source}: expected a floating-point tensor, got {arr.dtype}")
             continue
         if arr.shape != want:
-            if legacy_shapes and arr.size == int(np.prod(want)) and _strip_ones(arr.shape) == _strip_ones(want):
+            if legacy_shapes and arr.size == math.prod(want) and _strip_ones(arr.shape) == _strip_ones(want):
                 arr = arr.reshape(want)
             else:
                 bad.append(f"{rule.source}: expected shape {want} (for {rule.layer}.{rule.param}), got {arr.shape}")
                 continue
-        arr = arr.astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # out of float32's range: refused below, quietly
+            arr = arr.astype(np.float32)
         if not np.all(np.isfinite(arr)):
             bad.append(f"{rule.source}: holds non-finite values")
             continue
@@ -419,8 +421,11 @@ def map_weights(rules, tensors: dict, graphdef, abstract_state, names, *, ignore
 def source_record(path, fmt: str) -> dict:
     """A source file as a manifest records it: name, sha256, format and size, never its path (the
     converting machine's directories are nobody else's business and identify nothing)."""
+    from jaxprobe.io import check_regular_file
+
+    size = check_regular_file(path, max_bytes=1 << 40, what=fmt)  # never hash a FIFO or a device
     path = Path(path)
-    return {"name": path.name, "sha256": sha256_file(path), "format": fmt, "bytes": path.stat().st_size}
+    return {"name": path.name, "sha256": sha256_file(path), "format": fmt, "bytes": size}
 
 
 def make_model(name: str, graphdef, state, names, manifest: dict) -> Model:
@@ -431,13 +436,14 @@ def make_model(name: str, graphdef, state, names, manifest: dict) -> Model:
                  dict(manifest))
 
 
-def write_model(model: Model, out, manifest: dict, files: dict | None = None, *, force: bool = False) -> Path:
+def write_model(model: Model, out, manifest: dict, files: dict | None = None, *, force: bool = False,
+                inputs=()) -> Path:
     """Write `model` with `manifest` to directory `out`, plus `files` ({name in out: source path}).
 
     Atomic: everything is written into a temporary sibling directory that is renamed into place
     (an existing `out` is replaced only once the new one is complete, and only if jaxprobe wrote
-    it or it is empty, unless `force`).
+    it or it is empty, unless `force`; never one holding a file of `inputs`, the files read).
     """
     from jaxprobe.models.store import save_model
 
-    return save_model(model, out, manifest, files=files, force=force)
+    return save_model(model, out, manifest, files=files, force=force, inputs=inputs)

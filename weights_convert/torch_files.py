@@ -472,6 +472,9 @@ def read_safetensors(path) -> dict:
         raise JaxprobeError(f"safetensors: {path}: unreadable ({type(e).__name__}: {str(e)[:200]})") from None
 
 
+MAX_WEIGHTS_BYTES = 16 << 30  # a weights file jaxprobe converts (VGG16's is 528 MB)
+
+
 class Loaded(NamedTuple):
     """A state dict read from a file: its flat tensors and the file format they came from."""
 
@@ -482,6 +485,9 @@ class Loaded(NamedTuple):
 def detect_format(path) -> str:
     """The weight file's format, "pytorch-zip", "pytorch-legacy" or "safetensors", by its leading
     bytes (and a .safetensors suffix); raise for anything else."""
+    from jaxprobe.io import check_regular_file
+
+    check_regular_file(path, max_bytes=MAX_WEIGHTS_BYTES, what="file")
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -600,7 +606,8 @@ def convert_torch(path, arch, out, *, key: str | None = None, name: str | None =
     `torch_model` takes) into model directory `out` (orbax checkpoint + manifest, written
     atomically; a directory jaxprobe did not write is refused before any work unless `force`).
     Returns the converted `Model`."""
-    check_replaceable(out, force=force)
+    inputs = [path]  # an output directory holding the file it reads would delete it
+    check_replaceable(out, force=force, inputs=inputs)
     model = torch_model(path, arch, key=key, name=name)
-    out_path = mapping.write_model(model, out, model.manifest, force=force)
+    out_path = mapping.write_model(model, out, model.manifest, force=force, inputs=inputs)
     return model.replace(name=name or str(out_path))

@@ -23,11 +23,12 @@ import numpy as np
 from flax import nnx
 
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.io import check_replaceable
+from jaxprobe.io import check_replaceable, read_json
 from jaxprobe.models import caffe_spec
 
 from weights_convert import mapping
 from weights_convert.caffe import PROTOTXT_NAME, caffe_parameters, pixel_convention
+from weights_convert.latent import latent_record
 from weights_convert.torch_files import load_state_dict
 
 IGNORED = ("*num_batches_tracked",)  # a BatchNorm's training step counter
@@ -35,13 +36,8 @@ IGNORED = ("*num_batches_tracked",)  # a BatchNorm's training step counter
 
 def read_key_map(path) -> dict:
     """The key map in the JSON file at `path`: {state dict key: tensor name or null}."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise JaxprobeError(f"map: cannot read {path}: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise JaxprobeError(f"map: {path} is not JSON ({e})") from None
-    return check_key_map(data, str(path))
+    data = read_json(path, what="map", max_bytes=64 << 20, max_depth=8)  # a map is one flat object
+    return check_key_map(data, str(path)[:200])
 
 
 def check_key_map(key_map, where: str | None = None) -> dict:
@@ -126,7 +122,7 @@ def _pixels(model, role, channels, mean, scale, value_range):
 
 def torch_prototxt_model(path, prototxt, *, key_map=None, key: str | None = None, role: str = "classifier",
                          channels=None, mean=None, scale: float | None = None, value_range=None,
-                         name: str | None = None):
+                         name: str | None = None, latent=None):
     """The jaxprobe `Model` of a PyTorch/safetensors state dict of the network in `prototxt`.
 
     Args:
@@ -138,7 +134,8 @@ def torch_prototxt_model(path, prototxt, *, key_map=None, key: str | None = None
       role: "classifier" (default), "generator" or "critic".
       channels, mean, scale, value_range: the pixel convention of the input image (a generator's:
         of its output image); defaults gray or RGB in [0, 1] ([-1, 1] for a generator's output).
-    A generator with a vector input gets the latent prior N(0, I). The manifest records the
+      latent: a generator's latent prior {"dim", "prior"} (`weights_convert.latent.parse_latent`);
+        default N(0, I) for a generator with a vector input ({} records none). The manifest records the
     sources (name, sha256, format: weights, prototxt, key map) and the mapping.
     """
     if role not in ("classifier", "generator", "critic"):
@@ -146,8 +143,8 @@ def torch_prototxt_model(path, prototxt, *, key_map=None, key: str | None = None
     spec = caffe_spec.read_prototxt(prototxt)
     sources = [mapping.source_record(prototxt, "prototxt")]
     if isinstance(key_map, (str, Path)):
-        sources.append(mapping.source_record(key_map, "key-map"))
-        key_map = read_key_map(key_map)
+        key_map_path, key_map = key_map, read_key_map(key_map)  # read (and checked) before it is hashed
+        sources.append(mapping.source_record(key_map_path, "key-map"))
     elif key_map is not None:
         key_map = check_key_map(key_map)
     loaded = load_state_dict(path, key=key)
@@ -172,8 +169,10 @@ def torch_prototxt_model(path, prototxt, *, key_map=None, key: str | None = None
                    "key_order": "state dict order" if key_map is None else "key map"},
         "mapping": records,
     }
-    if role == "generator" and len(input_shape) == 1:
-        manifest["latent"] = {"dim": input_shape[0], "prior": "normal"}
+    default = {"dim": input_shape[0], "prior": "normal"} if role == "generator" and len(input_shape) == 1 else None
+    record = latent_record(latent, role, input_shape, default)
+    if record:
+        manifest["latent"] = record
     model = mapping.make_model(name or Path(path).stem, graphdef, state, names, manifest)
     pixels = _pixels(model, role, channels, mean, scale, value_range)
     if pixels is not None:
@@ -188,7 +187,9 @@ def convert_torch_prototxt(path, prototxt, out, *, force: bool = False, **option
     checkpoint, `manifest.json` and `net.prototxt`, written atomically; a directory jaxprobe did not
     write is refused before any work unless `force`. `options` are `torch_prototxt_model`'s.
     Returns the converted `Model`."""
-    check_replaceable(out, force=force)
+    inputs = [p for p in (path, prototxt, options.get("key_map")) if isinstance(p, (str, Path))]
+    check_replaceable(out, force=force, inputs=inputs)
     model = torch_prototxt_model(path, prototxt, **options)
-    out_path = mapping.write_model(model, out, model.manifest, {PROTOTXT_NAME: prototxt}, force=force)
+    out_path = mapping.write_model(model, out, model.manifest, {PROTOTXT_NAME: prototxt}, force=force,
+                                   inputs=inputs)
     return model.replace(name=options.get("name") or str(out_path))

@@ -16,13 +16,23 @@ for malformed text, the line and column.
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
 from typing import NamedTuple
 
 from google.protobuf import text_format
 
 from jaxprobe.errors import JaxprobeError
+from jaxprobe.io import read_bounded
 from jaxprobe.models.caffe_schema import NetParameter
+
+# Limits on what a network definition may ask for, checked in Python integers before anything is
+# built or written (a hostile prototxt must not hang, exhaust memory or wrap an int64 product).
+MAX_PROTOTXT_BYTES = 16 << 20  # CaffeNet's deploy prototxt is 4 kB
+MAX_DIM = 1 << 20  # any one dimension of any blob (channels, height, width, features)
+MAX_ELEMENTS = 1 << 26  # of any one blob per sample: 256 MiB as float32 (VGG16's largest is 3.2 M)
+MAX_PARAMETERS = 1 << 28  # of any one learned layer: 1 GiB as float32 (VGG16's fc6 has 103 M)
+MAX_UPSAMPLE = 64  # per axis
+MAX_LAYERS = 10_000
 
 LEARNED = ("Convolution", "Deconvolution", "InnerProduct")
 NONLINEAR = ("ReLU", "Sigmoid", "TanH")
@@ -91,22 +101,127 @@ def parse_prototxt(text: str, source: str | None = None) -> NetSpec:
     except Exception as e:  # protobuf raises a few other types on odd input (e.g. RecursionError)
         raise JaxprobeError(f"{where}: cannot parse ({type(e).__name__}: {e})") from None
     try:
-        return _net_spec(net)
+        spec = _net_spec(net)
+        check_limits(spec)
     except JaxprobeError as e:
         raise JaxprobeError(f"{where}: {e}") from None
+    return spec
 
 
 def read_prototxt(path) -> NetSpec:
     """The `NetSpec` of the prototxt file at `path` (UTF-8 text)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise JaxprobeError(f"prototxt: cannot read {path}: {e.strerror or e}") from None
+    data = read_bounded(path, max_bytes=MAX_PROTOTXT_BYTES, what="prototxt")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise JaxprobeError(f"prototxt {path}: not UTF-8 text ({e})") from None
     return parse_prototxt(text, str(path))
+
+
+def check_limits(spec: NetSpec) -> None:
+    """Raise a `JaxprobeError` naming the first layer of `spec` whose sizes exceed jaxprobe's limits.
+
+    Blob shapes are propagated in Python integers (no int64 wrap-around): every dimension at most
+    `MAX_DIM`, every blob at most `MAX_ELEMENTS` per sample, every learned layer at most
+    `MAX_PARAMETERS` weights, Upsample factors at most `MAX_UPSAMPLE`, convolution and pooling
+    windows no larger than their padded input, an across-channel LRN window no wider than the
+    channels. Shapes other checks refuse (an empty output, a group that does not divide) end the
+    propagation here: the builder reports them.
+    """
+    if len(spec.layers) > MAX_LAYERS:
+        raise JaxprobeError(f"the net has {len(spec.layers)} layers, over the limit of {MAX_LAYERS}")
+
+    def check_shape(where, shape):
+        if any(d > MAX_DIM for d in shape):
+            raise JaxprobeError(f"{where}: blob shape {list(shape)} has a dimension over the limit of {MAX_DIM:,}")
+        n = math.prod(shape)
+        if n > MAX_ELEMENTS:
+            raise JaxprobeError(f"{where}: blob shape {list(shape)} holds {n:,} values per sample "
+                                f"({4 * n:,} bytes as float32), over the limit of {MAX_ELEMENTS:,}")
+
+    shape = tuple(int(d) for d in spec.input_shape)
+    check_shape(f"input {spec.input_name!r}", shape)
+    for s in spec.layers:
+        what, get = f"layer {s.name!r} ({s.type})", s.get
+        image = len(shape) == 3
+        if s.type in ("Convolution", "Deconvolution"):
+            if not image:
+                return
+            c, h, w = shape
+            kernel, stride, pad, dil = get("kernel"), get("stride"), get("pad"), get("dilation")
+            eff = [d * (k - 1) + 1 for d, k in zip(dil, kernel)]
+            params = get("num_output") * (c // get("group") if c % get("group") == 0 else c) * kernel[0] * kernel[1]
+            if params > MAX_PARAMETERS:
+                raise JaxprobeError(f"{what}: {params:,} weights, over the limit of {MAX_PARAMETERS:,}")
+            if s.type == "Convolution":
+                for n, p, e in zip((h, w), pad, eff):
+                    if e > n + 2 * p:
+                        raise JaxprobeError(f"{what}: the window {e} (kernel {list(kernel)}, dilation {list(dil)}) "
+                                            f"is larger than the padded input {n} + 2*{p}")
+                size = [(n + 2 * p - e) // st + 1 for n, p, e, st in zip((h, w), pad, eff, stride)]
+            else:
+                size = [(n - 1) * st + e - 2 * p for n, p, e, st in zip((h, w), pad, eff, stride)]
+            if min(size) < 1:
+                return
+            shape = (get("num_output"), size[0], size[1])
+        elif s.type == "InnerProduct":
+            params = math.prod(shape) * get("num_output")
+            if params > MAX_PARAMETERS:
+                raise JaxprobeError(f"{what}: {params:,} weights, over the limit of {MAX_PARAMETERS:,}")
+            shape = (get("num_output"),)
+        elif s.type == "Pooling":
+            if not image:
+                return
+            if get("global_pooling"):
+                shape = (shape[0], 1, 1)
+            else:
+                size = []
+                for n, k, st, p in zip(shape[1:], get("kernel"), get("stride"), get("pad")):
+                    if k > n + 2 * p:
+                        raise JaxprobeError(f"{what}: kernel {list(get('kernel'))} is larger than the padded input "
+                                            f"{list(shape[1:])} + 2*{list(get('pad'))}")
+                    num = n + 2 * p - k
+                    size.append((-(-num // st) if get("ceil") else num // st) + 1)
+                shape = (shape[0], *size)
+        elif s.type == "LRN":
+            if not image:
+                return
+            if get("region") == "ACROSS_CHANNELS" and get("local_size") > shape[0]:
+                raise JaxprobeError(f"{what}: local_size {get('local_size')} is wider than the {shape[0]} channels "
+                                    "of its input")
+            if get("region") == "WITHIN_CHANNEL" and get("local_size") > 2 * max(shape[1:]) + 1:
+                raise JaxprobeError(f"{what}: local_size {get('local_size')} is wider than its padded "
+                                    f"{shape[1]}x{shape[2]} input")
+        elif s.type == "Upsample":
+            scale = get("scale")
+            if max(scale) > MAX_UPSAMPLE:
+                raise JaxprobeError(f"{what}: scale {list(scale)} over the limit of {MAX_UPSAMPLE} per axis")
+            if not image:
+                return
+            shape = (shape[0], shape[1] * scale[0], shape[2] * scale[1])
+        elif s.type == "Flatten":
+            shape = (math.prod(shape),)
+        elif s.type == "Reshape":
+            raw = get("shape")
+            if any(abs(d) > MAX_ELEMENTS for d in raw):
+                raise JaxprobeError(f"{what}: reshape dims {list(raw)} over the limit of {MAX_ELEMENTS:,}")
+            # the builder's rule (0 copies the input's dimension, one -1 is inferred); what it
+            # refuses ends the propagation
+            if len(raw) < 2 or any(d == 0 and i > len(shape) for i, d in enumerate(raw)):
+                return
+            dims = [shape[i - 1] if d == 0 else d for i, d in enumerate(raw)][1:]
+            total = math.prod(shape)
+            if dims.count(-1) > 1 or any(d < -1 or d == 0 for d in dims):
+                return
+            if -1 in dims:
+                known = math.prod(d for d in dims if d != -1)
+                if total % known:
+                    return
+                dims[dims.index(-1)] = total // known
+            if math.prod(dims) != total or len(dims) not in (1, 3):
+                return
+            shape = tuple(dims)
+        check_shape(what, shape)
 
 
 def input_shape(spec: NetSpec) -> tuple:
@@ -177,6 +292,15 @@ def _pair(p, base: str, h: str, w: str, default, what: str, positive=True) -> tu
     return vals
 
 
+def _finite(what: str, field: str, value, *, low: float | None = None, positive: bool = False) -> float:
+    """`value` if it is a finite number (>= `low`, or > 0 if `positive`); else a `JaxprobeError`."""
+    ok = math.isfinite(value) and (low is None or value >= low) and (not positive or value > 0)
+    if not ok:
+        need = "a finite number" + (f" >= {low:g}" if low is not None else "") + (" > 0" if positive else "")
+        raise JaxprobeError(f"{what}: {field} must be {need}, got {value}")
+    return value
+
+
 def _settings(ltype: str, layer, name: str) -> dict:
     what = f"layer {name!r} ({ltype})"
     if ltype in ("Convolution", "Deconvolution"):
@@ -222,9 +346,12 @@ def _settings(ltype: str, layer, name: str) -> dict:
         p = layer.lrn_param
         if p.local_size < 1 or p.local_size % 2 == 0:
             raise JaxprobeError(f"{what}: local_size must be odd and positive (as in Caffe), got {p.local_size}")
+        _finite(what, "alpha", p.alpha, low=0.0)
+        _finite(what, "beta", p.beta, low=0.0)
+        _finite(what, "k", p.k, positive=True)
         return dict(region=_enum_name(p, "norm_region"), local_size=p.local_size, alpha=p.alpha, beta=p.beta, k=p.k)
     if ltype == "ReLU":
-        return dict(negative_slope=layer.relu_param.negative_slope)
+        return dict(negative_slope=_finite(what, "negative_slope", layer.relu_param.negative_slope))
     if ltype == "Softmax":
         return dict(axis=layer.softmax_param.axis)
     if ltype == "Flatten":
@@ -246,6 +373,7 @@ def _settings(ltype: str, layer, name: str) -> dict:
                                 "inference form (the stored mean and variance) is supported")
         if not p.eps >= 0:
             raise JaxprobeError(f"{what}: eps must be >= 0, got {p.eps}")
+        _finite(what, "eps", p.eps, low=0.0)
         return dict(eps=p.eps)
     if ltype == "Scale":
         p = layer.scale_param
@@ -254,8 +382,10 @@ def _settings(ltype: str, layer, name: str) -> dict:
         return dict(bias=p.bias_term)
     if ltype == "Upsample":
         p = layer.upsample_param
-        return dict(mode=_enum_name(p, "mode"), scale=_pair(p, "scale", "scale_h", "scale_w", None, what),
-                    align_corners=p.align_corners)
+        scale = _pair(p, "scale", "scale_h", "scale_w", None, what)
+        if max(scale) > MAX_UPSAMPLE:
+            raise JaxprobeError(f"{what}: scale {list(scale)} over the limit of {MAX_UPSAMPLE} per axis")
+        return dict(mode=_enum_name(p, "mode"), scale=scale, align_corners=p.align_corners)
     if ltype in ("Dropout", "Sigmoid", "TanH"):
         return {}
     raise JaxprobeError(

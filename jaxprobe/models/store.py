@@ -10,9 +10,11 @@ directory that is renamed into place, so nothing half-written is left behind.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import math
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.io import atomic_dir, dumps_json, sha256_file
+from jaxprobe.io import atomic_dir, check_path_text, dumps_json, read_json, sha256_file
 from jaxprobe.models.pixels import PixelConvention
 from jaxprobe.models.probe import Model
 from jaxprobe.models import zoo
@@ -37,6 +39,70 @@ FORMAT = "jaxprobe-model/1"
 ROLES = ("classifier", "generator", "critic", "denoiser")
 PRIORS = ("normal", "uniform")
 _PIXEL_FIELDS = ("low", "high", "channels", "mean", "scale")
+# The manifest fields that decide what `load` builds and how the model is used: their sha256
+# (`record_sha256`) is written with the weights' hashes, so an edited role or architecture is seen.
+RECORDED = ("format", "architecture", "role", "input_shape", "pixels", "latent", "layer_names", "files", "weights",
+            "encoder", "critic", "code_mean", "caffe")
+MAX_MANIFEST_BYTES = 16 << 20
+VERIFY_ENV = "JAXPROBE_VERIFY"  # "0": `load` skips the weights' hashes (the directory was verified otherwise)
+
+
+def weight_hashes(directory) -> dict:
+    """{"params/<path>": sha256} of every file of a model directory's checkpoint; a link or special
+    file in it is an error (a checkpoint jaxprobe wrote has none)."""
+    directory = Path(directory)
+    root = directory / "params"
+    hashes = {}
+    for top, dirs, files in os.walk(root, followlinks=False):
+        for entry in sorted(dirs + files):
+            full = Path(top) / entry
+            if full.is_symlink():
+                raise JaxprobeError(f"model: {full} is a link; a model directory's checkpoint holds only its own files")
+        for f in files:
+            full = Path(top) / f
+            if not full.is_file():
+                raise JaxprobeError(f"model: {full} is not a regular file")
+            hashes[full.relative_to(directory).as_posix()] = sha256_file(full)
+    return dict(sorted(hashes.items()))
+
+
+def record_hash(manifest: dict) -> str:
+    """sha256 of the `RECORDED` fields of `manifest` as canonical JSON (sorted keys, no spaces)."""
+    record = {k: manifest.get(k) for k in RECORDED}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":"),
+                                     allow_nan=False).encode()).hexdigest()
+
+
+def seal_manifest(manifest: dict, directory) -> dict:
+    """`manifest` with `weights` (the checkpoint files' sha256 in `directory`) and `record_sha256`
+    added: what `load` verifies."""
+    manifest = json.loads(dumps_json(manifest))  # as it will be read back (tuples as lists, inf as null)
+    manifest["weights"] = weight_hashes(directory)
+    manifest["record_sha256"] = record_hash(manifest)
+    return manifest
+
+
+def _verify(directory: Path, manifest: dict, path) -> None:
+    """The manifest's recorded fields and every checkpoint file match the hashes written with them."""
+    if not isinstance(manifest.get("weights"), dict) or not isinstance(manifest.get("record_sha256"), str):
+        raise JaxprobeError(f"model: {directory} records no sha256 of its weights (written by an older jaxprobe): "
+                            f"save or convert it again, or load it with verify=False ({VERIFY_ENV}=0) if you "
+                            "have checked it another way")
+    if record_hash(manifest) != manifest["record_sha256"]:
+        raise JaxprobeError(f"manifest: {path} was edited after the model was written: its fields (role, "
+                            "architecture, input_shape, pixels, ...) no longer match the record_sha256 written "
+                            "with the weights; restore it, or save the model again")
+    now = weight_hashes(directory)
+    want = manifest["weights"]
+    if now != want:
+        diff = sorted(set(now) ^ set(want)) or sorted(k for k in now if now[k] != want.get(k))
+        raise JaxprobeError(f"model: {directory}: the checkpoint's files do not match the sha256 its manifest "
+                            f"records ({diff[0]}{' and others' if len(diff) > 1 else ''}): they were changed, "
+                            "copied or replaced after the model was written")
+
+
+def _verify_default() -> bool:
+    return os.environ.get(VERIFY_ENV, "1").strip().lower() not in ("0", "no", "false", "off")
 
 
 def _builder_arguments(builder) -> tuple | None:
@@ -84,12 +150,14 @@ def _abstract(model: Model):
 
 
 def save_model(model: Model, directory, manifest: dict | None = None, files: dict | None = None, *,
-               force: bool = False) -> Path:
+               force: bool = False, inputs=()) -> Path:
     """Write `model` (params and manifest) to `directory` atomically; returns the path.
 
     `files` ({name in the directory: source path}) are copied in beside them (a converted model's
     prototxt, say). An existing directory is replaced only once the new one is complete, and only
-    if jaxprobe wrote it or it is empty, unless `force` (`jaxprobe.io.check_replaceable`).
+    if jaxprobe wrote it or it is empty, unless `force` (`jaxprobe.io.check_replaceable`), and never
+    one holding a file of `inputs` (what the caller read). The manifest records the sha256 of
+    every checkpoint file and of its own recorded fields (`seal_manifest`), which `load` checks.
     """
     import shutil
 
@@ -103,10 +171,10 @@ def save_model(model: Model, directory, manifest: dict | None = None, files: dic
         manifest["pixels"] = model.pixels.to_dict()
     if files:
         manifest["files"] = {name: sha256_file(src) for name, src in files.items()}
-    with atomic_dir(target, force=force, name="directory") as tmp:
+    with atomic_dir(target, force=force, name="directory", inputs=inputs) as tmp:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / "params", nnx.to_pure_dict(model.params))
-        (tmp / "manifest.json").write_text(dumps_json(manifest))
+        (tmp / "manifest.json").write_text(dumps_json(seal_manifest(manifest, tmp)))
         for name, src in (files or {}).items():
             shutil.copyfile(src, tmp / name)
     return target
@@ -115,12 +183,12 @@ def save_model(model: Model, directory, manifest: dict | None = None, files: dic
 def read_manifest(directory) -> dict:
     """The manifest of a model directory, every field jaxprobe reads checked (`check_manifest`)."""
     path = Path(directory) / "manifest.json"
+    if not os.path.lexists(path):
+        raise JaxprobeError(f"path: {directory} is not a jaxprobe model directory (no manifest.json)")
     try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise JaxprobeError(f"path: {directory} is not a jaxprobe model directory (no manifest.json)") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise JaxprobeError(f"manifest: {path} is corrupt ({e})") from None
+        manifest = read_json(path, what="manifest", max_bytes=MAX_MANIFEST_BYTES)
+    except JaxprobeError as e:
+        raise JaxprobeError(f"manifest: {path} is corrupt ({str(e).removeprefix('manifest: ')[:300]})") from None
     check_manifest(manifest, path)
     return manifest
 
@@ -186,6 +254,10 @@ def check_manifest(manifest, path) -> None:
     if files is not None and not (isinstance(files, dict) and all(
             isinstance(v, str) and len(v) == 64 for v in files.values())):
         raise bad("files", "an object {file name: sha256 hex digest}", files)
+    weights = manifest.get("weights")
+    if weights is not None and not (isinstance(weights, dict) and all(
+            isinstance(k, str) and isinstance(v, str) and len(v) == 64 for k, v in weights.items())):
+        raise bad("weights", "an object {checkpoint file: sha256 hex digest}", weights)
 
 
 def _check_pixels(pixels, bad) -> None:
@@ -230,7 +302,8 @@ def _check_stored_files(directory: Path, manifest: dict, path) -> None:
     kwargs, recorded = manifest["architecture"].get("kwargs", {}), _stored_files(manifest)
     for arg in zoo.NEEDS_DIRECTORY[builder]:
         name = kwargs.get(arg)
-        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        if (not isinstance(name, str) or "\x00" in name or Path(name).name != name
+                or name in ("", ".", "..")):
             raise JaxprobeError(f"manifest: {path}: architecture.kwargs.{arg}: expected the name of a file in the "
                                 f"model directory, got {json.dumps(name)[:120]}")
         file = (directory / name).resolve()
@@ -243,15 +316,20 @@ def _check_stored_files(directory: Path, manifest: dict, path) -> None:
                                 "after the model was written; restore it or convert the model again")
 
 
-def load(name_or_path) -> Model:
+def load(name_or_path, *, verify: bool | None = None) -> Model:
     """Load a shipped model by name ("dcgan", "classifier", ...) or a model directory.
 
     Returns a `Model` whose `forward`, `up_to` and `from_` are pure functions of (params, input).
-    Raises `JaxprobeError` for an unknown name, a missing directory or a corrupt checkpoint.
+    Raises `JaxprobeError` for an unknown name, a missing directory, a corrupt checkpoint, a
+    `params/` that is a link, and (with `verify`) a checkpoint file or recorded manifest field
+    that does not match the sha256 written with it. `verify=None` verifies unless the environment
+    sets `JAXPROBE_VERIFY=0` (for directories checked another way: hashing costs about 2 s per GB).
     """
     import orbax.checkpoint as ocp
 
-    s = str(name_or_path)
+    if verify is None:
+        verify = _verify_default()
+    s = check_path_text(name_or_path, "model") if isinstance(name_or_path, (str, os.PathLike)) else str(name_or_path)
     if s in SHIPPED:
         directory, name = WEIGHTS_DIR / s, s
         if not (directory / "manifest.json").exists():
@@ -263,11 +341,16 @@ def load(name_or_path) -> Model:
             f"model: {s!r} is neither a shipped model ({', '.join(SHIPPED)}) nor a model directory"
         )
     manifest = read_manifest(directory)
+    params_dir = directory / "params"
+    if params_dir.is_symlink() or not params_dir.resolve().is_relative_to(directory.resolve()):
+        raise JaxprobeError(f"model: {params_dir} is a link; a model directory's weights must lie inside it")
     _check_stored_files(directory, manifest, directory / "manifest.json")
     # Built shape-only: running the initializers would compile one small program per parameter
     # shape (seconds per model on a CPU) only to overwrite every value.
     model = new_model(name, manifest, directory=directory, shape_only=True)
     _check_structure(model, manifest, directory / "manifest.json")
+    if verify:
+        _verify(directory, manifest, directory / "manifest.json")
     abstract = _abstract(model)
     _quiet_failed_restore_reports()  # before: a failing restore's other reads report while it unwinds
     try:
