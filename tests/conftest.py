@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The command line keeps compiled programs in a per-user cache (jaxprobe.cli._compile_cache); the
+# tests run commands in-process and in subprocesses and must not write to the home directory.
+os.environ.setdefault("JAXPROBE_COMPILE_CACHE", "off")
 from flax import nnx
 
 from jaxprobe.models.probe import Model

