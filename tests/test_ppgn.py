@@ -1,16 +1,20 @@
 """PPGN (Nguyen et al. 2017): the Langevin kernel against the exact stationary law of its linear-Gaussian
-recursion, one step in closed form, the condition gradient against the softmax's Jacobian formula,
-chains under vmap against single runs, one trace, seeds, paper-scale shapes, the shipped models,
-bad input."""
+recursion, one step in closed form, the reference loop's update and save counts replayed in numpy,
+the condition gradient against the softmax's Jacobian formula (hidden neurons read before the
+ReLU, as the reference), the kernel composed with vmap/scan/jit from user code (the docs' example)
+and traced once, chains under vmap against single runs, seeds, paper-scale shapes, the shipped
+models, bad input (float32 overflow included)."""
 
 import functools
 import importlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +23,7 @@ import scipy.linalg
 from flax import nnx
 
 import jaxprobe
+from jaxprobe import driver
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models import archs_paper, dae
 from jaxprobe.models.layers import Act, Layer, Network, Reshape
@@ -102,10 +107,8 @@ def test_unnormalized_kernel_matches_the_exact_stationary_law_of_its_recursion()
         return pp.Terms(a @ h + b - h, -q @ (h - m), jnp.float32(1.0), jnp.int32(0))
 
     kernel = pp.ppgn_kernel(terms, steps=steps, eps1=eps1, eps2=eps2, eps3=eps3, normalize=False)
-    keys = jax.random.split(jax.random.PRNGKey(0), k)
-    start = jnp.full((k, d), 4.0)
-    last, _ = jax.jit(jax.vmap(lambda key, h: pp.sample_chain(kernel, key, h, steps=steps, save_every=steps)))(
-        keys, start)
+    start = jax.vmap(kernel.init)(jnp.full((k, d), 4.0))
+    last = driver.run(kernel, jax.random.PRNGKey(0), start, steps, vmap=True, trace=None).state
     h = np.asarray(last.code, np.float64)
 
     M = np.eye(d) + eps1 * (p["a"] - np.eye(d)) - eps2 * p["q"]
@@ -126,37 +129,81 @@ def test_unnormalized_kernel_matches_the_exact_stationary_law_of_its_recursion()
                                                      + p["q"] @ p["m"]), rtol=1e-8)
 
 
-def test_one_step_in_closed_form_with_given_noise_clip_and_reset():
-    """d = eps1 drift + eps2 grad + eps3 n; h' = clip(h + s d / mean|d|); zero d: no step; at
-    t = reset_every the code is a fresh N(0, I) draw from the step key's second half."""
+def test_one_step_in_closed_form_with_its_noise_clip_and_reset():
+    """d = eps1 drift + eps2 grad + eps3 n; h' = clip(h + s_t d / mean|d|) with s_t = 2 - 2 t / 4;
+    n is the first half of the step key's split (`draw_noise`); zero d: no step; at t =
+    reset_every the code is a fresh N(0, I) draw from the key's second half."""
     drift, grad = np.array([1.0, -2.0, 0.5, 0.0], np.float32), np.array([0.5, 0.5, -1.0, 3.0], np.float32)
-    scale = jnp.ones(4)
 
     def terms(h):
-        return pp.Terms(jnp.asarray(drift) * scale, jnp.asarray(grad) * scale, jnp.sum(h), jnp.int32(0))
+        return pp.Terms(jnp.asarray(drift), jnp.asarray(grad), jnp.sum(h), jnp.int32(0))
 
     kern = pp.ppgn_kernel(terms, steps=4, step_size=(2.0, 0.0), eps1=0.5, eps2=2.0, eps3=0.1, lower=-1.0,
                           upper=1.5, reset_every=2)
-    noise = np.array([1.0, -1.0, 2.0, 0.0], np.float32)
     s0 = kern.init(np.zeros(4, np.float32))
-    s1 = kern.step(jax.random.PRNGKey(3), s0, noise)
+    k0, k1, k2 = (jax.random.PRNGKey(i) for i in (3, 4, 5))
+    noise = np.asarray(jax.random.normal(jax.random.split(k0)[0], (4,)))
+    np.testing.assert_array_equal(pp.draw_noise(k0, s0.code), noise)
+    s1, info = kern.step(k0, s0)
     d = 0.5 * drift + 2.0 * grad + 0.1 * noise
     np.testing.assert_allclose(s1.code, np.clip(2.0 * d / np.abs(d).mean(), -1.0, 1.5), rtol=1e-6)
     assert int(s1.step) == 1 and float(s1.prob) == pytest.approx(float(np.sum(s1.code)))
-    # the noise the step draws itself is the first half of its key
-    k = jax.random.PRNGKey(4)
-    drawn = jax.random.normal(jax.random.split(k)[0], (4,))
-    np.testing.assert_array_equal(kern.step(k, s1).code, kern.step(k, s1, drawn).code)
-    # step t = 1 (s_1 = 1.5) keeps its code; step t = 2 replaces it by the reset draw
-    s2 = kern.step(k, s1, noise)
-    d2 = 0.5 * drift + 2.0 * grad + 0.1 * noise
+    np.testing.assert_array_equal(info.code, s0.code)  # the step records the sample it started from
+    # step t = 1 (s_1 = 1.5) moves the code; step t = 2 replaces it by the reset draw
+    s2, _ = kern.step(k1, s1)
+    d2 = 0.5 * drift + 2.0 * grad + 0.1 * np.asarray(pp.draw_noise(k1, s1.code))
     np.testing.assert_allclose(s2.code, np.clip(np.asarray(s1.code) + 1.5 * d2 / np.abs(d2).mean(), -1, 1.5),
                                rtol=1e-6)
-    s3 = kern.step(k, s2, noise)
-    np.testing.assert_array_equal(s3.code, jax.random.normal(jax.random.split(k)[1], (4,)))
+    s3, _ = kern.step(k2, s2)
+    np.testing.assert_array_equal(s3.code, jax.random.normal(jax.random.split(k2)[1], (4,)))
     # a zero update moves nothing
     still = pp.ppgn_kernel(lambda h: pp.Terms(0 * h, 0 * h, jnp.float32(0), jnp.int32(0)), steps=2, eps3=0.0)
-    np.testing.assert_array_equal(still.step(k, still.init(jnp.ones(4))).code, np.ones(4))
+    np.testing.assert_array_equal(still.step(k0, still.init(jnp.ones(4)))[0].code, np.ones(4))
+
+
+def reference_loop(terms, h, *, n, save_every, lr, lr_end, eps1, eps2, eps3, threshold, noise, lower, upper):
+    """Evolving-AI-Lab/ppgn `sampler.py`'s loop in numpy (float64), its terms from `terms`: update
+    h at i = 0, 1, ... and stop after i = n; save (i, h_i, p_i) at i % save_every == 0 when
+    p_i > threshold. `noise(i)` is iteration i's N(0, I) draw. Returns (updates, saves, last h)."""
+    h, i, updates, saves = np.asarray(h, np.float64), 0, 0, []
+    while True:
+        step_size = lr + ((lr_end - lr) * i) / n
+        drift, grad, prob, _ = (np.asarray(v, np.float64) for v in terms(jnp.asarray(h, jnp.float32)))
+        d_h = eps1 * drift + eps2 * grad + eps3 * noise(i)
+        before = h.copy()
+        h = np.clip(h + step_size / np.abs(d_h).mean() * d_h, lower, upper)
+        updates += 1
+        if save_every > 0 and i % save_every == 0 and prob > threshold:
+            saves.append((i, before, float(prob)))
+        if i > 0 and i % n == 0:
+            break
+        i += 1
+    return updates, saves, h
+
+
+def test_update_and_save_counts_replay_the_reference_loop():
+    """The reference makes n + 1 updates and, for n = 200 and save_every 5, saves 41 samples (i = 0,
+    5, ..., 200); `ppgn` gives the same saved steps, samples and last code as that loop replayed
+    in numpy on the same terms and draws (chain 0: step t's noise from fold_in(fold_in(k, 0), t))."""
+    counted = reference_loop(lambda h: (0 * h, 0 * h + 1.0, 1.0, 0), np.zeros(2), n=200, save_every=5, lr=1.0,
+                             lr_end=1.0, eps1=0.0, eps2=1.0, eps3=0.0, threshold=0.0, noise=lambda i: 0.0,
+                             lower=None, upper=None)
+    assert counted[0] == 201 and [i for i, _, _ in counted[1]] == list(range(0, 201, 5))
+    g, c, r = tiny_models()
+    # no resets: the replay has none
+    res = run_tiny(jax.random.PRNGKey(11), chains=1, step_size=(1.0, 0.25), reset_every=0)
+    assert list(res.saved_steps) == list(range(0, 13, 4)) and res.samples.shape == (1, 4, D)
+    resolved, cond = pp.resolve_condition(c, TINY["label"], None)
+    terms = pp.condition_terms(pp.PPGNNets(g, c, pp.check_prior(r, g)), cond)
+    k_init, k_run = jax.random.split(jax.random.PRNGKey(11))
+    h0 = np.asarray(jax.random.normal(k_init, (1, D)))[0]
+    noise = lambda i: np.asarray(pp.draw_noise(jax.random.fold_in(jax.random.fold_in(k_run, 0), i), h0))  # noqa: E731
+    updates, saves, last = reference_loop(terms, h0, n=12, save_every=4, lr=1.0, lr_end=0.25, eps1=0.3, eps2=1.0,
+                                          eps3=0.2, threshold=0.0, noise=noise, lower=0.0, upper=3.0)
+    assert updates == 13 and [i for i, _, _ in saves] == list(res.saved_steps)
+    np.testing.assert_allclose(res.samples[0], np.stack([h for _, h, _ in saves]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(res.probs[0], [p for _, _, p in saves], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(res.codes[0], last, rtol=1e-4, atol=1e-4)
 
 
 def test_saved_buffer_holds_every_save_every_th_state():
@@ -165,22 +212,21 @@ def test_saved_buffer_holds_every_save_every_th_state():
 
     kern = pp.ppgn_kernel(terms, steps=7, step_size=0.3, eps1=0.2, eps3=0.5)
     key, h0 = jax.random.PRNGKey(1), jnp.arange(3.0)
-    last, (samples, probs, tops) = pp.sample_chain(kern, key, h0, steps=7, save_every=3)
+    out = driver.run(kern, key, kern.init(h0), 7, save_every=3)
     state, states = kern.init(h0), []
-    for k in jax.random.split(key, 7):
+    for t in range(7):
         states.append(state)
-        state = kern.step(k, state)
-    assert samples.shape == (3, 3)
+        state, _ = kern.step(jax.random.fold_in(key, t), state)
+    assert out.trace.code.shape == (3, 3) and int(out.saved) == 3
     for row, t in enumerate((0, 3, 6)):
-        np.testing.assert_allclose(samples[row], states[t].code, rtol=1e-5, atol=1e-6)
-        assert float(probs[row]) == pytest.approx(float(states[t].prob)) and int(tops[row]) == int(states[t].top)
-    np.testing.assert_allclose(last.code, state.code, rtol=1e-5, atol=1e-6)
-    # in two chunks (a driver showing progress), with the same step keys: the same chain
-    keys, empty = jax.random.split(key, 7), (jnp.zeros((3, 3)), jnp.zeros(3), jnp.zeros(3, jnp.int32))
-    mid, buffers = pp.advance(kern, kern.init(h0), empty, keys[:4], save_every=3)
-    end, (chunked, _, _) = pp.advance(kern, mid, buffers, keys[4:], save_every=3)
-    np.testing.assert_allclose(chunked, samples, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(end.code, last.code, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out.trace.code[row], states[t].code, rtol=1e-5, atol=1e-6)
+        assert float(out.trace.prob[row]) == pytest.approx(float(states[t].prob))
+        assert int(out.trace.top[row]) == int(states[t].top)
+    np.testing.assert_allclose(out.state.code, state.code, rtol=1e-5, atol=1e-6)
+    # in compiled chunks (a driver showing progress): the same chain
+    chunked = driver.run(kern, key, kern.init(h0), 7, save_every=3, chunk=4)
+    np.testing.assert_allclose(chunked.trace.code, out.trace.code, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(chunked.state.code, out.state.code, rtol=1e-6, atol=1e-6)
 
 
 # ------------------------------------------------------------------ through the models
@@ -188,33 +234,59 @@ def test_saved_buffer_holds_every_save_every_th_state():
 def test_condition_gradient_exact_and_reference_against_the_jacobian():
     """grad log softmax(a)_c = J_c - sum_j p_j J_j and the reference's (1 - p_c) J_c, with J the
     Jacobian of the classifier's outputs with respect to the code; a hidden neuron's softmax runs
-    over its layer's channels at its position; R is the DAE, or E(G(h)) for the encoder prior."""
+    over its layer's channels at its position, read before the ReLU by default (the reference's
+    blob at net.forward(end=layer)) and after it with nonlinear=True; R is the DAE, or E(G(h))."""
     g, c, r = tiny_models()
-    prior = pp.check_prior(r, g)
+    nets = pp.PPGNNets(g, c, pp.check_prior(r, g))
     h = jax.random.normal(jax.random.PRNGKey(0), (D,))
-    for neuron in ("logits:3", "hidden:1@2,0"):
-        resolved, channels, unit = pp.resolve_condition(c, None, neuron)
+    for neuron, nonlinear in (("logits:3", False), ("hidden:1@2,0", False), ("hidden:1@2,0", True)):
+        resolved, cond = pp.resolve_condition(c, None, neuron)
         at = "" if resolved.position is None else "@{},{}".format(*resolved.position)
-        names = [f"{neuron.split(':')[0]}:{j}{at}" for j in range(len(channels))]
+        names = [f"{neuron.split(':')[0]}:{j}{at}" for j in range(len(cond.channels))]
 
         def channel_values(h):
-            return jaxprobe.neuron_values(c, c.params, g.forward(g.params, h[None]), names)[0]  # no pixel maps
+            return jaxprobe.neuron_values(c, c.params, g.forward(g.params, h[None]), names,
+                                          nonlinear=nonlinear)[0]  # no pixel maps
 
         a, jac = jax.jit(lambda h: (channel_values(h), jax.jacfwd(channel_values)(h)))(h)
         p = np.asarray(jax.nn.softmax(a), np.float64)
-        both = jax.jit(lambda h: [pp.condition_terms(g, g.params, c, c.params, prior, r.params, resolved.layer,
-                                                     channels, unit, exact=exact)(h) for exact in (True, False)])(h)
-        for t, want in zip(both, (jac[unit] - p @ jac, (1 - p[unit]) * jac[unit])):
+        both = jax.jit(lambda h: [pp.condition_terms(nets, cond, pp.PPGNOptions(gradient=grad, nonlinear=nonlinear))(h)
+                                  for grad in pp.GRADIENTS])(h)
+        for t, want in zip(both, (jac[cond.unit] - p @ jac, (1 - p[cond.unit]) * jac[cond.unit])):
             np.testing.assert_allclose(t.grad, want, rtol=1e-4, atol=1e-6)
-            assert float(t.prob) == pytest.approx(p[unit], rel=1e-5) and int(t.top) == int(np.argmax(p))
+            assert float(t.prob) == pytest.approx(p[cond.unit], rel=1e-5) and int(t.top) == int(np.argmax(p))
             np.testing.assert_allclose(t.drift, r.forward(r.params, h[None])[0] - h, rtol=1e-6)
     # the encoder prior: R(h) = E(G(h)), E the classifier up to `hidden` (45 units: codes of 45)
     g45 = tiny_generator(45)
     enc = pp.check_prior(pp.encoder_prior(g45, c, "hidden"), g45)
     h = jnp.linspace(-1.0, 1.0, 45)
-    t = jax.jit(pp.condition_terms(g45, g45.params, c, c.params, enc, c.params, 2, jnp.arange(4), 0))(h)
+    cond = pp.Condition(2, jnp.arange(4), 0)
+    t = jax.jit(pp.condition_terms(pp.PPGNNets(g45, c, enc, prior_params=c.params), cond))(h)
     e = c.activation(c.params, g45.forward(g45.params, h[None]), "hidden").reshape(-1)
     np.testing.assert_allclose(t.drift, e - h, rtol=1e-5, atol=1e-6)
+
+
+def test_hidden_neuron_is_read_before_its_relu_by_default():
+    """`ppgn` on hidden:1@2,0 records p = softmax of the layer's pre-activations at the position
+    (computed here from `up_to`, independently of the sampler), the reference's reading; the
+    post-ReLU softmax, the other reading, is far from it on these codes (some channels < 0)."""
+    g, c, r = tiny_models()
+    res = pp.ppgn(jax.random.PRNGKey(5), g, c, r, neuron="hidden:1@2,0", chains=3, steps=4, save_every=1)
+    codes = np.asarray(res.samples).reshape(-1, D)
+    pre = np.asarray(c.up_to(c.params, g.forward(g.params, jnp.asarray(codes)), 1))[:, 2, 0, :]  # (m, 5)
+    assert np.any(pre < 0), "the test needs negative pre-activations"
+
+    def softmax(a):
+        e = np.exp(a - a.max(-1, keepdims=True))
+        return (e / e.sum(-1, keepdims=True))[:, 1]
+
+    got = np.asarray(res.probs).reshape(-1)
+    np.testing.assert_allclose(got, softmax(pre), rtol=1e-4, atol=1e-6)
+    assert np.max(np.abs(got - softmax(np.maximum(pre, 0)))) > 1e-2
+    after = pp.ppgn(jax.random.PRNGKey(5), g, c, r, neuron="hidden:1@2,0", chains=3, steps=4, save_every=1,
+                    nonlinear=True)
+    np.testing.assert_allclose(np.asarray(after.probs)[:, 0], softmax(np.maximum(pre, 0)).reshape(3, -1)[:, 0],
+                               rtol=1e-4, atol=1e-6)
 
 
 TINY = dict(label=2, steps=12, save_every=4, eps1=0.3, eps3=0.2, lower=0.0, upper=3.0, reset_every=5)
@@ -225,34 +297,79 @@ def run_tiny(key, chains=4, **kw):
     return pp.ppgn(key, g, c, r, **dict(TINY, chains=chains, **kw))
 
 
-def test_driver_traced_once_keys_reproduce_and_vmap_equals_one_by_one():
+def test_driver_compiles_once_keys_reproduce_and_vmap_equals_one_by_one():
     a = run_tiny(jax.random.PRNGKey(7))
-    size = pp._run_jit._cache_size()
-    b = run_tiny(jax.random.PRNGKey(7), label=3, eps1=0.1, eps2=0.5, threshold=0.5)  # traced arguments only
+    size = len(driver._CACHE)
+    b = run_tiny(jax.random.PRNGKey(7), label=3, eps1=0.1, eps2=0.5, threshold=0.5)  # arrays of one program
     same, other = run_tiny(jax.random.PRNGKey(7)), run_tiny(jax.random.PRNGKey(8))
-    assert pp._run_jit._cache_size() == size
+    assert len(driver._CACHE) == size
     np.testing.assert_array_equal(a.samples, same.samples)
     np.testing.assert_array_equal(a.probs, same.probs)
     assert not np.allclose(a.samples, other.samples)
-    assert a.samples.shape == (4, 3, D) and list(a.saved_steps) == [0, 4, 8] and a.condition == "logits:2@0,0"
+    assert a.samples.shape == (4, 4, D) and list(a.saved_steps) == [0, 4, 8, 12] and a.condition == "logits:2@0,0"
     np.testing.assert_array_equal(b.kept, np.asarray(b.probs) > 0.5)
     assert np.all(np.asarray(a.samples)[:, 1:] >= 0.0) and np.all(np.asarray(a.codes) <= 3.0)
     # the same chains one at a time: ppgn draws h_0 from the key's first half and gives chain i
-    # the i-th key of its second half
+    # the keys fold_in(fold_in(second half, i), t)
     g, c, r = tiny_models()
-    resolved, channels, unit = pp.resolve_condition(c, 2, None)
-    terms = pp.condition_terms(g, g.params, c, c.params, pp.check_prior(r, g), r.params, resolved.layer, channels,
-                               unit)
-    kern = pp.ppgn_kernel(terms, **{k: TINY[k] for k in ("steps", "eps1", "eps3", "lower", "upper", "reset_every")})
-    one = jax.jit(lambda k, h: pp.sample_chain(kern, k, h, steps=12, save_every=4))
+    opts = pp.PPGNOptions(**{k: TINY[k] for k in ("steps", "save_every", "eps1", "eps3", "lower", "upper",
+                                                  "reset_every")})
+    kern = pp.build(pp.PPGNNets(g, c, pp.check_prior(r, g)), opts, 2)
+    one = jax.jit(lambda k, h: driver.run(kern, k, kern.init(h), 13, save_every=4))
     k_init, k_run = jax.random.split(jax.random.PRNGKey(7))
-    h0, keys = jax.random.normal(k_init, (4, D)), jax.random.split(k_run, 4)
+    h0 = jax.random.normal(k_init, (4, D))
     for i in range(4):
-        last, (samples, probs, tops) = one(keys[i], h0[i])
-        np.testing.assert_allclose(a.samples[i], samples, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(a.probs[i], probs, rtol=1e-5, atol=1e-6)
-        np.testing.assert_array_equal(a.labels[i], tops)
-        np.testing.assert_allclose(a.codes[i], last.code, rtol=1e-5, atol=1e-5)
+        out = one(jax.random.fold_in(k_run, i), h0[i])
+        np.testing.assert_allclose(a.samples[i], out.trace.code, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(a.probs[i], out.trace.prob, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(a.labels[i], out.trace.top)
+        np.testing.assert_allclose(a.codes[i], out.state.code, rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_composes_with_vmap_scan_and_jit_and_traces_once():
+    """User code: the one-chain kernel under jax.vmap (chains) inside jax.lax.scan (steps) inside
+    jax.jit equals `jaxprobe.driver.run(..., vmap=True)`; the step is traced once for two calls."""
+    g, c, r = tiny_models()
+    kernel = pp.build(pp.PPGNNets(g, c, r), pp.PPGNOptions(steps=6, eps1=0.3, eps3=0.2, lower=0.0), "logits:1")
+    step = chex.assert_max_traces(kernel.step, n=1)
+
+    @jax.jit
+    def sample(key, codes):
+        def one(states, t):
+            keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(key, i), t))(jnp.arange(len(codes)))
+            states, info = jax.vmap(step)(keys, states)
+            return states, info.prob
+        return jax.lax.scan(one, jax.vmap(kernel.init)(codes), jnp.arange(7))
+
+    codes = jax.random.normal(jax.random.PRNGKey(0), (3, D))
+    states, probs = sample(jax.random.PRNGKey(1), codes)
+    states2, _ = sample(jax.random.PRNGKey(2), codes)  # no second trace
+    ref = driver.run(kernel, jax.random.PRNGKey(1), jax.vmap(kernel.init)(codes), 7, vmap=True)
+    np.testing.assert_allclose(states.code, ref.state.code, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs, ref.trace.prob, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(states2.code, states.code)
+
+
+def docs_block(page: Path, heading: str) -> str:
+    """The first ```python block under `heading` in a docs page."""
+    text = page.read_text()
+    section = text[text.index(heading):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_docs_example_composing_the_kernel_runs():
+    """docs/methods/ppgn.md's "Composing the kernel" block, run as written on the shipped models:
+    its chains follow the driver's on the same keys (for the first eight steps: the normalised step
+    amplifies float32 rounding, and the driver's loop body lays its convolutions out differently)
+    and mostly end in the class."""
+    code = docs_block(Path(__file__).resolve().parents[1] / "docs" / "methods" / "ppgn.md", "## Composing the kernel")
+    scope = {}
+    exec(compile(code, "ppgn.md", "exec"), scope)
+    kernel, codes, states, probs = (scope[k] for k in ("kernel", "codes", "states", "probs"))
+    ref = driver.run(kernel, jax.random.key(0), jax.vmap(kernel.init)(codes), probs.shape[0], vmap=True)
+    assert states.code.shape == (4, 128) and probs.shape == (61, 4)
+    np.testing.assert_allclose(probs[:8], ref.trace.prob[:8], atol=1e-3)
+    assert np.mean(np.asarray(probs)[-1] > 0.5) >= 0.5
 
 
 def test_paper_scale_deepsim_fc6_and_caffenet_by_shape():
@@ -268,12 +385,12 @@ def test_paper_scale_deepsim_fc6_and_caffenet_by_shape():
     gen = abstract(archs_paper.deepsim_fc6, (4096,), "generator")
     net = abstract(archs_paper.caffenet, (227, 227, 3), "classifier")
     prior = pp.check_prior(pp.encoder_prior(gen, net, "fc6"), gen)
+    opts = pp.PPGNOptions(steps=3, save_every=2, lower=0.0, upper=30.0)
     for label, neuron, units in ((945, None, 1000), (None, "conv5:3", 256)):
-        resolved, channels, unit = pp.resolve_condition(net, label, neuron)
-        assert channels.shape == (units,)
+        resolved, cond = pp.resolve_condition(net, label, neuron)
+        assert cond.channels.shape == (units,)
         out = jax.eval_shape(
-            lambda gp, cp, key, h: pp.ppgn_run(gen, gp, net, cp, prior, cp, resolved.layer, channels, unit, key, h,
-                                               steps=3, save_every=2, lower=0.0, upper=30.0),
+            lambda gp, cp, key, h: pp.ppgn_run(pp.PPGNNets(gen, net, prior, gp, cp, cp), opts, cond, key, h),
             gen.params, net.params, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((2, 4096), jnp.float32))
         assert out.samples.shape == (2, 2, 4096) and out.probs.shape == (2, 2) and out.codes.shape == (2, 4096)
 
@@ -353,6 +470,17 @@ def test_eight_host_devices_give_the_single_device_chains():
     (dict(gradient="approx"), "gradient: expected one of exact, reference"),
     (dict(lower=1.0, upper=0.0), "lower <= upper"),
     (dict(mesh="cpu"), "mesh: expected a jax.sharding.Mesh"),
+    # finite in float64, not in float32 (or their products with the noise or the code's units)
+    (dict(eps3=1e39), "eps3: expected a non-negative weight whose products stay finite in float32"),
+    (dict(eps3=1e38), "eps3: expected a non-negative weight whose products stay finite in float32"),
+    (dict(eps1=1e39), "eps1: expected a non-negative weight whose products stay finite in float32"),
+    (dict(eps2=float("inf")), "eps2: expected a non-negative weight"),
+    (dict(step_size=1e38), "step_size: expected a step size whose products stay finite in float32"),
+    (dict(step_size=(1.0, 1e39)), "step_size: expected a final step size whose products stay finite"),
+    (dict(upper=1e39), "upper: expected bounds finite in float32"),
+    (dict(threshold=float("nan")), "threshold: expected a probability"),
+    (dict(stepz=3), "stepz: not a PPGN setting"),
+    (dict(options=(1, 2)), "options: expected a PPGNOptions"),
 ])
 def test_bad_input_names_the_argument(kwargs, message):
     kwargs = dict(kwargs)
@@ -373,3 +501,27 @@ def test_encoder_prior_needs_a_matching_encoder():
     with pytest.raises(JaxprobeError, match=r"prior: encoder 'tiny-cls' gives codes of shape \(3, 3, 5\) at layer "
                                             r"'hidden'; expected \(6,\)"):
         pp.ppgn(jax.random.PRNGKey(0), g, c, pp.encoder_prior(g, c, "hidden"), label=0)
+
+
+def test_docs_measured_table_is_the_results_file():
+    """docs/methods/ppgn.md quotes benchmarks/results/ppgn/ppgn_classes.md (written with the
+    .json by benchmarks/reproduce_ppgn.py) row for row, and the .md is the .json's summary."""
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    results = root / "benchmarks" / "results" / "ppgn"
+    rows = [line for line in (results / "ppgn_classes.md").read_text().splitlines() if line.startswith("| ")]
+    page = (root / "docs" / "methods" / "ppgn.md").read_text()
+    assert len(rows) == 3 and all(row in page.splitlines() for row in rows)
+    record = json.loads((results / "ppgn_classes.json").read_text())
+    assert record["setup"]["chains"] == 8 and record["setup"]["steps"] == 200 and record["setup"]["burn_in"] == 100
+    for prior, run in record["runs"].items():
+        rates = [r["class_rate"] for r in run["classes"]]
+        d = run["diversity"]
+        want = (f"| {prior} | {min(rates):.3f} | {sum(rates) / len(rates):.3f} | {d['ppgn']['mean']:.2f} +- "
+                f"{d['ppgn']['sd']:.2f} | {d['dgn_am']['mean']:.2f} +- {d['dgn_am']['sd']:.2f} | "
+                f"{d['ppgn_more_diverse']} of {d['measured']} |")
+        assert want in rows, want
+        per_class = [r["diversity"]["ppgn"] for r in run["classes"]]
+        assert d["ppgn"]["mean"] == pytest.approx(np.mean(per_class)) and d["ppgn"]["sd"] == pytest.approx(
+            np.std(per_class))

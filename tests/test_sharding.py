@@ -1,5 +1,6 @@
 """Data-parallel forward passes, DGN-AM chains, GB-RRT trees and inverse sets over 8 host devices
-equal single-device ones, with parameters committed to one device as `jaxprobe.load` leaves them.
+equal single-device ones, with parameters committed to one device as `jaxprobe.load` leaves them;
+PPGN's chains are bit-identical across device counts at the same per-device layout.
 
 XLA_FLAGS must be set before jax is imported, so the check runs in a subprocess.
 (tests/test_distributed.py runs every sampler on loaded models across two processes.)
@@ -102,7 +103,8 @@ def test_gbrrt_trees_of_many_queries_shard_over_devices():
 INVSET_SCRIPT = textwrap.dedent("""
     import importlib, jax, numpy as np, sys
     from flax import nnx
-    inv = importlib.import_module("jaxprobe.inverse_sets.inverse_set")  # the module; the package re-exports the function
+    # the module; the package re-exports the function
+    inv = importlib.import_module("jaxprobe.inverse_sets.inverse_set")
     from jaxprobe import JaxprobeError
     from jaxprobe.models.neurons import neuron_values
     from jaxprobe.models.pixels import PixelConvention, convert_pixels
@@ -113,7 +115,8 @@ INVSET_SCRIPT = textwrap.dedent("""
     cls = Model.from_module("cls", mnist_classifier(widths=(4, 4), hidden=16, rngs=nnx.Rngs(1)), (28, 28, 1),
                             "classifier", PixelConvention(0.0, 1.0, "gray"))
     gen = Model.from_module("gen", dcgan_generator(latent_dim=8, widths=(8, 4, 2), rngs=nnx.Rngs(0)), (8,),
-                            "generator", PixelConvention(-1.0, 1.0, "gray"), {{"latent": {{"dim": 8, "prior": "normal"}}}})
+                            "generator", PixelConvention(-1.0, 1.0, "gray"),
+                            {{"latent": {{"dim": 8, "prior": "normal"}}}})
     # Parameters committed to device 0, as jaxprobe.load leaves them: inverse_set places them itself.
     cls, gen = (m.replace(params=jax.device_put(m.params, jax.devices()[0])) for m in (cls, gen))
 
@@ -167,3 +170,35 @@ def test_inverse_set_codes_shard_over_devices():
     r = subprocess.run([sys.executable, "-c", INVSET_SCRIPT.format()], env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+PPGN_LAYOUT_SCRIPT = textwrap.dedent("""
+    import jax, numpy as np, sys
+    sys.path.insert(0, {tests!r})
+    from test_ppgn import D, run_tiny
+    from jaxprobe import batch_mesh
+    assert jax.device_count() == 8, jax.device_count()
+    init = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (8, D)), np.float32)
+    # Two chains on each device, on 1, 2 and 4 devices: chain i draws fold_in(fold_in(key, i), t)
+    # whatever the chains beside it, and every device runs the same two-chain program, so the
+    # chains the runs share are equal bit for bit.
+    runs = {{k: run_tiny(jax.random.PRNGKey(3), chains=2 * k, init=init[:2 * k], mesh=batch_mesh(jax.devices()[:k]))
+            for k in (1, 2, 4)}}
+    for small, big in ((1, 2), (2, 4), (1, 4)):
+        a, b = runs[small], runs[big]
+        for field in ("samples", "probs", "labels", "codes", "prob"):
+            x, y = np.asarray(getattr(a, field)), np.asarray(getattr(b, field))
+            np.testing.assert_array_equal(y[: len(x)], x, err_msg=f"{{field}}: {{small}} vs {{big}} devices")
+    assert len(runs[4].samples.sharding.device_set) == 4
+    print("ok")
+""")
+
+
+def test_ppgn_chains_are_equal_across_device_counts_at_the_same_per_device_layout():
+    """docs/sharding.md's rule: results equal across device counts when each device holds the same
+    chains' layout (here two PPGN chains per device on 1, 2 and 4 devices)."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    tests = str(Path(__file__).resolve().parent)
+    r = subprocess.run([sys.executable, "-c", PPGN_LAYOUT_SCRIPT.format(tests=tests)], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]

@@ -1,16 +1,17 @@
 """`jaxprobe ppgn` (Nguyen et al. 2017): PPGN-h chains conditioned on a class or a hidden neuron.
 
-Runs `jaxprobe.codespace.ppgn.ppgn` under the chosen prior (the shipped h-DAE or E(G(h))), with the
-code bounds from real images (`jaxprobe.experiments.codespace.code_bounds`), and writes
-DIR/ppgn.json (every saved sample's chain, step, probability and label; the kept rate; the
-diversity of chain 0's kept samples in the classifier's penultimate features), DIR/codes.npz and
-DIR/ppgn_chains.png (chains as rows, time as columns). DIR is replaced only when it is new, empty
-or written by jaxprobe, unless --force.
+Parses, runs `jaxprobe.experiments.ppgn.ppgn_command` (PPGN under the chosen prior, the shipped
+h-DAE or E(G(h)) with E recorded in the generator's manifest or given by --encoder MODEL:LAYER,
+and the code bounds from real images) and writes DIR/ppgn.json (every saved sample's chain, step,
+probability and label; the kept rate; the diversity of chain 0's kept samples in the classifier's
+penultimate features; seconds_per_step over the steps alone, the first chunk's compilation and
+the loading reported apart), DIR/codes.npz and DIR/ppgn_chains.png (chains as rows, time as
+columns), and lists every file written. DIR is replaced only when it is new, empty or written by
+jaxprobe, unless --force.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 # Nothing here imports JAX at module level: `jaxprobe --help` builds every command's parser without it.
@@ -22,11 +23,11 @@ from jaxprobe.errors import JaxprobeError
 OUT_FILE = "ppgn.json"
 CODES_FILE = "codes.npz"
 CHAINS_PNG = "ppgn_chains.png"
-# `jaxprobe.experiments.codespace.PRIORS` as the parser offers it (a test keeps the two equal).
+# `jaxprobe.experiments.ppgn.PRIORS` as the parser offers it (a test keeps the two equal).
 PRIORS = ("dae", "encoder")
-CHUNKS = 20  # compiled chunks per run: one progress tick each
 _FLAGS = {"label": "--class", "chains": "--chains", "steps": "--steps", "eps1": "--eps1", "eps2": "--eps2",
-          "eps3": "--eps3", "save_every": "--save-every", "reset_every": "--reset-every", "threshold": "--threshold"}
+          "eps3": "--eps3", "save_every": "--save-every", "reset_every": "--reset-every", "threshold": "--threshold",
+          "prior": "--prior", "encoder": "--encoder"}
 
 
 def flag_names(message: str) -> str:
@@ -35,63 +36,71 @@ def flag_names(message: str) -> str:
     return f"{_FLAGS[name]}:{rest}" if sep and name in _FLAGS else neuron_flag(message)
 
 
+def parse_encoder(text):
+    """`MODEL:LAYER` (a shipped name or a model directory, then a layer name or number) as
+    (model, layer) loaded; None stays None."""
+    if text is None:
+        return None
+    name, sep, layer = text.rpartition(":")
+    if not sep or not name or not layer:
+        raise JaxprobeError(f"--encoder: expected MODEL:LAYER (e.g. classifier:fc1), got {text!r}")
+    model = load_model(name, "--encoder", "classifier")
+    return model, int(layer) if layer.isdigit() else layer
+
+
 def _cmd_ppgn(args) -> None:
     import jax
     import numpy as np
 
-    from jaxprobe.checks import check_count, check_number
-    from jaxprobe.codespace.ppgn import ppgn
-    from jaxprobe.experiments.codespace import code_bounds, make_prior, mean_pairwise_distance, penultimate
-    from jaxprobe.experiments.figures import save_grid
+    from jaxprobe.experiments.figures import evenly_spaced, save_chains
     from jaxprobe.experiments.inverse_set_repro import canonical_images
+    from jaxprobe.experiments.ppgn import ppgn_command
     from jaxprobe.io import atomic_dir, check_replaceable, write_json
 
     if (args.label is None) == (args.neuron is None):
         raise JaxprobeError("--class, --neuron: expected exactly one: a class to condition on, or a neuron")
-    for flag, value in (("--steps", args.steps), ("--save-every", args.save_every), ("--chains", args.chains)):
-        check_count(flag, value, 1)
-    for flag, value in (("--eps1", args.eps1), ("--eps2", args.eps2), ("--eps3", args.eps3)):
-        check_number(flag, value, low=0.0, what="a non-negative weight")
     check_replaceable(args.out, force=args.force, name="--out")
     generator = load_model(args.generator, "--generator", "generator")
     classifier = load_model(args.classifier, "--classifier", "classifier")
-    lower, upper = code_bounds(generator, args.bounds)
-    prior = make_prior(generator, args.prior)
-    t0 = time.perf_counter()
-    with progress_bar("ppgn", "step", args.steps) as bar:
+    settings = dict(steps=args.steps, eps1=args.eps1, eps2=args.eps2, eps3=args.eps3, save_every=args.save_every,
+                    reset_every=args.reset_every, threshold=args.threshold)
+    with progress_bar("ppgn", "step", args.steps + 1) as bar:
         try:
-            res = ppgn(jax.random.key(args.seed), generator, classifier, prior, label=args.label,
-                       neuron=args.neuron, chains=args.chains, steps=args.steps, eps1=args.eps1, eps2=args.eps2,
-                       eps3=args.eps3, save_every=args.save_every, reset_every=args.reset_every,
-                       threshold=args.threshold, lower=lower, upper=upper, chunk=max(1, args.steps // CHUNKS),
-                       progress=bar)
+            encoder = parse_encoder(args.encoder)
+            run = ppgn_command(jax.random.key(args.seed), generator, classifier, prior=args.prior, encoder=encoder,
+                               label=args.label, neuron=args.neuron, chains=args.chains, bounds=args.bounds,
+                               progress=bar, **settings)
         except JaxprobeError as e:
             raise JaxprobeError(flag_names(str(e))) from None
-    wall = time.perf_counter() - t0
-    probs, labels, kept = (np.asarray(a) for a in (res.probs, res.labels, res.kept))
-    steps = np.asarray(res.saved_steps)
-    samples = np.asarray(res.samples)
-    chosen = samples[0][kept[0]]
-    div = mean_pairwise_distance(penultimate(generator, classifier, chosen)) if len(chosen) >= 2 else None
+    res = run["result"]
+    probs, labels = np.asarray(res.probs), np.asarray(res.labels)
+    steps, samples = np.asarray(res.saved_steps), np.asarray(res.samples)
     record = {"generator": generator.name, "classifier": classifier.name, "prior": args.prior,
-              "condition": res.condition, "seed": args.seed, "chains": args.chains, "steps": args.steps,
-              "eps": [args.eps1, args.eps2, args.eps3], "save_every": args.save_every,
-              "reset_every": args.reset_every, "threshold": args.threshold, "bounds": args.bounds,
+              "encoder": args.encoder, "condition": res.condition, "seed": args.seed, "chains": args.chains,
+              "steps": args.steps, "updates": args.steps + 1, "eps": [args.eps1, args.eps2, args.eps3],
+              "save_every": args.save_every, "reset_every": args.reset_every, "threshold": args.threshold,
+              "bounds": args.bounds, "nonlinear": run["options"].nonlinear,
               "samples": [{"chain": i, "step": int(steps[j]), "prob": float(probs[i, j]), "label": int(labels[i, j])}
                           for i in range(probs.shape[0]) for j in range(probs.shape[1])],
-              "kept_rate": float(kept.mean()), "diversity": div, "diversity_samples": int(len(chosen)),
-              "wall_s": round(wall, 2), "seconds_per_step": round(wall / args.steps, 4)}
-    c, n = samples.shape[:2]
-    flat = samples.reshape((c * n,) + samples.shape[2:])
-    images = canonical_images(generator, generator.forward(generator.params, flat))
+              "kept_rate": run["kept_rate"], "diversity": run["diversity"],
+              "diversity_samples": run["diversity_samples"], **run["timing"]}
+    # Only the chains and steps the figure shows are drawn (at most 10 x 12, whatever the run's length).
+    keep_c, keep_t = evenly_spaced(samples.shape[0], 10), evenly_spaced(samples.shape[1], 12)
+    shown = samples[np.ix_(keep_c, keep_t)]
+    images = canonical_images(generator, generator.forward(generator.params, shown.reshape((-1,) + shown.shape[2:])))
     with atomic_dir(args.out, force=args.force, name="--out") as tmp:
         write_json(tmp / OUT_FILE, record)
         np.savez(tmp / CODES_FILE, samples=samples, saved_steps=steps, codes=np.asarray(res.codes))
-        save_grid(tmp / CHAINS_PNG, images, n, f"PPGN ({args.prior}) on {res.condition}: chains by row, "
-                                              f"steps {steps[0]}..{steps[-1]} by column",
-                  row_labels=[f"chain {i}" for i in range(c)])
-    print(f"{res.condition}: kept rate {record['kept_rate']:.3g}, diversity {div}, {wall:.1f} s")
-    print(f"wrote {Path(args.out).resolve() / OUT_FILE}")
+        save_chains(tmp / CHAINS_PNG, images.reshape(shown.shape[:2] + images.shape[1:]), steps[keep_t],
+                    probs[np.ix_(keep_c, keep_t)], f"PPGN ({args.prior}) on {res.condition}",
+                    chain_labels=[f"chain {i}" for i in keep_c], value_label="p(class)")
+    per_step = record["seconds_per_step"]
+    diversity = record["diversity"]
+    print(f"{res.condition}: kept rate {record['kept_rate']:.3g}, diversity "
+          f"{'-' if diversity is None else format(diversity, '.3g')} (mean pairwise feature distance), "
+          f"{'-' if per_step is None else format(per_step * 1e3, '.3g')} ms a step, {record['wall_s']:.1f} s in all")
+    for name in (OUT_FILE, CODES_FILE, CHAINS_PNG):
+        print(f"wrote {Path(args.out).resolve() / name}")
 
 
 def add_commands(sub, reproduce) -> None:
@@ -103,9 +112,14 @@ def add_commands(sub, reproduce) -> None:
     p.add_argument("--classifier", default="classifier", help="condition network: a shipped name or a model directory")
     p.add_argument("--class", dest="label", type=int, default=None, help="the class to condition on")
     p.add_argument("--neuron", default=None, metavar="LAYER:UNIT[@Y,X]", help="or a hidden neuron")
-    p.add_argument("--chains", type=int, required=True, help="chains run together")
-    p.add_argument("--steps", type=int, required=True, help="steps per chain (reference 200)")
+    p.add_argument("--chains", type=int, default=1, help="chains run together (default 1)")
+    p.add_argument("--steps", type=int, default=200,
+                   help="n: each chain makes n + 1 updates and saves at t = 0, save-every, ... <= n (default 200, "
+                        "the reference's)")
     p.add_argument("--prior", choices=PRIORS, default="dae", help="dae: the shipped h-DAE (default); encoder: E(G(h))")
+    p.add_argument("--encoder", default=None, metavar="MODEL:LAYER",
+                   help="with --prior encoder: E, a classifier up to LAYER (default: the encoder recorded in the "
+                        "generator's manifest)")
     p.add_argument("--eps1", type=float, default=1e-5, help="prior weight (default 1e-5)")
     p.add_argument("--eps2", type=float, default=1.0, help="condition weight (default 1)")
     p.add_argument("--eps3", type=float, default=1e-17, help="noise weight (default 1e-17)")

@@ -9,43 +9,129 @@ R is the prior's denoiser, so that eps1 (R(h) - h) is a step along grad log p(h)
 2014): a denoising autoencoder on h (PPGN-h), or h -> E(G(h)) with E the encoder the generator
 inverts (the released Joint PPGN-h: CaffeNet up to fc6). p(y = c | x) is the softmax over the
 classifier's output, or, to condition on a hidden neuron, over the channels of its layer at the
-neuron's position. As in the reference (Evolving-AI-Lab/ppgn, `sampler.py`):
+neuron's position, read before the layer's nonlinearity by default. As in the reference
+(Evolving-AI-Lab/ppgn, `sampler.py`):
 
-- the step is normalised by the mean |d| of the chain's own update and scaled by s_t, ramped
-  linearly from s_start to s_end over the run; a chain whose d is zero or not finite takes no
-  step. `normalize=False` takes eq. 11 as written, h + s_t d.
+- a hidden layer is read where `net.forward(end=layer)` leaves its blob: Caffe's ReLU runs in
+  place as a later layer, so the value, its softmax and the gradient are pre-ReLU
+  (`nonlinear=False`, the default; True reads after the nonlinearity).
+- the loop `while True: ... if i > 0 and i % n_iters == 0: break; i += 1` updates h at i = 0..n:
+  a run of `steps` = n makes n + 1 updates, with s_i = s_start + (s_end - s_start) i / n, and
+  saves G(h_i) at every i % save_every == 0 (41 samples for n = 200, save_every 5). The saved
+  sample of step i is the code *before* that step's update, with its p(y = c | G(h_i)).
+- the step is normalised by the mean |d| of the chain's own update; a chain whose d is zero or
+  not finite takes no step (the reference stops there). `normalize=False` takes eq. 11 as
+  written, h + s_t d.
 - after step t the code is clipped to [lower, upper] (the reference's [0, 30] is for fc6), then,
   when reset_every > 0 and t is a positive multiple of it, replaced by a fresh N(0, I) draw (the
   reference also redraws eps1 then, an experiment jaxprobe leaves out).
-- h_t is saved with p(y = c | G(h_t)) every `save_every` steps (t = 0, save_every, ...); it is
-  *kept* when that probability exceeds `threshold`.
+- a saved sample is *kept* when its probability exceeds `threshold`.
 - the reference's condition gradient is (1 - p_c) grad a_c (it drops the other units' terms);
   jaxprobe's default is the exact grad log p(y = c | x) = grad a_c - sum_j p_j grad a_j.
 
-`ppgn_kernel` gives the init/step pair for one chain over any `terms(h) -> Terms`; its state
-caches the terms at its code, so each step evaluates G, the classifier and R once. `sample_chain`
-and `advance` (the same in chunks) run a chain under `lax.scan` into fixed buffers; `ppgn_run` is
-the pure driver (chains by `vmap`); `ppgn` checks its arguments and jits it.
+The kernel protocol (`jaxprobe.driver`): `build(nets, options, condition)` returns a one-chain
+`Kernel` whose state caches the terms at its code, so each step evaluates G, the classifier and R
+once; `ppgn` runs chains of it through `jaxprobe.driver.run(..., vmap=True)`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.checks import check_count, check_number
-from jaxprobe.codespace.dgn_am import recorded_encoder, start_codes, step_sizes
+from jaxprobe.codespace.dgn_am import recorded_encoder, start_codes
+from jaxprobe.driver import Kernel, call, run
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.dae import ROLE as DENOISER_ROLE
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neuron
 from jaxprobe.models.pixels import adapt_images
 from jaxprobe.models.probe import Model
-from jaxprobe.sharding import check_mesh, constrain_batch, gather, on_mesh, shard_batch
+from jaxprobe.sharding import check_mesh
 
 GRADIENTS = ("exact", "reference")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+NOISE_BOUND = 10.0  # |n_t| of a N(0, 1) draw in float32 stays below it (the largest is about 5.4)
+
+
+class PPGNOptions(NamedTuple):
+    """Every setting of PPGN (Nguyen et al. 2017, eq. 11), with the reference's defaults.
+
+    Attributes:
+      steps: n; the chain makes n + 1 updates (i = 0..n, as the reference's loop). Default 200.
+      step_size: s, or (s_start, s_end) ramped linearly over i = 0..n (reference lr, lr_end: 1, 1).
+      eps1: prior weight (reference 1e-5).
+      eps2: condition weight (reference 1).
+      eps3: noise weight (reference 1e-17; the slides' PPGN-h uses 1e-5).
+      save_every: save h_i at every i % save_every == 0, i = 0..n (reference 5).
+      reset_every: redraw the code from N(0, I) after steps i = k reset_every, k >= 1 (0: never).
+      threshold: a saved sample is kept when its probability exceeds it, in [0, 1] (reference 0).
+      lower: per-unit lower bound of the code (scalar or array broadcasting to the code shape),
+        None: unbounded. The reference clips fc6 codes to [0, 30].
+      upper: per-unit upper bound, as `lower`.
+      normalize: the reference's step s_t d / mean|d| (True), or eq. 11 as written, h + s_t d.
+      gradient: "exact" grad log p(y = c | x), or "reference" (1 - p_c) grad a_c.
+      nonlinear: read the conditioned layer after its nonlinearity (True) or before (False, the
+        reference's blob at net.forward(end=layer), Caffe's in-place ReLU not yet run).
+    """
+
+    steps: int = 200
+    step_size: Any = 1.0
+    eps1: Any = 1e-5
+    eps2: Any = 1.0
+    eps3: Any = 1e-17
+    save_every: int = 5
+    reset_every: int = 0
+    threshold: Any = 0.0
+    lower: Any = None
+    upper: Any = None
+    normalize: bool = True
+    gradient: str = "exact"
+    nonlinear: bool = False
+
+
+class Denoiser(NamedTuple):
+    """The prior's R. `layer` None: a DAE on codes, R(h) = model(h). Otherwise R(h) = E(G(h)), E =
+    `model` up to `layer` read after its nonlinearity, on G's images adapted to E's input."""
+
+    model: Model
+    layer: int | None = None
+
+
+class PPGNNets(NamedTuple):
+    """The networks PPGN uses, by name (parameters default to each model's own).
+
+    Attributes:
+      generator: G, codes -> images.
+      classifier: the condition network C.
+      prior: a `Denoiser` (R), or a DAE `Model` on codes (R(h) = model(h)).
+      gen_params, cls_params, prior_params: parameters of G, C and R's model (None: the model's).
+    """
+
+    generator: Model
+    classifier: Model
+    prior: Denoiser
+    gen_params: Any = None
+    cls_params: Any = None
+    prior_params: Any = None
+
+
+class Condition(NamedTuple):
+    """What p(y = c | x) reads: softmax(a_layer(x)[channels])[unit].
+
+    Attributes:
+      layer: the conditioned layer's number (static).
+      channels: (C,) int32 flat indices (as `jaxprobe.models.neurons.flat_index` counts) of the
+        layer's C channels at the neuron's position.
+      unit: () int32, the conditioned one among them.
+    """
+
+    layer: int
+    channels: Any
+    unit: Any
 
 
 class Terms(NamedTuple):
@@ -75,23 +161,13 @@ class PPGNState(NamedTuple):
     step: jax.Array
 
 
-class PPGN(NamedTuple):
-    """`init(code) -> PPGNState` and `step(key, state, noise=None) -> PPGNState`.
+class PPGNInfo(NamedTuple):
+    """What step t records: the sample h_t it started from (code-shaped), p(y = c | G(h_t)) and
+    the softmax's top unit there (what the reference saves at iteration t)."""
 
-    `noise` is the step's N(0, I) draw n_t (code-shaped), drawn from `key` when None: passing it
-    replays a run of another implementation on the same draws. `key` also draws the reset code.
-    """
-
-    init: Callable
-    step: Callable
-
-
-class Denoiser(NamedTuple):
-    """The prior's R. `layer` None: a DAE on codes, R(h) = model(h). Otherwise R(h) = E(G(h)), E =
-    `model` up to `layer` read after its nonlinearity, on G's images adapted to E's input."""
-
-    model: Model
-    layer: int | None = None
+    code: jax.Array
+    prob: jax.Array
+    top: jax.Array
 
 
 class PPGNResult(NamedTuple):
@@ -102,10 +178,10 @@ class PPGNResult(NamedTuple):
       probs: (c, n) p(y = c | G(h_t)); labels: (c, n) the softmax's top unit at h_t (the
         classifier's prediction when conditioning on a class).
       kept: (c, n) probs > threshold.
-      saved_steps: (n,) the t of each saved column: 0, save_every, 2 save_every, ...
-      codes: (c, *code_shape) the last codes h_T; prob: (c,) their probabilities.
+      saved_steps: (n,) the t of each saved column: 0, save_every, 2 save_every, ... <= steps.
+      codes: (c, *code_shape) the last codes h_{steps + 1}; prob: (c,) their probabilities.
       condition: the neuron conditioned on, canonical (`logits:3` for class 3 of the default
-        classifier); None from `ppgn_run`.
+        classifier); None where no neuron name is known.
     """
 
     samples: jax.Array
@@ -118,98 +194,76 @@ class PPGNResult(NamedTuple):
     condition: str | None
 
 
-def ppgn_kernel(terms: Callable, *, steps: int, step_size=1.0, eps1=1e-5, eps2=1.0, eps3=1e-17,
-                normalize: bool = True, lower=None, upper=None, reset_every: int = 0) -> PPGN:
-    """The MALA-approx update (eq. 11) of one chain as an init/step pair.
+# ---- the kernel ----------------------------------------------------------------------------------
 
-    Args:
-      terms: code h -> `Terms` at h (one chain, no batch axis).
-      steps: T, the length of the step-size ramp (step t reads s_t).
-      step_size: s, or (s_start, s_end) ramped linearly (the reference's lr, lr_end: 1, 1).
-      eps1, eps2, eps3: the weights of the prior, condition and noise terms (reference 1e-5, 1,
-        1e-17; the slides' PPGN-h uses 1e-5, 1, 1e-5).
-      normalize: divide d by mean|d| (the reference) or not (eq. 11 as written).
-      lower, upper: bounds the code is clipped to after each step (None: none).
-      reset_every: redraw the code from N(0, I) after steps t = k reset_every, k >= 1 (0: never).
+def draw_noise(key, code):
+    """n_t ~ N(0, I) of the step whose key is `key`: the first half of `jax.random.split(key)`
+    (the second draws a reset code). Code-shaped, float32: to replay a chain elsewhere."""
+    return jax.random.normal(jax.random.split(key)[0], jnp.shape(code), jnp.float32)
+
+
+def step_size_at(options: PPGNOptions, t):
+    """s_t = s_start + (s_end - s_start) t / n for t = 0..n (the reference's `lr + (lr_end - lr) i /
+    n_iters`), held at s_end past n."""
+    start, end = _pair(options.step_size)
+    n = int(options.steps)
+    return start + (end - start) * jnp.minimum(t, n).astype(jnp.float32) / n
+
+
+def ppgn_kernel(terms: Callable, options: PPGNOptions | None = None, **settings) -> Kernel:
+    """The MALA-approx update (eq. 11) of one chain over any `terms(h) -> Terms`.
+
+    `init(code) -> PPGNState` (terms at h_0, t = 0); `step(key, state) -> (PPGNState, PPGNInfo)`
+    draws n_t from `key` (`draw_noise`) and, at a reset step, the fresh code from its second half.
+    Settings: `options` with `settings` (PPGNOptions field names) replaced into it; the networks
+    and the condition are in `terms`, so `gradient` and `nonlinear` do not apply here.
     """
-    start, end = step_size if isinstance(step_size, (tuple, list)) else (step_size, step_size)
-    ramp = step_sizes(int(steps), jnp.float32(start), jnp.float32(end))
+    opts = options_with(options, settings)
 
     def init(code) -> PPGNState:
         code = jnp.asarray(code, jnp.float32)
         return PPGNState(code, *terms(code), jnp.zeros((), jnp.int32))
 
-    def step(key, state: PPGNState, noise=None) -> PPGNState:
-        k_noise, k_reset = jax.random.split(key)
+    def step(key, state: PPGNState):
         h = state.code
-        if noise is None:
-            noise = jax.random.normal(k_noise, h.shape, h.dtype)
-        d = eps1 * state.drift + eps2 * state.grad + eps3 * noise
-        s = ramp[jnp.minimum(state.step, ramp.shape[0] - 1)]
-        if normalize:
+        d = opts.eps1 * state.drift + opts.eps2 * state.grad + opts.eps3 * draw_noise(key, h)
+        s = step_size_at(opts, state.step)
+        if opts.normalize:
             scale = jnp.mean(jnp.abs(d))
             ok = (scale > 0) & jnp.isfinite(scale)  # the reference stops a chain whose d is zero
             h = h + jnp.where(ok, s * d / jnp.where(ok, scale, 1.0), 0.0)
         else:
             h = h + s * d
-        if lower is not None or upper is not None:
-            h = jnp.clip(h, lower, upper)
-        if reset_every:
-            reset = (state.step > 0) & (state.step % reset_every == 0)
-            h = jnp.where(reset, jax.random.normal(k_reset, h.shape, h.dtype), h)
-        return PPGNState(h, *terms(h), state.step + 1)
+        if opts.lower is not None or opts.upper is not None:
+            h = jnp.clip(h, opts.lower, opts.upper)
+        if opts.reset_every:
+            reset = (state.step > 0) & (state.step % opts.reset_every == 0)
+            h = jnp.where(reset, jax.random.normal(jax.random.split(key)[1], h.shape, h.dtype), h)
+        info = PPGNInfo(state.code, state.prob, state.top)
+        return PPGNState(h, *terms(h), state.step + 1), info
 
-    return PPGN(init, step)
-
-
-def saved_rows(steps: int, save_every: int) -> int:
-    """n = ceil(steps / save_every): the saves at t = 0, save_every, ... < steps."""
-    return (steps - 1) // save_every + 1
+    return Kernel(init, step)
 
 
-def advance(kernel: PPGN, state: PPGNState, buffers, keys, *, save_every: int):
-    """Continue one chain from `state` for len(keys) steps under `lax.scan`, writing (h_t, p_t, top_t)
-    into row t // save_every of `buffers` = (samples (n, *code_shape), probs (n,), tops (n,)) at
-    every t (= state.step onward) divisible by save_every.
-
-    Returns (state, buffers). Chunks continue one another: advancing by keys[:a] and then by
-    keys[a:] gives the same chain as by keys (a driver can report progress between chunks).
-    """
-    def body(carry, key_t):
-        state, buffers = carry
-        row, due = state.step // save_every, state.step % save_every == 0
-        buffers = tuple(b.at[row].set(jnp.where(due, v, b[row]))
-                        for b, v in zip(buffers, (state.code, state.prob, state.top)))
-        return (kernel.step(key_t, state), buffers), None
-
-    (state, buffers), _ = jax.lax.scan(body, (state, buffers), keys)
-    return state, buffers
-
-
-def sample_chain(kernel: PPGN, key, code, *, steps: int, save_every: int):
-    """Run one chain for `steps` steps from `code`, with the step keys `jax.random.split(key, steps)`,
-    into fixed buffers of `saved_rows(steps, save_every)` rows (`advance`).
-
-    Returns (last state, (samples (n, *code_shape), probs (n,), tops (n,))).
-    """
-    state = kernel.init(code)
-    n = saved_rows(steps, save_every)
-    buffers = (jnp.zeros((n,) + state.code.shape, jnp.float32), jnp.zeros((n,), jnp.float32),
-               jnp.zeros((n,), jnp.int32))
-    return advance(kernel, state, buffers, jax.random.split(key, steps), save_every=save_every)
-
-
-def condition_terms(generator: Model, gen_params, classifier: Model, cls_params, prior: Denoiser, prior_params,
-                    layer: int, channels, unit, *, exact: bool = True, nonlinear: bool = True) -> Callable:
+def condition_terms(nets: PPGNNets, condition: Condition, options: PPGNOptions | None = None) -> Callable:
     """h -> `Terms` through G, the classifier and R (one chain; G is evaluated once per call).
 
-    `layer` (static) is the conditioned layer's number, `channels` (C,) the flat indices (as
-    `jaxprobe.models.neurons.flat_index` counts) of its C channels at the neuron's position, `unit`
-    the conditioned one among them: p(y = unit | x) = softmax(a(x)[channels])[unit].
+    p(y = unit | x) = softmax(a(x)[channels])[unit] with a the classifier's `condition.layer`,
+    read before its nonlinearity unless `options.nonlinear`; the gradient is exact or the
+    reference's as `options.gradient` says.
     """
+    opts = PPGNOptions() if options is None else options
+    g, c, prior = nets.generator, nets.classifier, nets.prior
+    prior = prior if isinstance(prior, Denoiser) else Denoiser(prior)  # a DAE model as such
+    gp = g.params if nets.gen_params is None else nets.gen_params
+    cp = c.params if nets.cls_params is None else nets.cls_params
+    pp = prior.model.params if nets.prior_params is None else nets.prior_params
+    exact = opts.gradient == "exact"
+    layer, channels, unit = condition
+
     def log_condition(x):
-        images = adapt_images(x, generator.pixels, classifier.pixels, classifier.input_shape)
-        a = classifier.activation(cls_params, images, layer, nonlinear=nonlinear)
+        images = adapt_images(x, g.pixels, c.pixels, c.input_shape)
+        a = c.activation(cp, images, layer, nonlinear=bool(opts.nonlinear))
         a = jnp.take(a.reshape(-1), channels)
         log_p = jax.nn.log_softmax(a)
         p = jnp.exp(log_p[unit])
@@ -218,13 +272,13 @@ def condition_terms(generator: Model, gen_params, classifier: Model, cls_params,
 
     def denoise(h, x):
         if prior.layer is None:
-            return prior.model.forward(prior_params, h[None])[0]
+            return prior.model.forward(pp, h[None])[0]
         e = prior.model
-        images = adapt_images(x, generator.pixels, e.pixels, e.input_shape)
-        return e.activation(prior_params, images, prior.layer)[0].reshape(h.shape)
+        images = adapt_images(x, g.pixels, e.pixels, e.input_shape)
+        return e.activation(pp, images, prior.layer)[0].reshape(h.shape)
 
     def terms(h):
-        x, pull = jax.vjp(lambda h: generator.forward(gen_params, h[None]), h)
+        x, pull = jax.vjp(lambda h: g.forward(gp, h[None]), h)
         g_x, (p, top) = jax.grad(log_condition, has_aux=True)(x)
         (g_h,) = pull(g_x)
         return Terms(denoise(h, x) - h, g_h, p, top)
@@ -232,72 +286,71 @@ def condition_terms(generator: Model, gen_params, classifier: Model, cls_params,
     return terms
 
 
-def ppgn_run(generator: Model, gen_params, classifier: Model, cls_params, prior: Denoiser, prior_params, layer: int,
-             channels, unit, key, codes, *, steps: int, save_every: int, threshold=0.0, step_size=(1.0, 1.0),
-             eps1=1e-5, eps2=1.0, eps3=1e-17, normalize: bool = True, exact: bool = True, nonlinear: bool = True,
-             lower=None, upper=None, reset_every: int = 0, mesh=None) -> PPGNResult:
-    """PPGN as a pure function (no checks; jit with the models, prior, layer, steps, save_every,
-    normalize, exact, nonlinear, reset_every and mesh static). `codes` (c, *code_shape) are the
-    chains' h_0; `key` splits into one key per chain. See `ppgn` for the other arguments."""
-    codes = constrain_batch(jnp.asarray(codes, jnp.float32), mesh)
-    keys = constrain_batch(jax.random.split(key, codes.shape[0]), mesh)
-    kernel = _kernel(generator, gen_params, classifier, cls_params, prior, prior_params, layer, channels, unit,
-                     steps=steps, step_size=step_size, eps1=eps1, eps2=eps2, eps3=eps3, normalize=normalize,
-                     exact=exact, nonlinear=nonlinear, lower=lower, upper=upper, reset_every=reset_every)
-    last, (samples, probs, tops) = jax.vmap(
-        lambda k, h: sample_chain(kernel, k, h, steps=steps, save_every=save_every))(keys, codes)
-    saved = jnp.arange(samples.shape[1], dtype=jnp.int32) * save_every
-    return PPGNResult(samples, probs, tops, probs > threshold, saved, last.code, last.prob, None)
+def build(nets: PPGNNets, options: PPGNOptions, condition) -> Kernel:
+    """PPGN's one-chain kernel (eq. 11) on `nets`, conditioned on `condition`: a `Condition`, a
+    neuron address `layer:unit[@y,x]` or a class (an int, a unit of the output layer).
+
+    `kernel.init(code)` takes one code (the generator's code shape); `kernel.step(key, state)`
+    makes one update. Run chains with `jaxprobe.driver.run(kernel, key, states, options.steps + 1,
+    save_every=options.save_every, vmap=True)`, or compose the kernel with `jax.vmap`,
+    `jax.lax.scan` and `jax.jit` directly. No checks (`ppgn` checks its arguments).
+    """
+    if not isinstance(condition, Condition):
+        label, neuron = (condition, None) if isinstance(condition, (int, np.integer)) else (None, condition)
+        condition = resolve_condition(nets.classifier, label, neuron)[1]
+    return ppgn_kernel(condition_terms(nets, condition, options), options)
 
 
-def _kernel(generator, gen_params, classifier, cls_params, prior, prior_params, layer, channels, unit, *, steps,
-            step_size, eps1, eps2, eps3, normalize, exact, nonlinear, lower, upper, reset_every) -> PPGN:
-    terms = condition_terms(generator, gen_params, classifier, cls_params, prior, prior_params, layer, channels, unit,
-                            exact=exact, nonlinear=nonlinear)
-    return ppgn_kernel(terms, steps=steps, step_size=step_size, eps1=eps1, eps2=eps2, eps3=eps3,
-                       normalize=normalize, lower=lower, upper=upper, reset_every=reset_every)
+# ---- settings and checks -------------------------------------------------------------------------
+
+def options_with(options: PPGNOptions | None, settings: dict) -> PPGNOptions:
+    """`options` (default `PPGNOptions()`) with `settings` replaced into it; unknown names raise."""
+    options = PPGNOptions() if options is None else options
+    if not isinstance(options, PPGNOptions):
+        raise JaxprobeError(f"options: expected a PPGNOptions, got {type(options).__name__}")
+    unknown = sorted(set(settings) - set(PPGNOptions._fields))
+    if unknown:
+        raise JaxprobeError(f"{', '.join(unknown)}: not a PPGN setting; expected one of "
+                            f"{', '.join(PPGNOptions._fields)}")
+    return options._replace(**settings)
 
 
-def ppgn_start(*models, codes, save_every: int, mesh=None, **options):
-    """The chunked driver's start: (c chains' `PPGNState`, empty save buffers) for `ppgn_advance`.
-    `models` and `options` as `ppgn_run`'s (jit with the same static arguments)."""
-    kernel = _kernel(*models, **options)
-    state = jax.vmap(kernel.init)(constrain_batch(jnp.asarray(codes, jnp.float32), mesh))
-    c, n = state.code.shape[0], saved_rows(options["steps"], save_every)
-    return state, (jnp.zeros((c, n) + state.code.shape[1:], jnp.float32), jnp.zeros((c, n), jnp.float32),
-                   jnp.zeros((c, n), jnp.int32))
+def _pair(step_size):
+    return tuple(step_size) if isinstance(step_size, (tuple, list)) else (step_size, step_size)
 
 
-def ppgn_advance(*models, carry, keys, save_every: int, mesh=None, **options):
-    """`advance` every chain of `carry` = (state, buffers) by its row of `keys` (c, k) step keys."""
-    kernel = _kernel(*models, **options)
-    return jax.vmap(lambda s, b, k: advance(kernel, s, b, k, save_every=save_every))(*carry, keys)
+def check_float32(name: str, value, *, factor: float = 1.0, what: str, **bounds) -> float:
+    """`check_number`, then finite as float32 and `factor` x value within float32's range (the
+    largest product the method forms with it); raise naming `name` otherwise."""
+    v = check_number(name, value, what=what, **bounds)
+    if abs(v) * max(factor, 1.0) > FLOAT32_MAX:  # float32(v) itself overflows beyond its max
+        limit = FLOAT32_MAX / factor
+        raise JaxprobeError(f"{name}: expected {what} whose products stay finite in float32 (|value| <= "
+                            f"{limit:.3g}), got {value!r}")
+    return v
 
 
-_STATIC = ("generator", "classifier", "prior", "layer", "steps", "save_every", "normalize", "exact", "nonlinear",
-           "reset_every", "mesh")
-_run_jit = jax.jit(ppgn_run, static_argnames=_STATIC)
-_MODELS = (0, 2, 4, 6)  # generator, classifier, prior, layer as positions of *models
-_start_jit = jax.jit(ppgn_start, static_argnums=_MODELS, static_argnames=_STATIC[4:])
-_advance_jit = jax.jit(ppgn_advance, static_argnums=_MODELS, static_argnames=_STATIC[4:])
-
-
-def _run_chunked(models, key, codes, *, chunk: int, progress, threshold, **options) -> PPGNResult:
-    """`ppgn_run` in compiled chunks of `chunk` steps, calling `progress(steps done)` after each;
-    the same draws as `ppgn_run` (chain i's step keys are split(split(key, c)[i], steps))."""
-    steps, save_every, mesh = options["steps"], options["save_every"], options["mesh"]
-    keys = jax.vmap(lambda k: jax.random.split(k, steps))(jax.random.split(key, codes.shape[0]))
-    carry = _start_jit(*models, codes=codes, **options)
-    for a in range(0, steps, chunk):
-        chunk_keys = keys[:, a:a + chunk]
-        carry = _advance_jit(*models, carry=carry, keys=chunk_keys if mesh is None else shard_batch(chunk_keys, mesh),
-                             **options)
-        if progress is not None:
-            jax.block_until_ready(carry)  # so that progress reports finished steps, not dispatched ones
-            progress(min(a + chunk, steps))
-    last, (samples, probs, tops) = carry
-    saved = jnp.arange(samples.shape[1], dtype=jnp.int32) * save_every
-    return PPGNResult(samples, probs, tops, probs > threshold, saved, last.code, last.prob, None)
+def check_options(options: PPGNOptions, code_size: int) -> PPGNOptions:
+    """`options` checked (counts, float32-finite numbers and their products with the code's
+    `code_size` units, the gradient's name) with its numbers as Python floats; bounds are
+    checked by `start_codes`."""
+    o = options
+    steps = check_count("steps", o.steps, 1)
+    sizes = _pair(o.step_size)
+    if len(sizes) != 2:
+        raise JaxprobeError(f"step_size: expected s > 0 or a pair (s_start > 0, s_end >= 0), got {o.step_size!r}")
+    # |s d / mean|d|| <= s x code_size: the normalised step can put the whole budget on one unit.
+    s0 = check_float32("step_size", sizes[0], low=0.0, low_open=True, what="a step size", factor=code_size)
+    s1 = check_float32("step_size", sizes[1], low=0.0, what="a final step size", factor=code_size)
+    eps = [check_float32(name, v, low=0.0, what="a non-negative weight", factor=f)
+           for name, v, f in (("eps1", o.eps1, 1.0), ("eps2", o.eps2, 1.0), ("eps3", o.eps3, NOISE_BOUND))]
+    if o.gradient not in GRADIENTS:
+        raise JaxprobeError(f"gradient: expected one of {', '.join(GRADIENTS)}, got {o.gradient!r}")
+    return o._replace(steps=steps, step_size=(s0, s1), eps1=eps[0], eps2=eps[1], eps3=eps[2],
+                      save_every=check_count("save_every", o.save_every, 1),
+                      reset_every=check_count("reset_every", o.reset_every, 0),
+                      threshold=check_float32("threshold", o.threshold, low=0.0, high=1.0, what="a probability"),
+                      normalize=bool(o.normalize), nonlinear=bool(o.nonlinear))
 
 
 def encoder_prior(generator: Model, encoder: Model | None = None, layer=None) -> Denoiser:
@@ -337,8 +390,8 @@ def check_prior(prior, generator: Model) -> Denoiser:
 
 
 def resolve_condition(classifier: Model, label, neuron) -> tuple:
-    """(neuron, (C,) flat indices of its layer's channels at its position, its index among them)
-    for class `label` (a unit of the output layer) or a hidden `neuron` address; exactly one."""
+    """(the resolved neuron, its `Condition`) for class `label` (a unit of the output layer) or a
+    hidden `neuron` address; exactly one."""
     if (label is None) == (neuron is None):
         raise JaxprobeError("label, neuron: expected exactly one: a class to condition on, or a neuron address")
     if label is not None:
@@ -350,95 +403,104 @@ def resolve_condition(classifier: Model, label, neuron) -> tuple:
     neuron = resolve_neuron(classifier, neuron)
     base = flat_index(classifier, neuron._replace(unit=0))
     units = classifier.layer_shape(neuron.layer)[-1]
-    return neuron, np.arange(base, base + units, dtype=np.int32), neuron.unit
+    return neuron, Condition(neuron.layer, np.arange(base, base + units, dtype=np.int32), np.int32(neuron.unit))
 
 
-def ppgn(key, generator: Model, classifier: Model, prior, *, label=None, neuron=None, chains: int = 1,
-         steps: int = 200, step_size=1.0, eps1: float = 1e-5, eps2: float = 1.0, eps3: float = 1e-17,
-         save_every: int = 5, reset_every: int = 0, threshold: float = 0.0, lower=None, upper=None,
-         normalize: bool = True, gradient: str = "exact", nonlinear: bool = True, init=None, gen_params=None,
-         cls_params=None, prior_params=None, mesh=None, chunk=None, progress=None) -> PPGNResult:
-    """PPGN sampling (Nguyen et al. 2017, eq. 11): chains of codes whose images the
-    classifier assigns to a class (or that excite a hidden neuron), under a learned prior on codes.
+def check_nets(generator, classifier, prior, params: dict) -> PPGNNets:
+    """The networks checked (a generator, a prior for its codes) as `PPGNNets` with `params`
+    (gen_params, cls_params, prior_params) filled in from the models where not given."""
+    if getattr(generator, "role", None) != "generator":
+        raise JaxprobeError(f"generator: expected a generator, got {getattr(generator, 'name', generator)!r} "
+                            f"whose role is {getattr(generator, 'role', None)!r}")
+    prior = check_prior(prior, generator)
+    return PPGNNets(generator, classifier, prior,
+                    generator.params if params.get("gen_params") is None else params["gen_params"],
+                    classifier.params if params.get("cls_params") is None else params["cls_params"],
+                    prior.model.params if params.get("prior_params") is None else params["prior_params"])
+
+
+# ---- running chains ------------------------------------------------------------------------------
+
+def summarize(out, options: PPGNOptions, condition: str | None = None) -> PPGNResult:
+    """A `PPGNResult` from the `jaxprobe.driver.RunResult` of chains run with `vmap`."""
+    trace = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), out.trace)  # chains first
+    saved = jnp.arange(trace.prob.shape[1], dtype=jnp.int32) * options.save_every
+    return PPGNResult(trace.code, trace.prob, trace.top, trace.prob > options.threshold, saved, out.state.code,
+                      out.state.prob, condition)
+
+
+def ppgn_run(nets: PPGNNets, options: PPGNOptions, condition, key, codes, *, mesh=None, chunk=None,
+             progress=None) -> PPGNResult:
+    """PPGN chains from `codes` (c, *code_shape): build, init, `jaxprobe.driver.run` with chain i
+    drawing its step t from fold_in(fold_in(key, i), t), summary. Pure (no checks): works inside
+    `jax.jit` with the arrays as arguments, or compiles itself on concrete values."""
+    kernel = build(nets, options, condition)
+    state = call(jax.vmap(kernel.init), jnp.asarray(codes, jnp.float32), mesh=mesh)
+    out = run(kernel, key, state, int(options.steps) + 1, save_every=int(options.save_every), vmap=True,
+              mesh=mesh, chunk=chunk, progress=progress)
+    return summarize(out, options)
+
+
+def _arrays(options: PPGNOptions) -> PPGNOptions:
+    """The numbers as float32 arrays: closed over by the kernel they become arguments of the
+    compiled program (Python floats would be folded in), so another eps or threshold reuses it."""
+    f = lambda v: None if v is None else jnp.asarray(v, jnp.float32)  # noqa: E731
+    return options._replace(step_size=tuple(f(s) for s in options.step_size), eps1=f(options.eps1),
+                            eps2=f(options.eps2), eps3=f(options.eps3), threshold=f(options.threshold),
+                            lower=f(options.lower), upper=f(options.upper))
+
+
+PARAMS = ("gen_params", "cls_params", "prior_params")
+
+
+def ppgn(key, generator: Model, classifier: Model, prior, *, label=None, neuron=None, chains: int = 1, init=None,
+         mesh=None, chunk=None, progress=None, options: PPGNOptions | None = None, **settings) -> PPGNResult:
+    """PPGN sampling (Nguyen et al. 2017, eq. 11): chains of codes whose images the classifier
+    assigns to a class (or that excite a hidden neuron), under a learned prior on codes.
 
     Args:
-      key: PRNG key for the initial codes (h_0 ~ N(0, I), as the reference) and every step's noise.
+      key: PRNG key: its first half draws the initial codes (h_0 ~ N(0, I), as the reference),
+        its second every step's noise (chain i, step t: fold_in(fold_in(key_2, i), t)).
       generator: a probe-able generator the classifier can read (after `adapt_images`).
       classifier: the condition network C.
       prior: R, a DAE on the generator's codes (a `Model` of role "denoiser", e.g.
         `jaxprobe.load("h_dae")`) or `encoder_prior(generator)` (R(h) = E(G(h))).
       label: condition on this class: softmax over the classifier's output layer.
       neuron: or on this neuron `layer:unit[@y,x]`: softmax over its layer's channels at its
-        position (read after the layer's nonlinearity unless `nonlinear=False`).
+        position (read before the layer's nonlinearity unless `nonlinear=True`).
       chains: c chains in one program.
-      steps: T steps per chain (reference 200).
-      step_size: s or (s_start, s_end), ramped linearly (reference 1, 1).
-      eps1, eps2, eps3: prior, condition and noise weights, each >= 0 (reference 1e-5, 1, 1e-17).
-      save_every: keep h_t every this many steps (reference 5); reset_every: 0 or the reset period.
-      threshold: a saved sample is kept when its probability exceeds it, in [0, 1] (reference 0).
-      lower, upper: per-unit bounds of the code (scalars or arrays broadcasting to the code shape);
-        the reference clips fc6 codes to [0, 30]. Default: unbounded.
-      normalize: the reference's step s_t d / mean|d| (default), or h + s_t d.
-      gradient: "exact" grad log p(y = c | x), or "reference" (1 - p_c) grad a_c.
       init: (c, *code_shape) initial codes instead of N(0, I) draws.
-      gen_params, cls_params, prior_params: parameters (default the models' own).
       mesh: a `jax.sharding.Mesh` with a "batch" axis to split the chains over (c a multiple of
-        its device count), or None. The parameters are replicated on it; a mesh may span
-        processes (`jax.distributed`): every process then makes the same call and gets the whole
-        result (`jaxprobe.sharding.gather`).
-      chunk: None (one compiled scan over all steps) or run the chains in compiled chunks of this
-        many steps (`advance`; the same chains), calling `progress(steps done)` after each chunk.
+        its device count), or None; the parameters are replicated on it, a mesh may span
+        processes (every process makes the same call and gets the whole result).
+      chunk: None (one compiled program) or compiled chunks of this many steps, `progress`
+        and Ctrl-C between them (the same chains).
+      progress: None or progress(steps done, steps) (about 20 calls; steps = options.steps + 1).
+      options: `PPGNOptions` (default the reference's settings).
+      **settings: `PPGNOptions` fields replaced into `options` (steps=, eps1=, ...), and
+        gen_params, cls_params, prior_params (default the models' own).
 
     Returns:
       `PPGNResult`: the saved codes with their probabilities, top units and kept mask, and the
       last codes. `jaxprobe.load`'s generator maps samples to images.
     """
-    if getattr(generator, "role", None) != "generator":
-        raise JaxprobeError(f"generator: expected a generator, got {getattr(generator, 'name', generator)!r} "
-                            f"whose role is {getattr(generator, 'role', None)!r}")
-    resolved, channels, unit = resolve_condition(classifier, label, neuron)
-    prior = check_prior(prior, generator)
+    params = {k: settings.pop(k) for k in PARAMS if k in settings}
+    opts = options_with(options, settings)
+    nets = check_nets(generator, classifier, prior, params)
+    resolved, condition = resolve_condition(classifier, label, neuron)
+    opts = check_options(opts, int(np.prod(generator.input_shape)))
     chains = check_count("chains", chains, 1)
-    steps = check_count("steps", steps, 1)
-    save_every = check_count("save_every", save_every, 1)
-    reset_every = check_count("reset_every", reset_every, 0)
-    sizes = step_size if isinstance(step_size, (tuple, list)) else (step_size, step_size)
-    if len(sizes) != 2:
-        raise JaxprobeError(f"step_size: expected s > 0 or a pair (s_start > 0, s_end >= 0), got {step_size!r}")
-    s0 = check_number("step_size", sizes[0], low=0.0, low_open=True, what="a step size")
-    s1 = check_number("step_size", sizes[1], low=0.0, what="a final step size")
-    eps = [check_number(name, v, low=0.0, what="a non-negative weight")
-           for name, v in (("eps1", eps1), ("eps2", eps2), ("eps3", eps3))]
-    threshold = check_number("threshold", threshold, low=0.0, high=1.0, what="a probability")
-    if gradient not in GRADIENTS:
-        raise JaxprobeError(f"gradient: expected one of {', '.join(GRADIENTS)}, got {gradient!r}")
     k_init, k_run = jax.random.split(key)
-    codes, lo, hi = start_codes(k_init, generator, chains, init, lower, upper)
+    codes, lo, hi = start_codes(k_init, generator, chains, init, opts.lower, opts.upper)
     check_mesh(mesh, chains, "chains", "the chains")
     chunk = None if chunk is None else check_count("chunk", chunk, 1)
-    # Numbers go in as arrays, so another class, eps or threshold reuses the compiled program.
-    f32 = np.float32
-    numbers = dict(step_size=(f32(s0), f32(s1)), eps1=f32(eps[0]), eps2=f32(eps[1]), eps3=f32(eps[2]), lower=lo,
-                   upper=hi, threshold=f32(threshold))
-    # With a mesh: parameters, keys and settings on every device, the chains split (`on_mesh`).
-    (gp, cp, pp, channels, unit, k_run, numbers), codes = on_mesh(
-        mesh, (generator.params if gen_params is None else gen_params,
-               classifier.params if cls_params is None else cls_params,
-               prior.model.params if prior_params is None else prior_params, channels, np.int32(unit), k_run,
-               numbers), codes)
-    models = (generator, gp, classifier, cp, prior, pp, resolved.layer, channels, unit)
-    threshold = numbers.pop("threshold")
-    options = dict(steps=steps, save_every=save_every, normalize=bool(normalize), exact=gradient == "exact",
-                   nonlinear=bool(nonlinear), reset_every=reset_every, mesh=mesh, **numbers)
-    if chunk is None:
-        result = _run_jit(*models, k_run, codes, threshold=threshold, **options)
-    else:
-        result = _run_chunked(models, k_run, codes, chunk=chunk, progress=progress, threshold=threshold,
-                              **options)
-    return gather(result)._replace(condition=neuron_name(classifier, resolved))
+    condition = Condition(condition.layer, jnp.asarray(condition.channels), jnp.asarray(condition.unit))
+    result = ppgn_run(nets, _arrays(opts._replace(lower=lo, upper=hi)), condition, k_run, codes, mesh=mesh,
+                      chunk=chunk, progress=progress)
+    return result._replace(condition=neuron_name(classifier, resolved))
 
 
-__all__ = ["Denoiser", "GRADIENTS", "PPGN", "PPGNResult", "PPGNState", "Terms", "advance", "check_prior",
-           "ppgn_advance", "ppgn_start",
-           "condition_terms", "encoder_prior", "ppgn", "ppgn_kernel", "ppgn_run", "resolve_condition", "sample_chain",
-           "saved_rows"]
+__all__ = ["Condition", "Denoiser", "GRADIENTS", "PPGNInfo", "PPGNNets", "PPGNOptions", "PPGNResult", "PPGNState",
+           "Terms", "build", "check_float32", "check_nets", "check_options", "check_prior", "condition_terms",
+           "draw_noise", "encoder_prior", "options_with", "ppgn", "ppgn_kernel", "ppgn_run", "resolve_condition",
+           "step_size_at", "summarize"]

