@@ -49,7 +49,9 @@ def numpy_dgn_am(y0, w, params, *, steps, s0, s1, decay, lower, upper):
     def logits(y):
         return (np.maximum(y @ w1 + b1, 0) @ w2 + b2) @ w3 + b3
 
+    prev = y
     for t in range(steps):
+        prev = y
         pre = y @ w1 + b1
         v = np.sum(logits(y) * w, axis=1)
         # dF_i/dy = W1 [1(pre > 0) * (W2 W3 w_i)]
@@ -60,7 +62,12 @@ def numpy_dgn_am(y0, w, params, *, steps, s0, s1, decay, lower, upper):
         best_y[better], best_v[better] = y[better], v[better]
         y = decay * np.clip(y + step * g / scale, lower, upper)
         history.append(v)
-    return y, np.array(history), best_y, best_v, logits(y)
+    return y, np.array(history), best_y, best_v, logits(y), prev
+
+
+def numpy_generator(y, params):
+    w1, b1, w2, b2 = params[:4]
+    return np.maximum(y @ w1 + b1, 0) @ w2 + b2
 
 
 def test_update_matches_numpy_reference_with_bounds_and_a_weighted_sum():
@@ -69,7 +76,8 @@ def test_update_matches_numpy_reference_with_bounds_and_a_weighted_sum():
     y0 = np.random.default_rng(0).normal(size=(3, D)).astype(np.float32)
     opts = dict(steps=25, decay=0.97, lower=-0.5, upper=np.linspace(0.5, 1.5, D))
     r = dg.dgn_am(None, g, c, ["logits:0", "logits:1", "logits:2"], weights=w, init=y0, step_size=(0.4, 0.01), **opts)
-    y, hist, best_y, best_v, act = numpy_dgn_am(y0, w, numpy_weights(g, c), s0=0.4, s1=0.01, **opts)
+    params = numpy_weights(g, c)
+    y, hist, best_y, best_v, act, prev = numpy_dgn_am(y0, w, params, s0=0.4, s1=0.01, **opts)
     np.testing.assert_allclose(r.history, hist, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(r.codes, y, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(r.activations, act, rtol=1e-4, atol=1e-4)
@@ -79,23 +87,42 @@ def test_update_matches_numpy_reference_with_bounds_and_a_weighted_sum():
     assert np.any(np.isclose(np.asarray(r.codes), 0.97 * opts["upper"], atol=1e-6))
     assert np.all(np.asarray(r.codes) <= opts["upper"] + 1e-6) and np.all(np.asarray(r.codes) >= -0.5)
     assert r.neurons == ("logits:0@0,0", "logits:1@0,0", "logits:2@0,0")  # a conv layer: its one position
+    # The images are G of the last code y_T (the reference's loop returns G(y_{T-1}), the image its
+    # last iteration started from, and never renders its last update).
+    images = np.asarray(r.images).reshape(3, 16)
+    np.testing.assert_allclose(images, numpy_generator(y, params), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(images, numpy_generator(prev, params), rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(r.stopped, False)
+    np.testing.assert_array_equal(r.steps_taken, 25)
+
+
+def linear_kernel(a, **settings):
+    """The one-chain kernel on F(y) = a_i . y, chains by vmap (a_i each chain's target)."""
+    kernel = dg.dgn_am_kernel(lambda y, ai: jnp.dot(y, ai), **settings)
+    init = jax.vmap(kernel.init)
+    step = jax.jit(jax.vmap(kernel.step))
+    keys = jax.random.split(jax.random.PRNGKey(0), len(a))
+    return (lambda y0: init(jnp.asarray(y0), jnp.asarray(a))), (lambda s: step(keys, s))
 
 
 def test_kernel_on_a_linear_objective_in_closed_form():
     """F_i(y) = a_i . y: every step adds s_t a_i / mean|a_i|, then clips and decays; a chain whose
-    gradient is zero (or NaN) takes no step; best keeps the highest evaluated code, never a NaN."""
+    gradient is zero (or NaN) stops where it is (no decay either); best keeps the highest
+    evaluated code, never a NaN."""
     a = np.array([[1.0, -2.0, 4.0], [0.0, 0.0, 0.0], [np.nan, 1.0, 1.0]], np.float32)
-    kernel = dg.dgn_am_kernel(lambda y: jnp.sum(y * a, axis=1), steps=4, step_size=(2.0, 0.0), decay=0.5,
-                              lower=-1.0, upper=3.0)
-    y0 = np.zeros((3, 3), np.float32)
-    state, values = kernel.step(kernel.init(y0))
+    init, step = linear_kernel(a, steps=4, step_size=(2.0, 0.0), decay=0.5, lower=-1.0, upper=3.0)
+    y0 = np.array([[0.0, 0.0, 0.0], [1.0, -1.0, 2.0], [0.5, 0.5, 0.5]], np.float32)
+    state, info = step(init(y0))
     y1 = 0.5 * np.clip(2.0 * a[0] / (7 / 3), -1, 3)  # s_0 = 2, mean |a_0| = 7/3
     np.testing.assert_allclose(state.code[0], y1, rtol=1e-6)
-    np.testing.assert_array_equal(state.code[1:], 0.0)
-    np.testing.assert_array_equal(np.asarray(values)[:2], [0.0, 0.0])
-    state, values = kernel.step(state)  # s_1 = 2 - 2/4 = 1.5
+    np.testing.assert_array_equal(state.code[1:], y0[1:])  # stopped: neither clipped nor decayed
+    np.testing.assert_array_equal(np.asarray(info.value)[:2], [0.0, a[1] @ y0[1]])
+    np.testing.assert_array_equal(state.stopped, [False, True, True])
+    np.testing.assert_array_equal(state.step, [1, 0, 0])
+    state, info = step(state)  # s_1 = 2 - 2/4 = 1.5
     np.testing.assert_allclose(state.code[0], 0.5 * np.clip(y1 + 1.5 * a[0] / (7 / 3), -1, 3), rtol=1e-6)
-    assert float(state.best_value[0]) == float(values[0]) > 0 and np.isneginf(float(state.best_value[2]))
+    np.testing.assert_array_equal(state.code[1:], y0[1:])
+    assert float(state.best_value[0]) == float(info.value[0]) > 0 and np.isneginf(float(state.best_value[2]))
     np.testing.assert_allclose(dg.step_sizes(4, 2.0, 0.0), [2.0, 1.5, 1.0, 0.5])
 
 
@@ -153,15 +180,18 @@ def test_paper_scale_fc6_generator_and_caffenet_by_shape():
     neurons = jaxprobe.resolve_neurons(net, ["fc8:945", "conv5:3"])
     layers, flat = tuple(n.layer for n in neurons), np.array([flat_index(net, n) for n in neurons], np.int32)
     y = jax.ShapeDtypeStruct((2, 4096), jnp.float32)
-    out = jax.eval_shape(lambda gp, cp, y: dg.dgn_am_run(gen, gp, net, cp, layers, flat, jnp.eye(2), y, steps=2,
-                                                         lower=0.0, upper=1.0), gen.params, net.params, y)
+    options = dg.DGNAMOptions(steps=2, lower=0.0, upper=1.0)
+    out = jax.eval_shape(lambda gp, cp, y: dg.dgn_am_run(dg.DGNAMNets(gen, net, gp, cp), options,
+                                                         dg.NeuronReadout(layers, flat), y, jnp.eye(2)),
+                         gen.params, net.params, y)
     assert out.codes.shape == (2, 4096) and out.activations.shape == (2, 2) and out.history.shape == (2, 2)
     assert out.images.shape == (2, 256, 256, 3)
-    inv = importlib.import_module("jaxprobe.inverse_sets.inverse_set")
+    inv = importlib.import_module("jaxprobe.inverse_sets.problem")
     emb = inv.Embedding(net, "fc6")
     ranges = np.array([[0.0, 1.0]] * 2)
     values, feats = jax.eval_shape(
-        lambda gp, cp, y: inv.make_problem(gen, gp, net, cp, layers, flat, ranges, emb, cp).forward(y),
+        lambda gp, cp, y: inv.make_problem(inv.InverseSetNets(gen, net, emb, gp, cp, cp),
+                                           inv.Targets(layers, flat, ranges)).forward(y),
         gen.params, net.params, y)
     assert values.shape == (2, 2) and feats.shape == (2, 4096)
 
@@ -180,6 +210,15 @@ def test_paper_scale_fc6_generator_and_caffenet_by_shape():
     (dict(decay=1.5), "decay"),
     (dict(step_size=-1.0), "step_size"),
     (dict(step_size=(1.0, 2.0, 3.0)), "step_size"),
+    (dict(step_size=1e39), "step_size: expected s > 0"),  # finite in float64, inf in float32
+    (dict(step_size=1e38), "step_size: expected s > 0"),  # finite in float32, s x code size is not
+    (dict(step_size=(1.0, 1e39)), "step_size: expected s > 0"),
+    (dict(upper=1e39), "upper: expected bounds finite in float32"),
+    (dict(lower=-1e39), "lower: expected bounds finite in float32"),
+    (dict(weights=np.full((3, 3), 1e39)), "weights: expected finite"),
+    (dict(init=np.full((3, D), 1e39)), "init: expected finite"),
+    (dict(decay=1e-50), "decay"),
+    (dict(stepz=3), "stepz: not a setting of DGNAMOptions"),
     (dict(swap=True), "generator: expected a generator"),
     (dict(mesh="cpu"), "mesh: expected a jax.sharding.Mesh"),
 ])
@@ -200,12 +239,11 @@ def test_adam_first_steps_on_a_linear_objective_in_closed_form():
     optax = pytest.importorskip("optax")
     a = np.array([[1.0, -2.0, 4.0], [0.5, 0.0, -3.0]], np.float32)
     lr, eps = 0.3, 1e-8
-    kernel = dg.dgn_am_kernel(lambda y: jnp.sum(y * a, axis=1), steps=3, decay=0.9, lower=-1.0, upper=0.5,
-                              optimizer=optax.adam(lr, eps=eps))
-    state = kernel.init(np.zeros((2, 3), np.float32))
+    init, step = linear_kernel(a, steps=3, decay=0.9, lower=-1.0, upper=0.5, optimizer=optax.adam(lr, eps=eps))
+    state = init(np.zeros((2, 3), np.float32))
     y = np.zeros((2, 3))
     for _ in range(3):
-        state, _ = kernel.step(state)
+        state, _ = step(state)
         y = 0.9 * np.clip(y + lr * a / (np.abs(a) + eps), -1.0, 0.5)
         np.testing.assert_allclose(state.code, y, rtol=1e-5, atol=1e-7)
 
@@ -234,12 +272,14 @@ def test_class_neurons_beat_real_images_and_codes_stay_in_real_bounds():
     lower, upper = code_bounds(g, "real")
     resolved = jaxprobe.resolve_neurons(c, neurons)
     layers, flat = tuple(n.layer for n in resolved), np.array([flat_index(c, n) for n in resolved], np.int32)
-    objective = dg.neuron_objective(g, g.params, c, c.params, layers, flat, jnp.eye(10))
-    kernel = dg.dgn_am_kernel(lambda y: objective(y)[0], steps=200, lower=lower, upper=upper)
+    kernel = dg.build(dg.DGNAMNets(g, c), dg.DGNAMOptions(lower=lower, upper=upper), dg.NeuronReadout(layers, flat))
+    step = jax.vmap(kernel.step)
 
     @jax.jit
     def run(y0):
-        return jax.lax.scan(lambda s, _: (kernel.step(s)[0],) * 2, kernel.init(y0), None, length=200)
+        keys = jax.random.split(jax.random.PRNGKey(1), 10)
+        return jax.lax.scan(lambda s, _: (step(keys, s)[0],) * 2, jax.vmap(kernel.init)(y0, jnp.eye(10)), None,
+                            length=200)
 
     last, states = run(jax.random.normal(jax.random.PRNGKey(0), (10,) + tuple(g.input_shape)))
     codes = np.asarray(states.code)
@@ -249,3 +289,131 @@ def test_class_neurons_beat_real_images_and_codes_stay_in_real_bounds():
     final = np.diag(logits)
     assert np.sum(final > real_class_means(c, neurons)) >= 9, final
     assert np.sum(logits.argmax(-1) == np.arange(10)) >= 9, logits.argmax(-1)
+
+
+def fc1_start(g, c, chains=6, seed=0):
+    """N(0, I) codes and, per chain, an fc1 unit whose pre-activation there is negative (0 after
+    the ReLU), with those pre-activations: the classifier up to fc1 on G(y0)."""
+    y0 = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (chains,) + tuple(g.input_shape)))
+    x = jaxprobe.adapt_images(g.forward(g.params, jnp.asarray(y0)), g.pixels, c.pixels, c.input_shape)
+    pre = np.asarray(c.up_to(c.params, x, "fc1"))
+    units = [int(np.flatnonzero(row < -0.1)[i]) for i, row in enumerate(pre)]
+    return y0, units, pre[np.arange(chains), units]
+
+
+def test_hidden_neurons_are_read_before_the_relu_and_dead_units_still_move():
+    """fc1 units at 0 after their ReLU: read before it (the reference's `net.forward(end=layer)`),
+    each chain starts at the unit's negative pre-activation and its first update follows that
+    pre-activation's gradient (taken here from the networks alone); read after it, every chain has
+    a zero gradient and stops at once, its code untouched (no decay either)."""
+    g, c = jaxprobe.load("fc_generator"), jaxprobe.load("classifier")
+    y0, units, pre = fc1_start(g, c)
+    neurons = [f"fc1:{u}" for u in units]
+    r = jaxprobe.dgn_am(None, g, c, neurons, init=y0, steps=3, step_size=1.0)
+    np.testing.assert_allclose(r.history[0], pre, rtol=1e-4, atol=1e-4)
+    assert np.all(pre < 0) and not np.any(r.stopped) and np.all(r.steps_taken == 3)
+    assert np.all(np.asarray(r.history[1]) > pre), (r.history[1], pre)
+
+    @jax.jit
+    def grads(y0, units):
+        def pre_of(y, u):
+            x = jaxprobe.adapt_images(g.forward(g.params, y[None]), g.pixels, c.pixels, c.input_shape)
+            return c.up_to(c.params, x, "fc1")[0, u]
+        return jax.vmap(jax.grad(pre_of))(y0, units)
+
+    grad = np.asarray(grads(jnp.asarray(y0), jnp.asarray(units)))
+    y1 = 0.99 * (y0 + grad / np.abs(grad).mean(axis=1, keepdims=True))  # s_0 = 1, no bounds
+    pre1 = np.asarray(c.up_to(c.params, jaxprobe.adapt_images(g.forward(g.params, jnp.asarray(y1)), g.pixels,
+                                                                c.pixels, c.input_shape), "fc1"))
+    np.testing.assert_allclose(r.history[1], pre1[np.arange(len(units)), units], rtol=1e-3, atol=1e-3)
+
+    post = jaxprobe.dgn_am(None, g, c, neurons, init=y0, steps=3, step_size=1.0, nonlinear=True)
+    assert np.all(post.stopped) and np.all(post.steps_taken == 0)
+    np.testing.assert_array_equal(post.codes, y0)
+    np.testing.assert_array_equal(post.history, 0.0)
+
+
+def tiny_kernel(steps=5):
+    g, c = tiny_models()
+    options = dg.DGNAMOptions(steps=steps, step_size=(0.5, 0.01), lower=-2.0, upper=2.0)
+    return g, dg.build(dg.DGNAMNets(g, c), options, dg.neuron_readout(c, ["logits:0", "logits:1", "logits:2"]))
+
+
+def test_kernel_composes_with_vmap_scan_and_jit_and_equals_the_driver():
+    """User code: chains by vmap, steps by scan, all under jit, equals `jaxprobe.run(vmap=True)` and
+    `dgn_am` on the same codes."""
+    g, kernel = tiny_kernel()
+    y0 = jax.random.normal(jax.random.PRNGKey(2), (3, D))
+    w = jnp.eye(3)
+
+    @jax.jit
+    def chains(key, y0):
+        def body(state, t):
+            keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(key, i), t))(jnp.arange(3))
+            return jax.vmap(kernel.step)(keys, state)
+        return jax.lax.scan(body, jax.vmap(kernel.init)(y0, w), jnp.arange(5))
+
+    state, info = chains(jax.random.PRNGKey(0), y0)
+    out = jaxprobe.run(kernel, jax.random.PRNGKey(0), jax.vmap(kernel.init)(y0, w), 5, vmap=True)
+    np.testing.assert_allclose(state.code, out.state.code, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(info.value, out.trace.value, rtol=1e-6, atol=1e-6)
+    g_, c_ = tiny_models()
+    r = dg.dgn_am(None, g_, c_, ["logits:0", "logits:1", "logits:2"], init=y0, steps=5, step_size=(0.5, 0.01),
+                  lower=-2.0, upper=2.0)
+    np.testing.assert_allclose(r.codes, state.code, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r.history, info.value, rtol=1e-5, atol=1e-6)
+
+
+def test_step_traces_once():
+    chex = pytest.importorskip("chex")
+    _, kernel = tiny_kernel()
+    step = chex.assert_max_traces(kernel.step, n=1)
+
+    @jax.jit
+    def steps(state):
+        keys = jax.random.split(jax.random.PRNGKey(0), 3)
+        return jax.lax.scan(lambda s, _: (jax.vmap(step)(keys, s)[0], None), state, None, length=4)[0]
+
+    state = jax.vmap(kernel.init)(jnp.zeros((3, D)), jnp.eye(3))
+    steps(state)
+    steps(jax.vmap(kernel.init)(jnp.ones((3, D)), jnp.eye(3)))
+    chex.clear_trace_counter()
+
+
+def docs_block(page, heading="## Composing the kernel"):
+    """The first ```python block after `heading` in docs/methods/<page>."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "methods" / page).read_text()
+    after = text[text.index(heading):]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start:after.index("```", start)]
+
+
+def test_docs_example_runs():
+    """The "Composing the kernel" block of docs/methods/dgn-am.md, run as written."""
+    ns = {}
+    exec(compile(docs_block("dgn-am.md"), "dgn-am.md", "exec"), ns)
+    history, state, out = np.asarray(ns["history"]), ns["state"], ns["out"]
+    assert history.shape == (20, 3) and np.all(history[-1] > history[0])
+    assert out.trace.value.shape == (20, 3) and np.all(np.asarray(out.state.code) >= 0.0)
+    assert np.all(np.asarray(state.best_value) >= history.max(axis=0) - 1e-5)
+
+
+def test_real_bounds_need_real_images_for_a_non_mnist_encoder():
+    """code_bounds "real" without images for a generator whose encoder does not read MNIST digits."""
+    from jaxprobe.experiments.codespace import code_bounds
+
+    g, c = jaxprobe.load("fc_generator"), tiny_models()[1]
+    g = g.replace(manifest=dict(g.manifest, encoder={"model": "classifier", "layer": "fc1"}))
+    with pytest.raises(JaxprobeError, match="bounds: 'real' needs MNIST|bounds: expected"):
+        code_bounds(g, "elsewhere.txt")
+    enc_g = g.replace(manifest=dict(g.manifest))
+    import jaxprobe.codespace.dgn_am as mod
+    orig = mod.recorded_encoder
+    try:
+        mod.recorded_encoder = lambda gen, e=None, l=None: (c, "logits")
+        with pytest.raises(JaxprobeError, match="bounds: 'real' needs real images for 'tiny-cls'"):
+            code_bounds(enc_g, "real")
+    finally:
+        mod.recorded_encoder = orig

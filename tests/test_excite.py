@@ -91,31 +91,68 @@ def test_pretrained_excites_every_class(pretrained, classifier):
             assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
+TINY = {"grid": (7, 7, 2), "widths": (4, 2), "channels": 1}
+TINY_TARGETS = ("logits:3", "conv2:5", "logits:3+logits:8")
+
+
 def _tiny_problem(classifier):
-    g = excite_gen.generator_model({"grid": (7, 7, 2), "widths": (4, 2), "channels": 1}, seed=3)
-    targets = [ex.parse_target(classifier, t) for t in ("logits:3", "conv2:5", "logits:3+logits:8")]
+    g = excite_gen.generator_model(TINY, seed=3)
+    targets = [ex.parse_target(classifier, t) for t in TINY_TARGETS]
     problem, weights = ex.training_problem(g, classifier, targets, ex.SCRATCH)
     trained, fixed = ex.split_params(g, g.params, ex.SCRATCH)
     return g, problem, weights, trained, fixed
 
 
-def test_targets_together_equal_one_by_one(classifier):
-    """vmap over targets changes nothing but float32 rounding: 5 steps of 3 targets (a class, a
-    filter, a compound) together against two of them alone with their own keys. Tolerance 1e-5 absolute
-    on [0, 1] pixels and 1e-4 relative on losses: batched and unbatched products may sum in a
-    different order (float32 eps 1.2e-7 per operation, amplified by 5 optimizer steps)."""
-    g, problem, weights, trained, fixed = _tiny_problem(classifier)
-    f0 = jnp.ones(g.input_shape)
-    keys = jax.random.split(jax.random.PRNGKey(7), 3)
+@pytest.fixture(scope="module")
+def tiny_run(classifier):
+    """3 targets (a class, a filter, a compound) of a tiny generator, 5 steps by
+    `jaxprobe.run(vmap=True)` with the run key `excite(PRNGKey(1), ...)` uses."""
+    g = excite_gen.generator_model(TINY, seed=3)
     lam = np.asarray([1.0, 0.0, 0.5], np.float32)
-    _, loss, (images, *_rest) = ex.excite_run_jit(problem, trained, fixed, classifier.params, f0, keys, weights,
-                                                  lam, steps=5)
+    s = ex.setup(ex.ExciteNets(g, classifier), ex.ExciteOptions(steps=5, lam=lam), TINY_TARGETS)
+    key = jax.random.split(jax.random.PRNGKey(1))[1]
+    return g, lam, s, key, jaxprobe.run(s.kernel, key, s.states, 5, vmap=True)
+
+
+def test_targets_together_equal_one_by_one(classifier, tiny_run):
+    """vmap over targets changes nothing but float32 rounding: the 3 targets together against two
+    of them alone, each run without vmap from fold_in(key, i) (so that its step t draws what chain
+    i's does). Tolerance 1e-5 absolute on [0, 1] pixels and 1e-4 relative on losses: batched and
+    unbatched products may sum in a different order (float32 eps 1.2e-7 per operation, amplified
+    by 5 optimizer steps). `excite` is that run."""
+    g, lam, s, key, together = tiny_run
+    images = s.finish(together.state)[0]
     for i in (1, 2):
-        one = tuple(w[i:i + 1] for w in weights)
-        _, l1, (im1, *_r) = ex.excite_run_jit(problem, trained, fixed, classifier.params, f0, keys[i:i + 1], one,
-                                              lam[i:i + 1], steps=5)
-        np.testing.assert_allclose(np.asarray(l1[0]), np.asarray(loss[i]), rtol=1e-4, atol=1e-5)
+        one = jax.tree.map(lambda a: a[i], s.states)
+        alone = jaxprobe.run(s.kernel, jax.random.fold_in(key, i), one, 5)
+        np.testing.assert_allclose(np.asarray(alone.trace.loss), np.asarray(together.trace.loss[:, i]), rtol=1e-4,
+                                   atol=1e-5)
+        im1 = s.finish(jax.tree.map(lambda a: a[None], alone.state))[0]
         np.testing.assert_allclose(np.asarray(im1[0]), np.asarray(images[i]), atol=1e-5)
+    res = ex.excite(jax.random.PRNGKey(1), list(TINY_TARGETS), classifier=classifier, generator=g, steps=5,
+                    lam=list(lam))
+    np.testing.assert_allclose(res.loss, np.asarray(together.trace.loss).T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.images, np.asarray(images), atol=1e-6)
+
+
+def test_kernel_composes_with_vmap_scan_and_jit_and_traces_once(tiny_run):
+    """User code: targets by vmap, steps by scan, under jit, equals the driver; the step traces
+    once under a jitted scan called twice."""
+    chex = pytest.importorskip("chex")
+    _, _, s, key, together = tiny_run
+    step = chex.assert_max_traces(s.kernel.step, n=1)
+
+    @jax.jit
+    def train(key, states):
+        def body(states, t):
+            keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(key, i), t))(jnp.arange(3))
+            return jax.vmap(step)(keys, states)
+        return jax.lax.scan(body, states, jnp.arange(5))
+
+    states, info = train(key, s.states)
+    train(jax.random.PRNGKey(3), s.states)
+    chex.clear_trace_counter()
+    np.testing.assert_allclose(np.asarray(info.loss), np.asarray(together.trace.loss), rtol=1e-5, atol=1e-6)
 
 
 def test_step_follows_eq2(classifier):
@@ -165,6 +202,14 @@ def test_errors(classifier):
         ex.excite(key, ["logits:3", "logits:4"], classifier=classifier, lam=[1.0])
     with pytest.raises(JaxprobeError, match="steps: expected an integer >= 1"):
         ex.excite(key, "logits:3", classifier=classifier, steps=0)
+    # float32 at the boundary: finite in float64, inf in float32; or finite, but not times the units
+    for lam in (1e39, 1e36, float("nan")):
+        with pytest.raises(JaxprobeError, match="lambda: expected a non-negative weight"):
+            ex.excite(key, "logits:3", classifier=classifier, lam=lam)
+    with pytest.raises(JaxprobeError, match="variant.lr: expected a float32 number"):
+        ex.excite(key, "logits:3", classifier=classifier, variant=ex.SCRATCH._replace(lr=1e39))
+    with pytest.raises(JaxprobeError, match="lamb: not a setting of ExciteOptions"):
+        ex.excite(key, "logits:3", classifier=classifier, lamb=0.5)
     net = Network([Layer(nnx.Conv(1, 2, (3, 3), rngs=nnx.Rngs(0)), Act("relu"), (Flatten(),)),
                    Layer(nnx.Linear(28 * 28 * 2, 10, rngs=nnx.Rngs(0)), Act("tanh"))], ["conv", "out"])
     tanh = Model.from_module("tanh_clf", net, (28, 28, 1), "classifier", PixelConvention(0.0, 1.0, "gray"))
@@ -186,6 +231,35 @@ def test_targets_parse(classifier):
         h[:, 3, 3], rtol=1e-5, atol=1e-6)
 
 
+def test_default_generator_for_any_input_size():
+    """Table 2's pattern sized to the classifier's input, CaffeNet's 227 included (a 256 image
+    centre-cropped), at full size by shape: one training step of a filter and a class target."""
+    from jaxprobe.models import archs_paper
+
+    assert excite_gen.config_for((28, 28, 1)) == {"grid": (7, 7, 16), "widths": (32, 16), "channels": 1}
+    assert excite_gen.config_for((224, 224, 3))["grid"] == (7, 7, 128)
+    assert excite_gen.config_for((227, 227, 3))["grid"] == (8, 8, 128)
+    assert excite_gen.config_for((40, 40, 3))["grid"] == (10, 10, 16)
+    net = nnx.eval_shape(lambda: archs_paper.caffenet(rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(net)
+    px = PixelConvention(0.0, 255.0, "BGR", (104.0, 117.0, 123.0), 1.0)
+    caffenet = Model("caffenet", graphdef, state, net.names, (227, 227, 3), "classifier", px)
+    g = ex.default_generator(caffenet, jax.random.PRNGKey(0), shape_only=True)
+    assert g.output_shape() == (256, 256, 3)
+    def one_step(gp, cp, keys):
+        nets = ex.ExciteNets(g.replace(params=gp), caffenet.replace(params=cp))
+        s = ex.setup(nets, ex.ExciteOptions(steps=1), ["fc8:945", "conv5:3"])
+        return s.states, jax.vmap(s.kernel.step)(keys, s.states)
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    start, (new, info) = jax.eval_shape(one_step, g.params, caffenet.params, keys)
+    assert info.loss.shape == (2,)
+    assert jax.tree.structure(new.params) == jax.tree.structure(start.params)
+    assert new.params["layers"][0]["linear"]["alpha"].shape == (2, 8 * 8 * 128)
+    with pytest.raises(JaxprobeError, match="no default generator for 'tanh'"):
+        ex.default_generator(caffenet.replace(name="tanh", input_shape=(30, 20, 3)), jax.random.PRNGKey(0))
+
+
 def test_generator_shapes():
     """The 28x28x1 generator, and Table 2's widths at 224x224x3 by shape only."""
     g = excite_gen.generator_model()
@@ -202,3 +276,19 @@ def test_conv3x3_matches_lax():
     ref = jax.lax.conv_general_dilated(x, conv.kernel[...], (1, 1), "SAME",
                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + conv.bias[...]
     np.testing.assert_allclose(np.asarray(conv(x)), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_docs_example_runs():
+    """The "Composing the kernel" block of docs/methods/excite.md, run as written: the two
+    generators train (the loss falls) and draw [0, 1] images."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "methods" / "excite.md").read_text()
+    after = text[text.index("## Composing the kernel"):]
+    start = after.index("```python\n") + len("```python\n")
+    ns = {}
+    exec(compile(after[start:after.index("```", start)], "excite.md", "exec"), ns)
+    loss, images = np.asarray(ns["loss"]), np.asarray(ns["images"])
+    assert loss.shape == (20, 2) and images.shape == (2, 28, 28, 1)
+    assert np.all((images >= 0) & (images <= 1))
+    assert np.all(loss[-5:].mean(0) < loss[:5].mean(0))

@@ -34,13 +34,21 @@ def test_excite_command(tmp_path, capsys):
     assert all(len(t["target_activations"]) == 64 for t in record["targets"])  # every conv2 filter's mean
     for name in ("excite_images.png", "excite_loss.png", "images.npz"):
         assert (out / name).stat().st_size > 0
-    assert "wrote" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert set(record["files"]) == {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    for name in record["files"]:
+        assert f"wrote {out.resolve() / name}" in text
+    # the steps' own time (chunks after the first), compilation and loading apart
+    assert 0 < record["seconds_per_step"] < record["wall_s"] / 4
+    assert record["compile_s"] >= 0 and record["load_s"] > 0
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--target", "logits:11"], "--target 'logits:11'"),
     (["--target", "logits:3", "--lambda", "-1"], "--lambda: expected a non-negative weight"),
     (["--target", "logits:3", "--steps", "0"], "--steps: expected an integer >= 1"),
+    (["--target", "logits:3", "--lambda", "1e39"], "--lambda: expected a non-negative weight"),  # inf in float32
+    (["--target", "logits:3", "--lambda", "nan"], "--lambda: expected a non-negative weight"),
 ])
 def test_excite_errors(tmp_path, capsys, argv, message):
     rc = main(["excite", *argv, "--out", str(tmp_path / "x")])

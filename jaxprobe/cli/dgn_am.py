@@ -1,9 +1,11 @@
 """`jaxprobe dgn-am` (Nguyen et al. 2016): codes of a generator whose images excite classifier neurons.
 
 Runs `jaxprobe.experiments.codespace.dgn_am_classes` (the reference update; per-unit bounds from
-real images with `--bounds real`) and writes DIR/dgn_am.json, DIR/codes.npz (last and best codes)
-and one PNG per neuron. DIR is replaced only when it is new, empty or written by jaxprobe, unless
---force (`jaxprobe.io.check_replaceable`).
+real images with `--bounds real`, none, or a reference bound file) and writes DIR/dgn_am.json
+(`seconds_per_step` the steps' own time; `compile_s` and `load_s` apart; the comparisons it skipped
+and why), DIR/codes.npz (last and best codes) and one PNG per neuron, and lists every file
+written. DIR is replaced only when it is new, empty or written by jaxprobe, unless --force
+(`jaxprobe.io.check_replaceable`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ OUT_FILE = "dgn_am.json"
 CODES_FILE = "codes.npz"
 # `jaxprobe.experiments.codespace.BOUNDS` as the parser offers it (a test keeps the two equal).
 BOUNDS = ("real", "none")
-_FLAGS = {"neurons": "--neuron", "steps": "--steps", "bounds": "--bounds"}
+_FLAGS = {"neurons": "--neuron", "steps": "--steps", "bounds": "--bounds", "images": "--images"}
 
 
 def flag_names(message: str) -> str:
@@ -49,21 +51,23 @@ def _cmd_dgn_am(args) -> None:
         raise JaxprobeError("--neuron: expected at least one neuron 'layer:unit'")
     check_count("--steps", args.steps, 1)
     check_replaceable(args.out, force=args.force, name="--out")
+    t0 = time.perf_counter()
     generator = load_model(args.generator, "--generator", "generator")
     classifier = load_model(args.classifier, "--classifier", "classifier")
-    t0 = time.perf_counter()
+    load_s = time.perf_counter() - t0
     with progress_bar("dgn-am", "step", max(args.steps, 0)) as bar:
         try:
             run = dgn_am_classes(jax.random.key(args.seed), generator, classifier, args.neuron, steps=args.steps,
-                                 bounds=args.bounds, progress=bar)
+                                 bounds=args.bounds, images=args.images, progress=bar)
         except JaxprobeError as e:
             raise JaxprobeError(flag_names(str(e))) from None
-    wall = time.perf_counter() - t0
     res = run["result"]
+    timing = dict(run["timing"], load_s=load_s + run["timing"]["load_s"], wall_s=time.perf_counter() - t0)
+    files = [OUT_FILE, CODES_FILE] + [image_name(row["neuron"]) for row in run["neurons"]]
     record = {"generator": generator.name, "classifier": classifier.name, "seed": args.seed, "steps": args.steps,
-              "bounds": args.bounds, "neurons": run["neurons"],
-              "predicted": [int(v) for v in run["predicted"]], "wall_s": round(wall, 2),
-              "seconds_per_step": round(wall / args.steps, 4)}
+              "bounds": run["bounds"], "images": args.images, "neurons": run["neurons"], "real_mean": run["real"],
+              "skipped": run["skipped"], "predicted": [int(v) for v in run["predicted"]],
+              **{k: None if v is None else round(v, 6) for k, v in timing.items()}, "files": files}
     images = canonical_images(generator, res.images)
     with atomic_dir(args.out, force=args.force, name="--out") as tmp:
         write_json(tmp / OUT_FILE, record)
@@ -75,9 +79,18 @@ def _cmd_dgn_am(args) -> None:
             save_grid(tmp / image_name(row["neuron"]), images[j:j + 1], 1,
                       f"{row['neuron']}: {row['final_activation']:.3g}")
     for row in run["neurons"]:
-        print(f"{row['neuron']}: final {row['final_activation']:.4g}, best {row['best_activation']:.4g}, "
-              f"real mean {row['real_mean'] if row['real_mean'] is None else format(row['real_mean'], '.4g')}")
-    print(f"wrote {Path(args.out).resolve() / OUT_FILE}")
+        real = "" if row["real_mean"] is None else f", real mean {row['real_mean']:.4g}"
+        stop = f" (stopped after {row['steps_taken']} steps: zero gradient)" if row["stopped"] else ""
+        print(f"{row['neuron']}: final {row['final_activation']:.4g}, best {row['best_activation']:.4g}{real}{stop}")
+    for skip in run["skipped"]:
+        print(f"skipped {skip['comparison']}: {skip['reason']}")
+    per = timing["seconds_per_step"]
+    compile_s = timing["compile_s"]
+    print(f"bounds: {run['bounds']}; {'-' if per is None else format(per, '.4g')} s per step, compile "
+          f"{'-' if compile_s is None else format(compile_s, '.3g')} s, load {timing['load_s']:.3g} s")
+    out = Path(args.out).resolve()
+    for name in files:
+        print(f"wrote {out / name}")
 
 
 def add_commands(sub, reproduce) -> None:
@@ -89,8 +102,13 @@ def add_commands(sub, reproduce) -> None:
     p.add_argument("--neuron", action="append", metavar="LAYER:UNIT[@Y,X]", help="a neuron to maximize (repeatable)")
     p.add_argument("--steps", type=int, default=200, help="iterations (default 200, the reference's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bounds", choices=BOUNDS, default="real",
-                   help="real: per-unit code bounds from real images (default); none: unbounded")
+    p.add_argument("--bounds", default=None, metavar="real|none|FILE",
+                   help="code bounds: real (per unit, from E(x) of real images), none (unbounded), or FILE (the "
+                        "reference's per-unit upper bounds, space-separated, lower bound 0). Default: real where "
+                        "real images are at hand (--images, or MNIST for MNIST models), else none")
+    p.add_argument("--images", default=None, metavar="PATH",
+                   help="real images (a folder of image files or an .npz of NHWC arrays) for the bounds and the "
+                        "real-mean comparison; default MNIST test digits for MNIST models")
     p.add_argument("--out", required=True, help="output directory (created, or replaced if jaxprobe wrote it)")
     p.add_argument("--force", action="store_true", help="replace --out even if jaxprobe did not write it")
     p.set_defaults(func=_cmd_dgn_am)

@@ -3,17 +3,18 @@
 Nguyen et al. 2016, eq. (1): y* = argmax_y Phi_h(G(y)) - lambda ||y||. A generator G maps a code y
 to an image, a frozen classifier reads neurons a_j of that image, and gradient ascent on y raises
 them; as in the reference code, the lambda ||y|| term acts as a decay of y after each step.
-jaxprobe runs c chains at once; chain i maximizes
+Chain i maximizes
 
     F_i(y_i) = sum_j W_ij a_j(T(G(y_i))),
 
 with T the generator-to-classifier pixel map (`jaxprobe.models.pixels.adapt_images`: convention, then
-centre crop) and W a (c, p) weight matrix over the p neurons (default the identity: one chain per
-neuron; a row with several non-zero weights maximizes a sum of neurons). Iteration t = 0..T-1 of
-the reference scripts (Evolving-AI-Lab/synthesizing, `act_max.py` with the fc8 settings):
+centre crop), a_j the p neurons read before their layer's nonlinearity (the reference reads the blob
+`net.forward(end=layer)` leaves, before Caffe's in-place ReLU runs) and W a (c, p) weight matrix
+(default the identity: one chain per neuron). Iteration t = 0..T-1 of the reference scripts
+(Evolving-AI-Lab/synthesizing, `act_max.py` with the fc8 settings):
 
     s_t = s_start + (s_end - s_start) t / T             step size ramped linearly
-    g   = grad F_i(y)                                   skipped when zero or not finite
+    g   = grad F_i(y)                                   zero or not finite: the chain stops
     y  <- y + s_t g / mean(|g|)                         each chain normalised by its own gradient
     y  <- clip(y, lower, upper)                         per-unit bounds (e.g. 0 and 3x the fc6
                                                         activations seen on real images)
@@ -27,38 +28,102 @@ The scripts take the step in two stages (an image step normalised by its own mea
 then back through G and normalised again); the image step's scale cancels in the second
 normalisation, so the single normalised step above is the same update.
 
-`dgn_am_kernel` gives the init/step pair over `DGNAMState` for any objective; `dgn_am_run` is the
-pure driver (`lax.scan`); `dgn_am` checks its arguments and jits it. The reference keeps only the
-last code; jaxprobe keeps the last and the best evaluated one (docs/methods/dgn-am.md, choices).
+The kernel (`jaxprobe.driver` protocol): `build(nets, options, neurons)` (or `dgn_am_kernel` for
+any objective) gives `init(code, target) -> DGNAMState` and `step(key, state) -> (DGNAMState,
+DGNAMInfo)` for ONE chain (the step is deterministic and ignores its key); chains run by
+`jaxprobe.driver.run(..., vmap=True)`. `dgn_am_run` is that composition as a pure function,
+`dgn_am` checks its arguments and runs it. The result holds G of the last code (the reference's
+loop returns the image of the code before its last update, whose result it never renders) and
+the best evaluated code (docs/methods/dgn-am.md, choices).
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.checks import check_count, check_finite, check_number
+from jaxprobe.driver import Kernel, call, run
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neurons, values_at
 from jaxprobe.models.pixels import adapt_images
 from jaxprobe.models.probe import Model
-from jaxprobe.sharding import check_mesh, constrain_batch, gather, on_mesh
+from jaxprobe.sharding import check_mesh, replicate
+
+F32_MAX = float(np.finfo(np.float32).max)
 
 
-PROGRESS_TICKS = 20  # progress calls per run
+def as_float32(value) -> np.ndarray:
+    """`value` cast to a float32 array (values beyond float32's range become +-inf, silently: the
+    callers' finiteness checks name them)."""
+    with np.errstate(over="ignore", under="ignore"):
+        return np.asarray(value, np.float32)
+
+
+class DGNAMNets(NamedTuple):
+    """The networks DGN-AM uses.
+
+    Attributes:
+      generator: G, codes -> images.
+      classifier: the frozen network whose neurons are maximized.
+      gen_params, cls_params: their parameters (None: the models' own).
+    """
+
+    generator: Model
+    classifier: Model
+    gen_params: Any = None
+    cls_params: Any = None
+
+
+class DGNAMOptions(NamedTuple):
+    """DGN-AM's settings, defaults those of the reference scripts (`act_max.py`, fc8 settings).
+
+    Attributes:
+      steps: T iterations, the length of the step-size ramp (200).
+      step_size: s_start or (s_start, s_end), ramped linearly ((8.0, 1e-10)).
+      decay: factor applied to the code after each step, in (0, 1] (the reference's L2 weight 0.99).
+      lower, upper: per-unit bounds of the code (None: unbounded), scalars or arrays broadcasting
+        to the code shape, applied after each step and before the decay.
+      nonlinear: read neurons after their layer's nonlinearity (False: before it, as the
+        reference reads them; fc8 logits have none).
+      optimizer: None (the reference's normalised step) or an optax GradientTransformation whose
+        update on -grad F replaces it (step_size is then unused).
+    """
+
+    steps: int = 200
+    step_size: Any = (8.0, 1e-10)
+    decay: float = 0.99
+    lower: Any = None
+    upper: Any = None
+    nonlinear: bool = False
+    optimizer: Any = None
+
+
+class NeuronReadout(NamedTuple):
+    """The p neurons of the objective as `jaxprobe.models.neurons.values_at` reads them.
+
+    Attributes:
+      layers: (static) tuple of p layer numbers.
+      flat: (p,) int32 flat indices into those layers' outputs.
+    """
+
+    layers: tuple
+    flat: Any
 
 
 class DGNAMState(NamedTuple):
-    """Codes under optimization; every array has the c chains on its leading axis.
+    """One chain's state (with `vmap`, every array gains the chains as its leading axis).
 
     Attributes:
-      code: (c, *code_shape) the current codes.
-      best_code: (c, *code_shape) the evaluated code with the highest objective so far.
-      best_value: (c,) its objective (-inf before the first evaluation).
-      step: () int32, iterations done.
+      code: (*code_shape) the current code.
+      best_code: (*code_shape) the evaluated code with the highest objective so far.
+      best_value: () its objective (-inf before the first evaluation).
+      step: () int32, updates made (the ramp's t; it stays put once the chain stops).
+      stopped: () bool, the gradient was zero or not finite at `code`: the chain makes no more updates.
+      target: what the objective reads besides the code (the neuron weights W_i, (p,)), or None.
       opt_state: the optax optimizer's state (None for the reference update).
     """
 
@@ -66,15 +131,19 @@ class DGNAMState(NamedTuple):
     best_code: jax.Array
     best_value: jax.Array
     step: jax.Array
-    opt_state: object = None
+    stopped: jax.Array
+    target: Any = None
+    opt_state: Any = None
 
 
-class DGNAM(NamedTuple):
-    """`init(codes) -> DGNAMState` and `step(state) -> (state, values)` (values: F at the codes the
-    step started from, (c,)). The step is deterministic, so it takes no key."""
+class DGNAMInfo(NamedTuple):
+    """What one step reports: value, () F at the code the step started from; stopped, () bool after it."""
 
-    init: Callable
-    step: Callable
+    value: jax.Array
+    stopped: jax.Array
+
+
+DGNAM = Kernel  # the init/step pair's type
 
 
 class DGNAMResult(NamedTuple):
@@ -84,9 +153,11 @@ class DGNAMResult(NamedTuple):
       codes: (c, *code_shape) the last codes; values: (c,) their objectives F_i.
       activations: (c, p) every neuron's value at the last codes' images.
       best_codes, best_values: the evaluated codes with the highest objective, and those.
-      history: (steps, c) F_i at the start of each iteration (the curve of the optimization).
+      history: (steps, c) F_i at the start of each iteration (a stopped chain's stays at its last value).
       images: (c, *generator output) G(codes), in the generator's own pixel convention.
       neurons: the p neurons' canonical addresses; weights: (c, p) the W used.
+      stopped: (c,) bool, the chain stopped on a zero or non-finite gradient.
+      steps_taken: (c,) int32, the updates each chain made (T for a chain that never stopped).
     """
 
     codes: jax.Array
@@ -98,6 +169,21 @@ class DGNAMResult(NamedTuple):
     images: jax.Array
     neurons: tuple
     weights: jax.Array
+    stopped: Any = None
+    steps_taken: Any = None
+
+
+def with_settings(options, settings: dict, cls=DGNAMOptions):
+    """`options` (default `cls()`) with the fields named in `settings` replaced; raise naming any
+    name that is not a field of `cls`."""
+    options = cls() if options is None else options
+    if not isinstance(options, cls):
+        raise JaxprobeError(f"options: expected a {cls.__name__} or None, got {type(options).__name__}")
+    unknown = sorted(set(settings) - set(cls._fields))
+    if unknown:
+        raise JaxprobeError(f"{', '.join(unknown)}: not a setting of {cls.__name__} (expected one of "
+                            f"{', '.join(cls._fields)})")
+    return options._replace(**settings)
 
 
 def step_sizes(steps: int, start, end):
@@ -107,123 +193,163 @@ def step_sizes(steps: int, start, end):
 
 
 def keep_best(best_code, best_value, code, values):
-    """Per chain, (code, value) where value beats best_value, else the best so far."""
+    """(code, value) where value beats best_value, else the best so far (one chain: value (); or
+    chains on the leading axis: values (c,)). A NaN value never becomes the best."""
     better = values > best_value
-    return (jnp.where(better.reshape((-1,) + (1,) * (code.ndim - 1)), code, best_code),
-            jnp.where(better, values, best_value))  # a NaN value never becomes the best
+    mask = better.reshape(better.shape + (1,) * (jnp.ndim(code) - better.ndim))
+    return jnp.where(mask, code, best_code), jnp.where(better, values, best_value)
 
 
-def dgn_am_kernel(objective: Callable, *, steps: int, step_size=(8.0, 1e-10), decay=0.99,
-                  lower=None, upper=None, optimizer=None) -> DGNAM:
-    """The DGN-AM update as an init/step pair for any per-chain objective.
+def _pair(step_size) -> tuple:
+    return tuple(step_size) if isinstance(step_size, (tuple, list, np.ndarray)) else (step_size, step_size)
+
+
+def dgn_am_kernel(objective: Callable, options: DGNAMOptions | None = None, **settings) -> Kernel:
+    """The DGN-AM update (Nguyen et al. 2016, eq. 1, as the reference scripts take it) for ONE chain
+    and any objective, as a `jaxprobe.driver.Kernel`.
 
     Args:
-      objective: codes (c, *code_shape) -> (c,) values; chain i's value may depend on code i only
-        (so the gradient of their sum is every chain's own gradient).
-      steps: T, the length of the step-size ramp (the step reads s_t at t = state.step).
-      step_size: s_start, or (s_start, s_end); the reference uses (8, 1e-10).
-      decay: factor applied to the code after each step (the reference's L2 weight 0.99; 1 = none).
-      lower, upper: bounds the code is clipped to before the decay (None: unbounded); scalars or
-        arrays broadcasting to code_shape.
-      optimizer: None for the reference's normalised step, or an optax GradientTransformation
-        whose update on -grad F replaces it (step_size is then unused).
+      objective: code (*code_shape) -> () F, or (code, target) -> () F when the state carries a
+        target (e.g. the chain's neuron weights).
+      options: `DGNAMOptions` (steps: the ramp's length; nonlinear is not used here);
+        `settings` replace its fields by name.
+
+    Returns:
+      `Kernel(init, step)`: `init(code, target=None) -> DGNAMState`; `step(key, state) ->
+      (DGNAMState, DGNAMInfo)` (the key is ignored): g = grad F at the code; a zero or non-finite
+      g stops the chain (no update, no clip, no decay: the reference's loop breaks there), else
+      y <- decay clip(y + s_t g / mean|g|, lower, upper) (or the optimizer's update).
     """
-    start, end = step_size if isinstance(step_size, (tuple, list)) else (step_size, step_size)
-    ramp = step_sizes(int(steps), jnp.float32(start), jnp.float32(end))
+    o = with_settings(options, settings)
+    start, end = _pair(o.step_size)
+    ramp = step_sizes(int(o.steps), jnp.float32(start), jnp.float32(end))
+    opt = o.optimizer
 
-    def total(y):
-        v = objective(y)
-        return jnp.sum(v), v
+    def value(y, target):
+        return objective(y) if target is None else objective(y, target)
 
-    value_and_grad = jax.value_and_grad(total, has_aux=True)
+    value_and_grad = jax.value_and_grad(value)
 
-    def init(codes) -> DGNAMState:
-        codes = jnp.asarray(codes, jnp.float32)
-        return DGNAMState(codes, codes, jnp.full(codes.shape[:1], -jnp.inf, jnp.float32), jnp.zeros((), jnp.int32),
-                          None if optimizer is None else optimizer.init(codes))
+    def init(code, target=None) -> DGNAMState:
+        code = jnp.asarray(code, jnp.float32)
+        return DGNAMState(code, code, jnp.float32(-jnp.inf), jnp.int32(0), jnp.bool_(False), target,
+                          None if opt is None else opt.init(code))
 
-    def step(state: DGNAMState):
+    def step(key, state: DGNAMState):
+        del key  # deterministic
         y = state.code
-        (_, values), g = value_and_grad(y)
-        axes = tuple(range(1, y.ndim))
-        scale = jnp.mean(jnp.abs(g), axis=axes, keepdims=True)
-        # The reference skips the update when the gradient is NaN, and stops the run when it is
-        # zero; one chain of a batch cannot stop, so either way that chain only takes no step.
-        ok = (scale > 0) & jnp.isfinite(scale)
+        v, g = value_and_grad(y, state.target)
+        scale = jnp.mean(jnp.abs(g))
+        stop = state.stopped | ~((scale > 0) & jnp.isfinite(scale))
         opt_state = state.opt_state
-        if optimizer is None:
-            delta = ramp[jnp.minimum(state.step, ramp.shape[0] - 1)] * g / jnp.where(ok, scale, 1.0)
+        if opt is None:
+            delta = ramp[jnp.minimum(state.step, ramp.shape[0] - 1)] * g / jnp.where(stop, 1.0, scale)
         else:
-            delta, opt_state = optimizer.update(-jnp.where(ok, g, 0.0), opt_state, y)
-        y_new = y + jnp.where(ok, delta, 0.0)
-        if lower is not None or upper is not None:
-            y_new = jnp.clip(y_new, lower, upper)
-        y_new = decay * y_new
-        best_code, best_value = keep_best(state.best_code, state.best_value, y, values)
-        return DGNAMState(y_new, best_code, best_value, state.step + 1, opt_state), values
+            delta, new_opt = opt.update(-jnp.where(stop, 0.0, g), opt_state, y)
+            opt_state = jax.tree.map(lambda a, b: jnp.where(stop, b, a), new_opt, opt_state)
+        y_new = y + delta
+        if o.lower is not None or o.upper is not None:
+            y_new = jnp.clip(y_new, o.lower, o.upper)
+        y_new = jnp.where(stop, y, o.decay * y_new)
+        best_code, best_value = keep_best(state.best_code, state.best_value, y, v)
+        new = DGNAMState(y_new, best_code, best_value, state.step + (~stop).astype(jnp.int32), stop, state.target,
+                         opt_state)
+        return new, DGNAMInfo(v, stop)
 
-    return DGNAM(init, step)
+    return Kernel(init, step)
 
 
-def neuron_objective(generator: Model, gen_params, classifier: Model, cls_params, layers, flat, weights, *,
-                     nonlinear: bool = True):
-    """codes -> ((c,) objectives sum_j W_ij a_j, ((c, p) neuron values, G(codes))) through G and
-    the classifier (the images in the generator's own convention).
+def neuron_values_fn(nets: DGNAMNets, readout: NeuronReadout, *, nonlinear: bool = False):
+    """codes (c, *code_shape) -> ((c, p) the neurons' values, G(codes) in G's own convention)."""
+    g, c = nets.generator, nets.classifier
+    gp = g.params if nets.gen_params is None else nets.gen_params
+    cp = c.params if nets.cls_params is None else nets.cls_params
 
-    `layers` (static tuple) and `flat` are the neurons as `jaxprobe.models.neurons.values_at` reads them.
-    """
     def values(codes):
-        g = generator.forward(gen_params, codes)
-        a = values_at(classifier, cls_params, adapt_images(g, generator.pixels, classifier.pixels,
-                                                           classifier.input_shape), layers, flat, nonlinear=nonlinear)
-        return jnp.sum(a * weights, axis=1), (a, g)
+        images = g.forward(gp, codes)
+        x = adapt_images(images, g.pixels, c.pixels, c.input_shape)
+        return values_at(c, cp, x, readout.layers, readout.flat, nonlinear=nonlinear), images
 
     return values
 
 
-def dgn_am_run(generator: Model, gen_params, classifier: Model, cls_params, layers, flat, weights, codes, *,
-               steps: int, step_size=(8.0, 1e-10), decay=0.99, lower=None, upper=None,
-               nonlinear: bool = True, mesh=None, optimizer=None, progress=None) -> DGNAMResult:
-    """DGN-AM as a pure function (no checks; jit with generator, classifier, layers, steps,
-    nonlinear, mesh, optimizer and progress static). See `dgn_am` for the arguments."""
-    codes = constrain_batch(jnp.asarray(codes, jnp.float32), mesh)
-    values = neuron_objective(generator, gen_params, classifier, cls_params, layers, flat, weights,
-                              nonlinear=nonlinear)
-    kernel = dgn_am_kernel(lambda y: values(y)[0], steps=steps, step_size=step_size, decay=decay,
-                           lower=lower, upper=upper, optimizer=optimizer)
+def neuron_objective(nets: DGNAMNets, readout: NeuronReadout, weights, *, nonlinear: bool = False):
+    """codes (c, *code_shape) -> ((c,) objectives sum_j W_ij a_j, ((c, p) neuron values, G(codes)))."""
+    values = neuron_values_fn(nets, readout, nonlinear=nonlinear)
 
-    every = max(1, steps // PROGRESS_TICKS)
+    def objective(codes):
+        a, images = values(codes)
+        return jnp.sum(a * weights, axis=1), (a, images)
 
-    def body(s, _):
-        s, v = kernel.step(s)
-        if progress is not None:  # a callback every step costs about half a step of the default models
-            tick = (s.step % every == 0) | (s.step == steps)
-            jax.lax.cond(tick, lambda n: jax.debug.callback(progress, n), lambda n: None, s.step)
-        return s, v
-
-    state, history = jax.lax.scan(body, kernel.init(codes), None, length=steps)
-    last, (act, images) = values(state.code)
-    best_codes, best_values = keep_best(state.best_code, state.best_value, state.code, last)
-    return DGNAMResult(state.code, last, act, best_codes, best_values, history, images, (), weights)
+    return objective
 
 
-_STATIC = ("generator", "classifier", "layers", "steps", "nonlinear", "mesh", "optimizer", "progress")
-_run_jit = jax.jit(dgn_am_run, static_argnames=_STATIC)
+def build(nets: DGNAMNets, options: DGNAMOptions, neurons: NeuronReadout) -> Kernel:
+    """The DGN-AM kernel of one chain maximizing F(y) = sum_j w_j a_j(T(G(y))), the weights w (p,)
+    the chain's `target`: `init(code (*code_shape), w (p,))`, `step(key, state)` (`dgn_am_kernel`)."""
+    values = neuron_values_fn(nets, neurons, nonlinear=options.nonlinear)
+
+    def objective(code, w):
+        return jnp.dot(values(code[None])[0][0], w)
+
+    return dgn_am_kernel(objective, options)
+
+
+def neuron_readout(classifier: Model, neurons) -> NeuronReadout:
+    """The `NeuronReadout` of addresses `layer:unit[@y,x]` (one or a sequence) of `classifier`."""
+    resolved = resolve_neurons(classifier, neurons)
+    return NeuronReadout(tuple(n.layer for n in resolved),
+                         np.array([flat_index(classifier, n) for n in resolved], np.int32))
+
+
+def _all_stopped(state) -> jax.Array:
+    return jnp.all(state.stopped)
+
+
+def dgn_am_run(nets: DGNAMNets, options: DGNAMOptions, neurons: NeuronReadout, codes, weights, *, mesh=None,
+               progress=None, chunk=None) -> DGNAMResult:
+    """DGN-AM as a composition (no checks): `build`, one chain per row of `codes` (c, *code_shape)
+    with the row of `weights` (c, p), `jaxprobe.driver.run(..., vmap=True)` (stopping early once
+    every chain has stopped), then the summary at the last codes. Pure when called under a trace.
+    See `dgn_am` for the arguments."""
+    if mesh is not None and not isinstance(codes, jax.core.Tracer):
+        # the networks whole on every device, so that the summary runs where the chains' codes live
+        g, c = nets.generator, nets.classifier
+        gp, cp = replicate((g.params if nets.gen_params is None else nets.gen_params,
+                            c.params if nets.cls_params is None else nets.cls_params), mesh)
+        nets = nets._replace(gen_params=gp, cls_params=cp)
+    kernel = build(nets, options, neurons)
+    state = jax.vmap(kernel.init)(jnp.asarray(codes, jnp.float32), jnp.asarray(weights, jnp.float32))
+    out = run(kernel, jax.random.key(0), state, options.steps, vmap=True, until=_all_stopped, mesh=mesh,
+              progress=progress, chunk=chunk)
+    values = neuron_values_fn(nets, neurons, nonlinear=options.nonlinear)
+    return call(lambda s, tr, saved: _summary(values, s, tr, saved), out.state, out.trace, out.saved)
+
+
+def _summary(values, state: DGNAMState, trace: DGNAMInfo, saved) -> DGNAMResult:
+    a, images = values(state.code)
+    v = jnp.sum(a * state.target, axis=1)
+    best_codes, best_values = keep_best(state.best_code, state.best_value, state.code, v)
+    # Rows past `saved` were not run (every chain had stopped): each chain's value stays its last.
+    rows = jnp.arange(trace.value.shape[0])[:, None]
+    history = jnp.where(rows < saved, trace.value, v[None])
+    return DGNAMResult(state.code, v, a, best_codes, best_values, history, images, (), state.target, state.stopped,
+                       state.step)
 
 
 def check_bounds(name, value, code_shape):
     """Per-unit code bounds as float32 broadcasting to `code_shape` (None stays None); raise naming
-    `name` for a shape that does not broadcast or a non-finite bound."""
+    `name` for a shape that does not broadcast or a bound not finite in float32."""
     if value is None:
         return None
-    b = np.asarray(value, np.float32)
+    b = as_float32(value)
     try:
         np.broadcast_to(b, code_shape)
     except ValueError:
         raise JaxprobeError(f"{name}: expected a scalar or an array broadcasting to the code shape "
                             f"{code_shape}, got shape {b.shape}") from None
     if not np.all(np.isfinite(b)):
-        raise JaxprobeError(f"{name}: expected finite bounds, got NaN or inf")
+        raise JaxprobeError(f"{name}: expected bounds finite in float32, got NaN or a value beyond +-3.4e38")
     return b
 
 
@@ -240,18 +366,69 @@ def start_codes(key, generator: Model, chains: int, init, lower, upper):
         raise JaxprobeError("lower, upper: expected lower <= upper for every unit")
     if init is None:
         return jax.random.normal(key, (chains,) + code_shape, jnp.float32), lo, hi
-    codes = jnp.asarray(init, jnp.float32)
+    codes = as_float32(init)
     if tuple(codes.shape) != (chains,) + code_shape:
         raise JaxprobeError(f"init: expected codes of shape ({chains}, {', '.join(map(str, code_shape))}) "
                             f"(one per chain), got {tuple(codes.shape)}")
     check_finite("init", codes)
-    return codes, lo, hi
+    return jnp.asarray(codes), lo, hi
 
 
-def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, steps: int = 200,
-           step_size=(8.0, 1e-10), decay: float = 0.99, lower=None, upper=None, init=None,
-           nonlinear: bool = True, gen_params=None, cls_params=None, mesh=None, optimizer=None,
-           progress=None) -> DGNAMResult:
+def check_step_size(step_size, code_size: int) -> tuple:
+    """(s_start, s_end) as Python floats, checked in float32: s_start > 0, s_end >= 0, and the
+    largest unit of a normalised step, s x code_size (|g_k| / mean|g| <= code_size), finite."""
+    sizes = np.asarray(step_size, np.float64).reshape(-1)
+    limit = F32_MAX / max(int(code_size), 1) / 2  # room for the code it is added to
+    ok = (sizes.size in (1, 2) and np.all(np.isfinite(sizes)) and np.all(sizes >= 0) and sizes[0] > 0
+          and np.all(sizes <= limit))
+    if not ok:
+        raise JaxprobeError(f"step_size: expected s > 0 or a pair (s_start > 0, s_end >= 0), each at most "
+                            f"{limit:.3g} (float32 max / 2 / the code size {code_size}), got {step_size!r}")
+    return float(sizes[0]), float(sizes[-1])
+
+
+class DGNAMChecked(NamedTuple):
+    """`dgn_am`'s arguments, checked: options (bounds as float32 arrays), the neurons' readout and
+    canonical names, the initial codes (c, *code_shape) and weights (c, p)."""
+
+    options: DGNAMOptions
+    readout: NeuronReadout
+    names: tuple
+    codes: Any
+    weights: np.ndarray
+
+
+def check_arguments(key, generator: Model, classifier: Model, neurons, options: DGNAMOptions, weights, init,
+                    mesh) -> DGNAMChecked:
+    """Check `dgn_am`'s arguments (every float in float32); raise a one-line JaxprobeError naming the first bad one."""
+    if getattr(generator, "role", None) != "generator":
+        raise JaxprobeError(f"generator: expected a generator, got {getattr(generator, 'name', generator)!r} "
+                            f"whose role is {getattr(generator, 'role', None)!r}")
+    resolved = resolve_neurons(classifier, neurons)
+    p = len(resolved)
+    w = np.eye(p, dtype=np.float32) if weights is None else as_float32(weights)
+    if w.ndim != 2 or w.shape[1] != p or w.shape[0] < 1:
+        raise JaxprobeError(f"weights: expected shape (chains, {p}), one weight per neuron, got {w.shape}")
+    check_finite("weights", w)
+    steps = check_count("steps", options.steps, 1)
+    sizes = check_step_size(options.step_size, int(np.prod(generator.input_shape)))
+    decay = check_number("decay", options.decay, low=0.0, high=1.0, low_open=True, what="a factor")
+    if not as_float32(decay) > 0:
+        raise JaxprobeError(f"decay: expected a factor in (0, 1] that is > 0 in float32, got {options.decay!r}")
+    codes, lo, hi = start_codes(key, generator, w.shape[0], init, options.lower, options.upper)
+    check_mesh(mesh, w.shape[0], "weights", "the chains, one per row,")
+    opt = options.optimizer
+    if opt is not None and not (callable(getattr(opt, "init", None)) and callable(getattr(opt, "update", None))):
+        raise JaxprobeError(f"optimizer: expected None or an optax GradientTransformation, got {type(opt).__name__}")
+    readout = neuron_readout(classifier, resolved)
+    options = options._replace(steps=steps, step_size=sizes, decay=float(np.float32(decay)), lower=lo, upper=hi,
+                               nonlinear=bool(options.nonlinear))
+    return DGNAMChecked(options, readout, tuple(neuron_name(classifier, n) for n in resolved), codes, w)
+
+
+def dgn_am(key, generator: Model, classifier: Model, neurons, options: DGNAMOptions | None = None, *,
+           weights=None, init=None, gen_params=None, cls_params=None, mesh=None, progress=None, chunk=None,
+           **settings) -> DGNAMResult:
     """DGN-AM (Nguyen et al. 2016, eq. 1; docs/methods/dgn-am.md): codes whose images excite neurons.
 
     Args:
@@ -259,64 +436,32 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, *, weights=None, s
       generator: a probe-able generator whose output the classifier can read (after
         `adapt_images`: pixel convention, centre crop).
       classifier: the frozen network whose neurons are maximized.
-      neurons: one address or p addresses `layer:unit[@y,x]` of the classifier (read after the
-        layer's nonlinearity unless `nonlinear=False`; fc8 logits have none).
+      neurons: one address or p addresses `layer:unit[@y,x]` of the classifier (read before the
+        layer's nonlinearity, as the reference reads them, unless `nonlinear=True`).
+      options: `DGNAMOptions` (steps 200, step_size (8, 1e-10), decay 0.99, lower/upper None,
+        nonlinear False, optimizer None); `settings` replace its fields by name
+        (e.g. `steps=40, lower=0.0`).
       weights: (c, p) W: chain i maximizes sum_j W_ij a_j. Default: the p x p identity, one chain
         per neuron, all in one batch.
-      steps: T iterations (reference: 200).
-      step_size: s_start or (s_start, s_end), ramped linearly (reference: 8 to 1e-10).
-      decay: the code is multiplied by it after each step, in (0, 1] (reference: 0.99).
-      lower, upper: per-unit bounds of the code (scalars or arrays broadcasting to the code shape),
-        applied after each step; the reference clips fc6 codes to [0, 3x the activations seen on
-        real images]. Default: unbounded.
       init: (c, *code_shape) initial codes instead of N(0, I) draws.
-      nonlinear: read neurons after (default) or before their layer's nonlinearity.
       gen_params, cls_params: parameters (default the models' own).
       mesh: a `jax.sharding.Mesh` with a "batch" axis to split the chains over (c a multiple of
-        its device count), or None. The parameters are replicated on it; a mesh may span
-        processes (`jax.distributed`): every process then makes the same call and gets the whole
-        result (`jaxprobe.sharding.gather`).
-      optimizer: None (the reference's normalised, ramped step) or an optax GradientTransformation
-        taking the step on -F instead (e.g. `optax.adam(0.05)`); clip and decay still apply.
-      progress: None or a function called (outside the program, `jax.debug.callback`) with the
-        number of steps done, `PROGRESS_TICKS` times a run, e.g. to move a progress bar.
+        its device count), or None; a mesh may span processes (every process makes the same call
+        and gets the whole result).
+      progress: None or progress(steps done, steps), called from the host about 20 times a run.
+      chunk: None (one compiled program) or compiled chunks of this many steps (progress and
+        Ctrl-C between them).
 
     Returns:
       `DGNAMResult`: last and best codes with their objectives, every neuron's value at the last
-      codes, the objective's history and the last images.
+      codes, the objective's history, the last images, and which chains stopped (zero gradient).
     """
-    if getattr(generator, "role", None) != "generator":
-        raise JaxprobeError(f"generator: expected a generator, got {getattr(generator, 'name', generator)!r} "
-                            f"whose role is {getattr(generator, 'role', None)!r}")
-    resolved = resolve_neurons(classifier, neurons)
-    p = len(resolved)
-    w = np.eye(p, dtype=np.float32) if weights is None else np.asarray(weights, np.float32)
-    if w.ndim != 2 or w.shape[1] != p or w.shape[0] < 1:
-        raise JaxprobeError(f"weights: expected shape (chains, {p}), one weight per neuron, got {w.shape}")
-    check_finite("weights", w)
-    c = w.shape[0]
-    steps = check_count("steps", steps, 1)
-    sizes = np.asarray(step_size, np.float64).reshape(-1)
-    if sizes.size not in (1, 2) or not np.all(np.isfinite(sizes)) or np.any(sizes < 0) or sizes[0] <= 0:
-        raise JaxprobeError(f"step_size: expected s > 0 or a pair (s_start > 0, s_end >= 0), got {step_size!r}")
-    decay = check_number("decay", decay, low=0.0, high=1.0, low_open=True, what="a factor")
-    codes, lo, hi = start_codes(key, generator, c, init, lower, upper)
-    check_mesh(mesh, c, "weights", "the chains, one per row,")
-    if optimizer is not None and not (callable(getattr(optimizer, "init", None))
-                                      and callable(getattr(optimizer, "update", None))):
-        raise JaxprobeError(f"optimizer: expected None or an optax GradientTransformation, got "
-                            f"{type(optimizer).__name__}")
-    flat = np.array([flat_index(classifier, n) for n in resolved], np.int32)
-    # With a mesh: parameters and settings on every device, the chains split (`on_mesh`).
-    (gp, cp, flat, w, lo, hi), codes = on_mesh(
-        mesh, (generator.params if gen_params is None else gen_params,
-               classifier.params if cls_params is None else cls_params, flat, w, lo, hi), codes)
-    result = _run_jit(generator, gp, classifier, cp, tuple(n.layer for n in resolved), flat, jnp.asarray(w), codes,
-                      steps=steps,
-                      step_size=tuple(float(s) for s in (sizes if sizes.size == 2 else (sizes[0], sizes[0]))),
-                      decay=float(decay), lower=lo, upper=hi, nonlinear=bool(nonlinear), mesh=mesh,
-                      optimizer=optimizer, progress=progress)
-    return gather(result)._replace(neurons=tuple(neuron_name(classifier, n) for n in resolved))
+    options = with_settings(options, settings)
+    checked = check_arguments(key, generator, classifier, neurons, options, weights, init, mesh)
+    nets = DGNAMNets(generator, classifier, gen_params, cls_params)
+    res = dgn_am_run(nets, checked.options, checked.readout, checked.codes, checked.weights, mesh=mesh,
+                     progress=progress, chunk=chunk)
+    return res._replace(neurons=checked.names)
 
 
 def recorded_encoder(generator: Model, encoder: Model | None = None, layer=None) -> tuple:
@@ -365,5 +510,7 @@ def real_bounds(generator: Model, images, *, multiple: float = 3.0, encoder: Mod
     return lower, (multiple * h.max(axis=0)).astype(np.float32)
 
 
-__all__ = ["DGNAM", "DGNAMResult", "DGNAMState", "dgn_am", "dgn_am_kernel", "dgn_am_run", "keep_best",
-           "neuron_objective", "real_bounds", "recorded_encoder", "step_sizes", "check_bounds"]
+__all__ = ["DGNAM", "DGNAMChecked", "DGNAMInfo", "DGNAMNets", "DGNAMOptions", "DGNAMResult", "DGNAMState",
+           "NeuronReadout", "as_float32", "build", "check_arguments", "check_bounds", "check_step_size", "dgn_am",
+           "dgn_am_kernel", "dgn_am_run", "keep_best", "neuron_objective", "neuron_readout", "neuron_values_fn",
+           "real_bounds", "recorded_encoder", "start_codes", "step_sizes", "with_settings"]

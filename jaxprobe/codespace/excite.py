@@ -32,18 +32,26 @@ of a convolutional layer, the mean of its channel over positions (`conv2:5`); on
 filter (`conv2:5@3,3`); a sum of such parts of one layer read the same way (`logits:3+logits:8`,
 compound images). The "other" activations of eq. 2 are the other units of the target's layer read
 the same way (the other classes; the other filters' means; the other channels at that position).
-Hidden layers are read after their nonlinearity (jaxprobe's neuron convention).
+The target's own term is read before its ReLU, the others after it (`excite_loss`).
 
-`excite_step(key, state, ...)` is one training step (public for the benchmark suite);
-`excite_run` scans it over the steps for several targets at once (`vmap` over the targets, one
-program whatever their layers); `excite_start`/`excite_advance` do the same in compiled chunks
-(a progress bar between them); `excite` checks its arguments and returns an `ExciteResult`.
+lambda defaults to 0.01 (`DEFAULT_LAMBDA`): the paper gives no value, and the reference notebooks
+(jdespraz/deep_generative_networks) weigh the other classes by -10/1000 in their `max_loss`. The
+scratch variant's other settings are Table 1's (but the learning rate, above); the pretrained
+variant follows the paper (its multiplicative jitter, Keras' GaussianDropout, and the l2
+regulariser of eq. 4) where the notebooks differ.
+
+The kernel (`jaxprobe.driver` protocol): `build(nets, options, targets)` gives `init(weights, lam)
+-> ExciteState` and `step(key, state) -> (ExciteState, ExciteInfo)` for ONE target (the weights
+say which units of which readout it excites); targets run together by
+`jaxprobe.driver.run(..., vmap=True)` (one program whatever their layers), in compiled chunks
+with progress between them. `excite_run` is that composition; `excite` checks its arguments and
+returns an `ExciteResult`; `excite_step` is one step with the problem passed explicitly.
 Images are shown as G draws them: [0, 1] (G ends in a sigmoid, `jaxprobe.models.excite_gen`).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,8 +60,9 @@ import optax
 from flax import nnx
 
 from jaxprobe.checks import check_count, check_number
+from jaxprobe.driver import Kernel, call, run
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.models.excite_gen import MNIST_CONFIG, VGG_CONFIG, dae_decoder, generator_model
+from jaxprobe.models.excite_gen import config_for, dae_decoder, generator_model
 from jaxprobe.models.neurons import parse_neuron, resolve_neuron
 from jaxprobe.models.pixels import adapt_images
 from jaxprobe.models.probe import Model
@@ -100,7 +109,10 @@ PAPER_SCRATCH = Variant("scratch", "all", "additive", 2.0, "gamma_l1", 0.01, "ad
 # were still changing); 0.01 put all 10 first (measured, seed 0). PAPER_SCRATCH keeps 0.002.
 SCRATCH = PAPER_SCRATCH._replace(lr=0.01)
 PRETRAINED = Variant("pretrained", "alpha", "multiplicative", 0.05, "alpha_l2", 0.1, "sgd", 0.01, 0.1, "code_mean")
-DEFAULT_LAMBDA = 1.0  # the paper gives none; 1 weighs the other units as much as the target
+# The paper gives no lambda; the reference notebooks' `max_loss` weighs the other classes by -10/1000.
+DEFAULT_LAMBDA = 0.01
+F32_MAX = float(np.finfo(np.float32).max)
+ACTIVATION_ROOM = 1e6  # lambda x units x this stays finite in float32: activations up to 1e6 are safe
 DEFAULT_STEPS = {"scratch": 200, "pretrained": 100}
 
 
@@ -120,8 +132,9 @@ class Target(NamedTuple):
     units: tuple
 
 
-class Problem(NamedTuple):
-    """What a step needs that does not change over a run (static under jit: models hash by identity)."""
+class ExciteProblem(NamedTuple):
+    """What a step needs that does not change over a run: the networks, the distinct readouts of
+    the targets trained together, the variant."""
 
     generator: Model
     classifier: Model
@@ -129,12 +142,59 @@ class Problem(NamedTuple):
     variant: Variant
 
 
+class ExciteNets(NamedTuple):
+    """The networks of the excitation.
+
+    Attributes:
+      generator: G (built by `jaxprobe.models.excite_gen`: first layer a scale alpha).
+      classifier: the frozen target network (last layer identity or softmax, replaced by a ReLU).
+      cls_params: the classifier's parameters (None: its own).
+    """
+
+    generator: Model
+    classifier: Model
+    cls_params: Any = None
+
+
+class ExciteOptions(NamedTuple):
+    """The excitation's settings.
+
+    Attributes:
+      pretrained: the pretrained variant (train only alpha of the DAE's decoder) instead of scratch.
+      variant: the Table-1 settings (None: `SCRATCH`, or `PRETRAINED` with `pretrained`).
+      steps: training steps (None: `DEFAULT_STEPS` of the variant, 200 scratch, 100 pretrained).
+      lam: lambda of eq. 2, >= 0: one for every target or one per target (0.01, the reference
+        notebooks' weight; the paper gives none).
+    """
+
+    pretrained: bool = False
+    variant: Variant | None = None
+    steps: int | None = None
+    lam: Any = DEFAULT_LAMBDA
+
+
 class ExciteState(NamedTuple):
-    """One target's training state: G's trained parameters, the optimizer's state and the step t."""
+    """One target's training state.
+
+    Attributes:
+      params: G's trained parameters (an `nnx.State`).
+      opt: the optimizer's state.
+      step: () int32, steps done.
+      weights: the target's `excite_loss` weights (select (R,), w_1 (C_1,), ..., w_R (C_R,)), or None.
+      lam: () lambda of eq. 2 for this target, or None.
+    """
 
     params: nnx.State
     opt: optax.OptState
     step: jax.Array
+    weights: Any = None
+    lam: Any = None
+
+
+class ExciteInfo(NamedTuple):
+    """What a step reports: loss, () eq. 2's loss at this step (on its jittered input)."""
+
+    loss: jax.Array
 
 
 class ExciteResult(NamedTuple):
@@ -147,7 +207,8 @@ class ExciteResult(NamedTuple):
         target; every filter's mean for a filter target).
       outputs: (T, K) the classifier's last layer with ReLU in place of its output, one per output unit.
       probs: (T, K) the unmodified classifier's softmax on the images.
-      loss: (T, steps) eq. 2's loss at each step (on that step's jittered input).
+      loss: (T, steps) eq. 2's loss at each step (on that step's jittered input); step t of
+        target i draws its jitter from `fold_in(fold_in(key_run, i), t)`.
       start: per target, (C,) its layer's readout for G(f0) before training (same G for every target).
       params: per target, G's parameters after training (a pure dict for `nnx.replace_by_pure_dict`;
         batch statistics frozen in), so that `generator.forward` of them at f0 = 1 gives `images`.
@@ -284,7 +345,7 @@ def jitter(key, f0, variant: Variant):
     return f0 + variant.sigma * n if variant.noise == "additive" else f0 * (1.0 + variant.sigma * n)
 
 
-def generate(problem: Problem, params, x, *, stats: bool = False):
+def generate(problem: ExciteProblem, params, x, *, stats: bool = False):
     """G(x) for one code x: (1, H, W, C) images; with `variant.batch_stats` every batch norm uses the
     image's own per-channel mean and variance over positions. `stats=True` also returns those
     ((mean, var) per batch-normed layer, by layer index), which `freeze_stats` writes into the
@@ -316,7 +377,7 @@ def freeze_stats(params, seen):
     return params
 
 
-def excite_loss(trained, fixed, x, problem: Problem, cls_params, weights, lam):
+def excite_loss(trained, fixed, x, problem: ExciteProblem, cls_params, weights, lam):
     """Eq. 2 for one input x (code-shaped) and one target: -w . a + lambda (1 - w) . r + R, with r
     the target's readout of the classifier on G(x) and w (C,) its units (1) and the others (0).
 
@@ -326,10 +387,12 @@ def excite_loss(trained, fixed, x, problem: Problem, cls_params, weights, lam):
 
     The target's term a is read from its layer's pre-activation (the learned map's output, before
     the ReLU that replaces the output, or before a hidden layer's nonlinearity; for a filter, the
-    mean of the pre-activation over positions); the others' term r after it. Where the target is
-    active the two agree; the paper requires a(c_i) > 0 throughout ("convergence can be controlled
-    by ensuring a(c_i) > 0"), and a ReLU'd target that starts at 0 gets no gradient at all (seen
-    here: 4 of 10 classes and the filter conv2:5 stuck at 0 from a random generator)."""
+    mean of the pre-activation over positions); the others' term r after it. For a unit the two
+    agree where it is active; a filter's mean of pre-activations is not the mean of its ReLU'd
+    values wherever some positions are negative (they differ by up to 1.69 on active conv2
+    filters). The paper requires a(c_i) > 0 throughout ("convergence can be controlled by ensuring
+    a(c_i) > 0"), and a ReLU'd target that starts at 0 gets no gradient at all (seen here: 4 of 10
+    classes and the filter conv2:5 stuck at 0 from a random generator)."""
     g, c = problem.generator, problem.classifier
     params = nnx.merge_state(trained, fixed)
     images = adapt_images(generate(problem, params, x), g.pixels, c.pixels, c.input_shape)
@@ -342,7 +405,7 @@ def excite_loss(trained, fixed, x, problem: Problem, cls_params, weights, lam):
     return total
 
 
-def excite_init(problem: Problem, trained) -> ExciteState:
+def excite_init(problem: ExciteProblem, trained) -> ExciteState:
     """The start of one target's training from G's trained parameters (alpha set to the
     variant's `alpha_init` when only alpha trains)."""
     v = problem.variant
@@ -351,37 +414,36 @@ def excite_init(problem: Problem, trained) -> ExciteState:
     return ExciteState(trained, _optimizer(v).init(trained), jnp.zeros((), jnp.int32))
 
 
-def excite_step(key, state: ExciteState, *, problem: Problem, fixed, cls_params, f0, weights, lam):
-    """One step of the coupled training (one target): jitter f0, the gradient of eq. 2 with respect
-    to G's trained parameters, the variant's optimizer update. Returns (state, loss at this step)."""
-    x = jitter(key, f0, problem.variant)
-    loss, grads = jax.value_and_grad(excite_loss)(state.params, fixed, x, problem, cls_params, weights, lam)
-    updates, opt = _optimizer(problem.variant).update(grads, state.opt, state.params)
-    return ExciteState(optax.apply_updates(state.params, updates), opt, state.step + 1), loss
+def problem_kernel(problem: ExciteProblem, trained, fixed, cls_params, f0) -> Kernel:
+    """The kernel of one target for an explicit problem: `init(weights, lam) -> ExciteState` from
+    `trained`; `step(key, state) -> (state, ExciteInfo)`: jitter f0 with `key`, the gradient of
+    eq. 2 with respect to G's trained parameters, the variant's optimizer update."""
+    opt = _optimizer(problem.variant)
+
+    def init(weights, lam) -> ExciteState:
+        return excite_init(problem, trained)._replace(weights=weights, lam=jnp.asarray(lam, jnp.float32))
+
+    def step(key, state: ExciteState):
+        x = jitter(key, f0, problem.variant)
+        loss, grads = jax.value_and_grad(excite_loss)(state.params, fixed, x, problem, cls_params, state.weights,
+                                                      state.lam)
+        updates, o = opt.update(grads, state.opt, state.params)
+        return state._replace(params=optax.apply_updates(state.params, updates), opt=o, step=state.step + 1), \
+            ExciteInfo(loss)
+
+    return Kernel(init, step)
 
 
-def excite_advance(problem: Problem, states: ExciteState, keys, *, fixed, cls_params, f0, weights, lam):
-    """Advance T targets' states by their rows of `keys` (T, k) step keys, each under `lax.scan`,
-    the targets by `vmap` (`weights` and `lam` (T,) per target). Returns (states, losses (T, k)).
-    Chunks continue one another."""
-    def one(state, keys_t, w, lam_t):
-        def body(s, k):
-            return excite_step(k, s, problem=problem, fixed=fixed, cls_params=cls_params, f0=f0, weights=w,
-                               lam=lam_t)
-
-        return jax.lax.scan(body, state, keys_t)
-
-    return jax.vmap(one)(states, keys, weights, lam)
+def excite_step(key, state: ExciteState, *, problem: ExciteProblem, fixed, cls_params, f0, weights, lam):
+    """One step of the coupled training (one target), the problem passed explicitly: jitter f0, the
+    gradient of eq. 2 with respect to G's trained parameters, the variant's optimizer update.
+    Returns (state, loss at this step)."""
+    state = state._replace(weights=weights, lam=jnp.asarray(lam, jnp.float32))
+    new, info = problem_kernel(problem, None, fixed, cls_params, f0).step(key, state)
+    return new, info.loss
 
 
-def excite_start(problem: Problem, trained, n_targets: int) -> ExciteState:
-    """T copies of `excite_init(problem, trained)` stacked on a leading axis (every target starts
-    from the same G)."""
-    state = excite_init(problem, trained)
-    return jax.tree.map(lambda a: jnp.broadcast_to(a, (n_targets,) + jnp.shape(a)), state)
-
-
-def excite_finish(problem: Problem, states: ExciteState, *, fixed, cls_params, f0):
+def excite_finish(problem: ExciteProblem, states: ExciteState, *, fixed, cls_params, f0):
     """G(f0) without jitter for T trained states: (images (T, H, W, C), readouts (a tuple over
     `problem.readouts` of (T, C_k)), outputs (T, K), probs (T, K), G's full parameters (a pure
     dict, leaves (T, ...)), batch statistics frozen into them when G trained with them)."""
@@ -400,36 +462,85 @@ def excite_finish(problem: Problem, states: ExciteState, *, fixed, cls_params, f
     return jax.vmap(one)(states.params)
 
 
-def excite_run(problem: Problem, trained, fixed, cls_params, f0, keys, weights, lam, *, steps: int):
-    """The whole training as a pure function: T targets (`weights` as `excite_loss`'s with a leading
-    T axis, `keys` (T,), `lam` (T,)), each from `trained`, `steps` steps with step keys
-    `jax.random.split(keys[t], steps)`. Returns (states, losses (T, steps), `excite_finish`'s)."""
-    states = excite_start(problem, trained, keys.shape[0])
-    step_keys = jax.vmap(lambda k: jax.random.split(k, steps))(keys)
-    states, losses = excite_advance(problem, states, step_keys, fixed=fixed, cls_params=cls_params, f0=f0,
-                                    weights=weights, lam=lam)
-    return states, losses, excite_finish(problem, states, fixed=fixed, cls_params=cls_params, f0=f0)
+class ExciteSetup(NamedTuple):
+    """A built excitation: the problem, the kernel, the targets' initial states (T on the leading
+    axis), the parsed targets, the step count, and `finish(states)` (`excite_finish` closed over)."""
+
+    problem: ExciteProblem
+    kernel: Kernel
+    states: ExciteState
+    targets: tuple
+    steps: int
+    finish: Any
 
 
-_start_jit = jax.jit(excite_start, static_argnums=(0, 2))
-_advance_jit = jax.jit(excite_advance, static_argnums=(0,))
-_finish_jit = jax.jit(excite_finish, static_argnums=(0,))
-excite_run_jit = jax.jit(excite_run, static_argnums=(0,), static_argnames=("steps",))
+def resolve_options(options: ExciteOptions) -> tuple:
+    """(variant, steps) with the defaults filled in."""
+    variant = options.variant or (PRETRAINED if options.pretrained else SCRATCH)
+    return variant, DEFAULT_STEPS[variant.name] if options.steps is None else options.steps
+
+
+def setup(nets: ExciteNets, options: ExciteOptions, targets) -> ExciteSetup:
+    """Build the kernel for `targets` (texts or parsed `Target`s, T of them) and their start states
+    (every target from the same G, with its weights and lambda: `options.lam` one or T values)."""
+    g, c = nets.generator, nets.classifier
+    variant, steps = resolve_options(options)
+    parsed = tuple(t if isinstance(t, Target) else parse_target(c, t) for t in targets)
+    problem, weights = training_problem(g, c, parsed, variant)
+    trained, fixed = split_params(g, start_params(g, variant), variant)
+    cls_params = c.params if nets.cls_params is None else nets.cls_params
+    f0 = jnp.ones(g.input_shape, jnp.float32)
+    kernel = problem_kernel(problem, trained, fixed, cls_params, f0)
+    lam = np.broadcast_to(np.asarray(options.lam, np.float32), (len(parsed),))
+    states = jax.vmap(kernel.init)(tuple(jnp.asarray(w) for w in weights), jnp.asarray(lam))
+
+    def finish(states):
+        return excite_finish(problem, states, fixed=fixed, cls_params=cls_params, f0=f0)
+
+    return ExciteSetup(problem, kernel, states, parsed, int(steps), finish)
+
+
+def build(nets: ExciteNets, options: ExciteOptions, targets) -> Kernel:
+    """The kernel of one target among `targets` (their distinct readouts are what every step
+    reads): `init(weights, lam)`, `step(key, state)`; `training_problem` gives each target's weights."""
+    return setup(nets, options, targets).kernel
+
+
+class ExciteRun(NamedTuple):
+    """What `excite_run` returns: states (T on the leading axis), loss (T, steps), finish
+    (`excite_finish`'s tuple for the trained states), start (its readouts before training)."""
+
+    states: ExciteState
+    loss: jax.Array
+    finish: tuple
+    start: tuple
+
+
+def excite_run(nets: ExciteNets, options: ExciteOptions, targets, key, *, progress=None, chunk=None) -> ExciteRun:
+    """The whole training of T targets as a composition (no checks): `setup`, then
+    `jaxprobe.driver.run(..., vmap=True)` (target i's step t draws from fold_in(fold_in(key, i), t)),
+    then `excite_finish`. Pure under a trace; compiled (in chunks of `chunk` steps, `progress(done,
+    steps)` between them) on concrete values."""
+    s = setup(nets, options, targets)
+    start = call(s.finish, s.states)[1]
+    out = run(s.kernel, key, s.states, s.steps, vmap=True, progress=progress, chunk=chunk)
+    return ExciteRun(out.state, jnp.transpose(out.trace.loss), call(s.finish, out.state), start)
 
 
 # ---------------------------------------------------------------- the driver
 
 
-def default_generator(classifier: Model, key) -> Model:
-    """A fresh Table-2 generator sized to the classifier's input: 28x28 (MNIST widths) or 224x224
-    (Table 2's widths), with the classifier's channel count."""
-    shape = tuple(classifier.input_shape)
-    if len(shape) != 3 or shape[0] != shape[1] or shape[0] not in (28, 224):
-        raise JaxprobeError(f"generator: no default generator for input {shape} of {classifier.name!r}; expected "
-                            "28x28 or 224x224 images, or pass a generator built by excite_generator")
-    config = dict(MNIST_CONFIG if shape[0] == 28 else VGG_CONFIG, channels=shape[2])
+def default_generator(classifier: Model, key, *, shape_only: bool = False) -> Model:
+    """A fresh Table-2 generator sized to the classifier's input (`jaxprobe.models.excite_gen.config_for`:
+    MNIST widths up to 64 pixels, Table 2's widths above; an image larger than the input is
+    centre-cropped to it, as DeePSim's 256 to CaffeNet's 227), with the classifier's channels.
+    `shape_only` builds it without allocating its weights (`nnx.eval_shape`)."""
+    try:
+        config = config_for(tuple(classifier.input_shape))
+    except JaxprobeError as err:
+        raise JaxprobeError(f"generator: no default generator for {classifier.name!r}: {err}") from None
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    return generator_model(config, seed=seed)
+    return generator_model(config, seed=seed, shape_only=shape_only)
 
 
 def _check_generator(generator: Model, variant: Variant) -> None:
@@ -440,17 +551,6 @@ def _check_generator(generator: Model, variant: Variant) -> None:
     if not ok:
         raise JaxprobeError(f"generator: expected a generator built by excite_generator (first layer a scale alpha, "
                             f"last layer batch-normed), got {generator.name!r}")
-
-
-_SHELLS: dict = {}
-
-
-def _shell(model: Model) -> Model:
-    """One `Model` per network structure, pixel convention and input shape, standing for `model` as a
-    static argument: jit hashes models by identity, and a freshly loaded or built model of the same
-    structure (its parameters go in as arguments) should reuse the compiled programs."""
-    key = (model.graphdef, model.pixels, tuple(model.input_shape), model.role)
-    return _SHELLS.setdefault(key, model)
 
 
 def start_params(generator: Model, variant: Variant):
@@ -475,81 +575,90 @@ def chunk_size(steps: int, chunks: int) -> int:
     return c
 
 
-def excite(key, targets, *, classifier: Model | None = None, pretrained: bool = False, generator: Model | None = None,
-           steps: int | None = None, lam=DEFAULT_LAMBDA, variant: Variant | None = None,
-           chunk: int | None = None, progress=None) -> ExciteResult:
+def check_lambda(lam, targets: int, units: int) -> np.ndarray:
+    """(T,) float32 lambdas: one number or one per target, each >= 0 and, with the `units` it
+    weighs, finite in float32 (lambda x units x 1e6 <= float32's largest value)."""
+    lams = list(lam) if isinstance(lam, (list, tuple, np.ndarray)) else [lam] * targets
+    if len(lams) != targets:
+        raise JaxprobeError(f"lambda: expected one number or one per target ({targets}), got {len(lams)}")
+    limit = F32_MAX / max(units, 1) / ACTIVATION_ROOM
+    return np.asarray([check_number("lambda", v, low=0.0, high=limit,
+                                    what=f"a non-negative weight (at most {limit:.3g}: float32's largest value / "
+                                         f"{units} units / {ACTIVATION_ROOM:g})") for v in lams], np.float32)
+
+
+def check_variant(variant: Variant) -> Variant:
+    """Raise unless the variant's numbers are finite non-negative float32 values (lr > 0)."""
+    if not isinstance(variant, Variant):
+        raise JaxprobeError(f"variant: expected a Variant (SCRATCH, PRETRAINED or one of their _replace), got "
+                            f"{type(variant).__name__}")
+    for name in ("sigma", "reg_weight", "lr", "momentum"):
+        check_number(f"variant.{name}", getattr(variant, name), low=0.0, high=F32_MAX / ACTIVATION_ROOM,
+                     low_open=name == "lr", what="a float32 number")
+    return variant
+
+
+def excite(key, targets, options: ExciteOptions | None = None, *, classifier: Model | None = None,
+           generator: Model | None = None, chunk: int | None = None, progress=None, **settings) -> ExciteResult:
     """Train one generator per target to excite it (Despraz et al. 2017, eq. 2).
 
     Args:
-      key: PRNG key: the scratch generator's initial weights (when `generator` is None) and each
-        target's jitter (target i's key is `jax.random.split(key_run, T)[i]`).
+      key: PRNG key: the scratch generator's initial weights (when `generator` is None) and the
+        jitter (target i's step t draws from `fold_in(fold_in(key_run, i), t)`).
       targets: one target or a sequence (`parse_target`: `logits:3`, `conv2:5`, `conv2:5@3,3`,
-        `logits:3+logits:8`). Targets read the same way train together in one program (`vmap`).
+        `logits:3+logits:8`). All targets train together in one program (`vmap`).
+      options: `ExciteOptions` (pretrained False, variant None, steps None, lam 0.01); `settings`
+        replace its fields by name (`pretrained=True, steps=60, lam=0.5`).
       classifier: the frozen target network (default `jaxprobe.load("classifier")`); its last layer
         must have an identity or softmax output.
-      pretrained: train only alpha of the shipped DAE's decoder (`jaxprobe.load("dae")`) instead of
-        all of a fresh Table-2 generator.
-      generator: G instead of the default (built by `excite_generator`, its output the
-        classifier's image size).
-      steps: training steps (default `DEFAULT_STEPS`: 200 scratch, 100 pretrained).
-      lam: lambda of eq. 2, >= 0: one for every target, or a sequence of one per target.
-      variant: the Table-1 settings (default `SCRATCH` or `PRETRAINED`).
-      chunk: None (one compiled scan) or chunks of this many steps, calling `progress(steps done)`
-        after each.
+      generator: G instead of the default (built by `excite_generator`; default a fresh Table-2
+        generator sized to the classifier's input, or the shipped DAE's decoder when pretrained).
+      chunk: None (one compiled program) or compiled chunks of this many steps, calling
+        `progress(steps done, steps)` after each.
 
     Returns:
       `ExciteResult`.
     """
+    from jaxprobe.codespace.dgn_am import with_settings
     from jaxprobe.models.store import load
 
+    options = with_settings(options, settings, ExciteOptions)
     classifier = load("classifier") if classifier is None else classifier
     check_output_layer(classifier)
-    if isinstance(targets, str):
-        targets = [targets]
-    targets = list(targets)
+    targets = [targets] if isinstance(targets, str) else list(targets)
     if not targets:
         raise JaxprobeError("targets: expected at least one target 'layer:unit'")
     parsed = [parse_target(classifier, t) for t in targets]
-    lams = list(lam) if isinstance(lam, (list, tuple, np.ndarray)) else [lam] * len(parsed)
-    if len(lams) != len(parsed):
-        raise JaxprobeError(f"lambda: expected one number or one per target ({len(parsed)}), got {len(lams)}")
-    lams = np.asarray([check_number("lambda", v, low=0.0, what="a non-negative weight") for v in lams], np.float32)
-    variant = variant or (PRETRAINED if pretrained else SCRATCH)
-    steps = check_count("steps", DEFAULT_STEPS[variant.name] if steps is None else steps, 1)
-    chunk = steps if chunk is None else check_count("chunk", chunk, 1)
+    units = max(classifier.layer_shape(t.readout.layer)[-1] for t in parsed)
+    lams = check_lambda(options.lam, len(parsed), units)
+    variant = check_variant(resolve_options(options)[0])
+    steps = check_count("steps", resolve_options(options)[1], 1)
+    chunk = None if chunk is None else check_count("chunk", chunk, 1)
     k_gen, k_run = jax.random.split(key)
     if generator is None:
-        generator = dae_decoder(load("dae")) if pretrained else default_generator(classifier, k_gen)
+        generator = dae_decoder(load("dae")) if options.pretrained else default_generator(classifier, k_gen)
     _check_generator(generator, variant)
-    trained, fixed = split_params(generator, start_params(generator, variant), variant)
-    f0 = jnp.ones(generator.input_shape, jnp.float32)
-    keys = jax.random.split(k_run, len(parsed))
-    problem, weights = training_problem(generator, classifier, parsed, variant)
-    step_keys = jax.vmap(lambda k: jax.random.split(k, steps))(keys)
-    common = dict(fixed=fixed, cls_params=classifier.params, f0=f0)
-    states = _start_jit(problem, trained, len(parsed))
-    start = [np.asarray(r) for r in _finish_jit(problem, states, **common)[1]]
-    losses = []
-    for a in range(0, steps, chunk):
-        states, l = _advance_jit(problem, states, step_keys[:, a:a + chunk], weights=weights, lam=lams,
-                                 **common)
-        losses.append(l)
-        if progress is not None:
-            jax.block_until_ready(l)  # report finished steps, not dispatched ones
-            progress(min(a + chunk, steps))
-    images, reads, outs, probs, full = _finish_jit(problem, states, **common)
-    which = [problem.readouts.index(t.readout) for t in parsed]
+    res = excite_run(ExciteNets(generator, classifier), options._replace(variant=variant, steps=steps, lam=lams),
+                     parsed, k_run, progress=progress, chunk=chunk)
+    return summarize(res, parsed, variant)
+
+
+def summarize(res: ExciteRun, parsed, variant: Variant) -> ExciteResult:
+    """The `ExciteResult` of an `excite_run` (each target's readout picked from its layer's)."""
+    problem_readouts = tuple(dict.fromkeys(t.readout for t in parsed))
+    images, reads, outs, probs, full = res.finish
+    which = [problem_readouts.index(t.readout) for t in parsed]
     reads = [np.asarray(r) for r in reads]
+    start = [np.asarray(r) for r in res.start]
     return ExciteResult(tuple(t.text for t in parsed), np.asarray(images),
                         tuple(reads[k][i] for i, k in enumerate(which)), np.asarray(outs), np.asarray(probs),
-                        np.concatenate([np.asarray(l) for l in losses], axis=1),
-                        tuple(start[k][i] for i, k in enumerate(which)),
+                        np.asarray(res.loss), tuple(start[k][i] for i, k in enumerate(which)),
                         tuple(jax.tree.map(lambda a: np.asarray(a[i]), full) for i in range(len(parsed))),
                         variant.name)
 
 
 def training_problem(generator: Model, classifier: Model, targets, variant: Variant):
-    """(`Problem`, weights) for parsed `targets`: the distinct readouts in order of first use, and
+    """(`ExciteProblem`, weights) for parsed `targets`: the distinct readouts in order of first use, and
     `excite_loss`'s weights with a leading target axis: (select (T, R), w_1 (T, C_1), ...)."""
     readouts = tuple(dict.fromkeys(t.readout for t in targets))
     select = np.zeros((len(targets), len(readouts)), np.float32)
@@ -558,11 +667,13 @@ def training_problem(generator: Model, classifier: Model, targets, variant: Vari
         k = readouts.index(t.readout)
         select[i, k] = 1.0
         ws[k][i, list(t.units)] = 1.0
-    return Problem(_shell(generator), _shell(classifier), readouts, variant), (select, *ws)
+    return ExciteProblem(generator, classifier, readouts, variant), (select, *ws)
 
 
-__all__ = ["DEFAULT_LAMBDA", "DEFAULT_STEPS", "ExciteResult", "ExciteState", "MODES", "PAPER_SCRATCH", "PRETRAINED",
-           "Problem", "Readout", "SCRATCH", "Target", "Variant", "check_output_layer", "chunk_size",
-           "default_generator", "excite", "excite_advance", "excite_finish", "excite_init", "excite_loss",
-           "excite_run", "excite_start", "excite_step", "jitter", "layer_readout", "parse_target", "regularizer",
-           "split_params", "start_params", "target_name", "training_problem"]
+__all__ = ["DEFAULT_LAMBDA", "DEFAULT_STEPS", "ExciteInfo", "ExciteNets", "ExciteOptions", "ExciteProblem",
+           "ExciteResult", "ExciteRun", "ExciteSetup", "ExciteState", "MODES", "PAPER_SCRATCH", "PRETRAINED",
+           "Readout", "SCRATCH", "Target", "Variant", "build", "check_lambda", "check_output_layer", "check_variant",
+           "chunk_size", "default_generator", "excite", "excite_finish", "excite_init", "excite_loss", "excite_run",
+           "excite_step", "jitter", "layer_readout", "parse_target", "problem_kernel", "regularizer",
+           "resolve_options", "setup", "split_params", "start_params", "summarize", "target_name",
+           "training_problem"]

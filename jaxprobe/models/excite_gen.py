@@ -24,7 +24,8 @@ batch norm. Choices jaxprobe makes where the table is silent:
   are shown as they are (canonical [0, 1], grey for one channel).
 - **Size**: Table 2 (3200 = 128x5x5, six upsamplings) gives 320x320, not VGG-16's 224x224; here
   the grid and the number of blocks are sized to the target's input: side = grid * 2^blocks
-  (28 = 7 * 2^2 for MNIST; `VGG_CONFIG` 224 = 7 * 2^5 with Table 2's widths 512..64).
+  (28 = 7 * 2^2 for MNIST; `VGG_CONFIG` 224 = 7 * 2^5 with Table 2's widths 512..64), the
+  smallest such side at least the input's, centre-cropped to it (`config_for`: 227 -> 256).
 
 Layers (probe protocol): `scale` (alpha * x, then reshape and the first upsampling), `b{i}c1`,
 `b{i}c2` (conv + batch norm + leaky ReLU; the block's second conv is followed by the next upsampling),
@@ -159,6 +160,20 @@ def mnist_dae(*, grid=(7, 7, 8), enc_width: int = 32, widths=(64, 32), rngs: nnx
     return Network(enc + layers, ["enc1", "enc2"] + names)
 
 
+def config_for(shape) -> dict:
+    """Table 2's pattern sized to a classifier's input (side, side, channels), channels 1 or 3:
+    side' = grid x 2^blocks, the smallest at least `side` (a larger image is centre-cropped to the
+    input, as the DGN-AM reference crops DeePSim's 256 to CaffeNet's 227). Up to 64 pixels:
+    `MNIST_CONFIG`'s widths (2 blocks; 28 -> grid 7); above: Table 2's widths (`VGG_CONFIG`, 5
+    blocks; 224 -> grid 7, 227 -> grid 8, a 256 image)."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) != 3 or shape[0] != shape[1] or shape[2] not in (1, 3) or shape[0] < 4:
+        raise JaxprobeError(f"expected square images (side, side, 1 or 3) with side >= 4, got input {shape}")
+    base = MNIST_CONFIG if shape[0] <= 64 else VGG_CONFIG
+    grid = -(-shape[0] // 2 ** len(base["widths"]))
+    return {"grid": (grid, grid, base["grid"][2]), "widths": tuple(base["widths"]), "channels": shape[2]}
+
+
 def generator_model(config=None, *, seed: int = 0, name: str = "excite_generator", shape_only: bool = False) -> Model:
     """A generator `Model` of `excite_generator(**config)` with random weights (seed), role
     "generator", pixels [0, 1] (grey or RGB). `shape_only` builds it with `nnx.eval_shape`."""
@@ -200,5 +215,5 @@ def dae_decoder(dae: Model, name: str | None = None) -> Model:
 zoo.register("excite_generator", excite_generator)
 zoo.register("mnist_dae", mnist_dae)
 
-__all__ = ["MNIST_CONFIG", "VGG_CONFIG", "Conv3x3", "Scale", "Upsample2", "dae_decoder", "excite_generator",
-           "generator_model", "mnist_dae"]
+__all__ = ["MNIST_CONFIG", "VGG_CONFIG", "Conv3x3", "Scale", "Upsample2", "config_for", "dae_decoder",
+           "excite_generator", "generator_model", "mnist_dae"]
