@@ -20,8 +20,15 @@ def _environment():
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
-    env.filters["num"] = fmt_number  # {{ x | num(".4f") }}: "n/a" for None or NaN
+    # {{ x | num(".4f") }}: "n/a" for None or NaN; a truth value as yes / no
+    env.filters["num"] = lambda x, spec=".4g": yes_no(x) if isinstance(x, bool) else fmt_number(x, spec)
+    env.filters["yesno"] = yes_no  # {{ flag | yesno }}: yes / no / n/a, never Python's True
     return env
+
+
+def yes_no(flag) -> str:
+    """A truth value as a table shows it: "yes", "no", or "n/a" for None."""
+    return "n/a" if flag is None else ("yes" if flag else "no")
 
 
 def render(template: str, **context) -> str:
@@ -56,10 +63,28 @@ class Context:
 @dataclasses.dataclass
 class Section:
     """What a section returns: its anchor `key`, `title`, `html` body (rendered from its template),
-    `figures` as (file name, caption) pairs, and `results` for results.json."""
+    `figures` as (file name, caption) pairs, `results` for results.json, and `conclusion`: what
+    the numbers say, one or two sentences computed from them, which the page puts last."""
 
     key: str
     title: str
     html: str = ""
     figures: list = dataclasses.field(default_factory=list)  # (file name, caption)
     results: dict = dataclasses.field(default_factory=dict)
+    conclusion: str = ""
+
+
+def finite(values) -> list:
+    """The finite numbers of `values` (None, NaN and inf left out), as floats."""
+    import math
+
+    return [float(v) for v in values if v is not None and not isinstance(v, bool) and math.isfinite(float(v))]
+
+
+def span(values, spec: str = ".3g") -> str:
+    """The range of the finite `values` as text: "a-b", "a" when they are all equal, "n/a" when none."""
+    vals = finite(values)
+    if not vals:
+        return "n/a"
+    lo, hi = format(min(vals), spec), format(max(vals), spec)
+    return lo if lo == hi else f"{lo}-{hi}"

@@ -22,7 +22,7 @@ from jaxprobe.experiments.inverse_set_repro import (CLASS_RANGES, canonical_imag
 from jaxprobe.experiments.rechecks import fresh_activations, independent_check, layer_values
 from jaxprobe.inverse_sets.inverse_set import default_embedding, inverse_set
 from jaxprobe.io import jsonable
-from jaxprobe.report.base import Section, render
+from jaxprobe.report.base import Section, finite, render
 
 N, K = 50, 10  # samples per inverse set (the paper's n = 500 is `jaxprobe reproduce inverse-set`), seeds
 # Gradient steps per outer iteration of the seeds (paper: 100). 25 keeps the section within its 30 s
@@ -51,6 +51,34 @@ def choose_hidden_unit(generator, classifier, layer: int, codes) -> str:
         h = h[:, shape[0] // 2, shape[1] // 2, :]
     unit = int(np.argmax(np.median(h, axis=0)))
     return f"{classifier.layer_names[layer - 1]}:{unit}"
+
+
+def inverse_set_conclusion(results: dict) -> str:
+    """What the inverse-set numbers say, from `inverse_set_section`'s results: whether every set
+    is full and every sample in its range by a fresh forward pass (the method's guarantee), and
+    which set is the least and the most diverse (mean pairwise distance in E, eq. 5)."""
+    runs = results["runs"]
+    short = [r for r in runs if r["n_accepted"] < r["n_requested"]]
+    outside = [r for r in runs if not r["fresh_forward_check"]["all_in_range"]]
+    checked = results["samples_checked"]
+    if not short and not outside:
+        text = (f"Every set is full and all {checked} samples, recomputed by a fresh forward pass, lie in their "
+                f"ranges: the sampler delivers the inverse sets it claims")
+    else:
+        bits = [f"{r['label']} ({r['n_accepted']}/{r['n_requested']})" for r in short]
+        text = ("Not every set is full: " + ", ".join(bits)) if bits else "Every set is full"
+        if outside:
+            text += (f"; samples of {', '.join(r['label'] for r in outside)} fall outside their range when recomputed, "
+                     f"so those sets are not inverse sets")
+        else:
+            text += f"; all {checked} samples recomputed lie in their ranges"
+    div = [(r["diversity_statistics"].get("mean_pairwise_distance"), r["label"]) for r in runs]
+    div = [(d, label) for d, label in div if finite([d])]
+    if len(div) >= 2:
+        (lo, lo_label), (hi, hi_label) = min(div), max(div)
+        text += (f". The {lo_label} set is the least diverse (mean pairwise E-distance {lo:.3g}) and the "
+                 f"{hi_label} set the most ({hi:.3g})")
+    return text + "."
 
 
 def _ranges_text(neurons, ranges, sep: str) -> str:
@@ -116,7 +144,7 @@ def inverse_set_section(ctx) -> Section:
     out = ctx.out_dir
     save_sorted_samples(out / "inverse_set_samples.png", fig_rows, f"Inverse sets on {gen.name} + {cls.name}",
                         shown=SHOWN, ncol=SHOWN)
-    save_histograms(out / "inverse_set_histograms.png", hist_panels, "activations of all accepted samples")
+    save_histograms(out / "inverse_set_histograms.png", hist_panels, "activations of all accepted samples", ncol=3)
     results = {
         "generator": gen.name, "classifier": cls.name, "n": N, "k": K,
         "embedding": {"model": emb.model.name, "layer": embedding_layer(emb)},
@@ -125,11 +153,15 @@ def inverse_set_section(ctx) -> Section:
         "samples_checked": sum(r["fresh_forward_check"]["n_checked"] for r in runs),
         "runs": runs,
     }
-    body = render("inverse_set.html.j2", n=N, k=K, inner_steps=INNER_STEPS, embedding_layer=results["embedding"]["layer"],
+    body = render("inverse_set.html.j2", n=N, k=K, inner_steps=INNER_STEPS,
+                  embedding_layer=results["embedding"]["layer"],
                   samples_checked=results["samples_checked"], all_in_range=results["all_samples_in_range"],
                   runs=[dict(r, ranges_text=_ranges_text(r["neurons"], r["ranges"], ", ")) for r in runs])
-    figures = [("inverse_set_samples.png", "inverse sets: samples sorted by activation, with their values"),
-               ("inverse_set_histograms.png", "activations of every sample, [z1, z2] shaded")]
+    figures = [("inverse_set_samples.png", f"Each set's samples sorted by the neuron's value (high to low), "
+                                           f"{SHOWN} picked evenly along that order, the values above each: "
+                                           f"within a set the images should vary while the value stays in range"),
+               ("inverse_set_histograms.png", "The neuron's value over every accepted sample, the requested range "
+                                              "[z1, z2] shaded: every bar should lie inside the shaded band")]
     return Section("inverse_set", "Inverse set of a neuron (Hada & Carreira-Perpiñán 2019)", body, figures,
-                   jsonable(results))
+                   jsonable(results), inverse_set_conclusion(results))
 
