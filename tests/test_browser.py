@@ -186,7 +186,8 @@ def problems(events: list, origin) -> list:
     for m in events:
         method, p = m.get("method"), m.get("params", {})
         if method == "Runtime.exceptionThrown":
-            found.append(f"exception: {p['exceptionDetails'].get('exception', {}).get('description') or p['exceptionDetails'].get('text')}")
+            details = p["exceptionDetails"]
+            found.append(f"exception: {details.get('exception', {}).get('description') or details.get('text')}")
         elif method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
             found.append("console.error: " + " ".join(str(a.get("value", a.get("description"))) for a in p.get("args", [])))
         elif method == "Log.entryAdded" and p["entry"].get("level") == "error":

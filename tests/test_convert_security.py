@@ -494,7 +494,8 @@ def test_fuzz_only_documented_errors(tmp_path):
     good_proto = tmp_path / "good.prototxt"
     good_proto.write_bytes(lenet_proto)
     (tmp_path / "cifar.prototxt").write_bytes(cifar_proto)
-    arch_of = {"lenet.pth": "lenet5", "lenet_legacy.pth": "lenet5", "gen.pth": "torch_dcgan_generator", "cnn.safetensors": "simple_cnn",
+    arch_of = {"lenet.pth": "lenet5", "lenet_legacy.pth": "lenet5", "gen.pth": "torch_dcgan_generator",
+               "cnn.safetensors": "simple_cnn",
                "random.pth": "lenet5", "random.pt": "lenet5", "random.safetensors": "simple_cnn"}
 
     def converter(name, path):

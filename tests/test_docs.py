@@ -315,7 +315,8 @@ def test_method_page_examples_run_in_their_method_tests(page):
         f"{page}: its python example must be the one block under '## Composing the kernel', which " \
         f"tests/{RUN_ELSEWHERE[page]} runs; run any other block in test_docs_example_runs_and_prints_what_the_page_says"
     tests = (REPO / "tests" / RUN_ELSEWHERE[page]).read_text()
-    assert Path(page).name in tests and "## Composing the kernel" in tests, f"tests/{RUN_ELSEWHERE[page]} no longer runs {page}'s example"
+    assert Path(page).name in tests and "## Composing the kernel" in tests, \
+        f"tests/{RUN_ELSEWHERE[page]} no longer runs {page}'s example"
     for code, output in doc_programs(REPO / "docs" / page):
         if "print(" in code:
             assert output is not None, f"{page}: the example prints, and the page shows no ```text output saying what"

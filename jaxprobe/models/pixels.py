@@ -91,8 +91,9 @@ def center_crop(images, size: int):
 
 
 def adapt_images(images, src: PixelConvention | None, dst: PixelConvention | None, shape=None):
-    """A generator's images as a classifier's input, as DGN-AM (Nguyen et al. 2016) feeds DeePSim's 256 images to CaffeNet's 227: `convert_pixels`, then a centre
-    crop to the classifier's side when the images are larger (DeePSim's 256 -> CaffeNet's 227).
+    """A generator's images as a classifier's input, as DGN-AM (Nguyen et al. 2016) feeds DeePSim's 256
+    images to CaffeNet's 227: `convert_pixels`, then a centre crop to the classifier's side when the
+    images are larger (DeePSim's 256 -> CaffeNet's 227).
 
     Args:
       images: (n, H, W, C) in convention `src`; either convention None leaves values unchanged.

@@ -15,9 +15,10 @@ def dcgan_generator(*, latent_dim: int = 100, widths=(128, 64, 32), slope: float
                     rngs: nnx.Rngs) -> Network:
     """DCGAN-structured generator z (latent_dim,) -> image (28, 28, 1) in [-1, 1].
 
-    Layers (docs/probe-protocol.md; Jeon et al. 2020, section 4, count the same four): fc (dense to 7x7xw0), deconv1 (2x up to 14x14xw1), deconv2 (2x up to
-    28x28xw2), out (3x3 conv to one channel, pre-tanh). Hidden nonlinearity ReLU (or leaky ReLU
-    with `slope`, as DeePSim uses 0.3). The 2x upsamplings are sub-pixel convolutions.
+    Layers (docs/probe-protocol.md; Jeon et al. 2020, section 4, count the same four): fc (dense to
+    7x7xw0), deconv1 (2x up to 14x14xw1), deconv2 (2x up to 28x28xw2), out (3x3 conv to one
+    channel, pre-tanh). Hidden nonlinearity ReLU (or leaky ReLU with `slope`, as DeePSim uses 0.3).
+    The 2x upsamplings are sub-pixel convolutions.
     """
     w0, w1, w2 = widths
     act = Act("leaky_relu", slope) if slope else Act("relu")
