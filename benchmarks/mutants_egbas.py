@@ -2,7 +2,7 @@
 
 Each mutant changes one line of E-GBAS (Jeon et al. 2020): region membership and its NaN
 handling, the region margin, GB-RRT's separation test and its rounding tolerance, steer's "moved"
-test, the acceptance test and the parent choice (batched kernel and sequential reference),
+test, the acceptance test and the parent choice (batched kernel and the sequential reference in tests/),
 BerOpt's loss (squared norm, lambda's scale rho, the penalty's sign) and eps_L2. For each, a copy
 of the package and the tests with that one change (the working tree is never touched) runs
 `pytest -x` on the few tests aimed at that line (`-k`); the mutant is killed when a test fails
@@ -27,6 +27,7 @@ from mutants_inverse_set import BASELINE, REPO, Mutant, run_mutant, table  # noq
 from jaxprobe.io import write_json, write_text  # noqa: E402
 
 B, G, R, E = (f"jaxprobe/gbas/{m}.py" for m in ("boundaries", "gbrrt", "beropt", "epsball"))
+S = "tests/gbrrt_reference.py"  # the sequential reference, the tests' oracle
 NAN = ["tests/test_boundaries.py", "-k", "nan_is_never"]
 STRICT = ["tests/test_gbrrt.py", "-k", "strict"]
 REPLAY = ["tests/test_gbrrt.py", "-k", "replay or tiny_region"]
@@ -66,17 +67,17 @@ MUTANTS = (
             "ok = member & ~close_now", "ok = ~close_now"), REPLAY),
     (Mutant("accept_without_membership_scan", "batched acceptance ignores membership (sequential pass)", G,
             "accept = active & mem & ~close", "accept = active & ~close"), REPLAY),
-    (Mutant("sequential_accept_without_membership", "the reference accepts non-members", G,
+    (Mutant("sequential_accept_without_membership", "the reference accepts non-members", S,
             "accept, reject = member & ~close, ~member", "accept, reject = ~close, ~member"), REPLAY),
     (Mutant("membership_of_the_draw", "batched membership of the draw z, not of the step z'", G,
             "member = region_membership(model, params, zp.reshape((batch,)",
             "member = region_membership(model, params, z.reshape((batch,)"), REPLAY),
-    (Mutant("sequential_membership_of_the_draw", "the reference's membership of z, not of z'", G,
+    (Mutant("sequential_membership_of_the_draw", "the reference's membership of z, not of z'", S,
             "member = region_membership(model, params, zp.reshape((1,)",
             "member = region_membership(model, params, z.reshape((1,)"), REPLAY),
     (Mutant("parent_is_root", "batched: every step starts at the query, not the nearest node", G,
             "q = idx[:, 0]", "q = jnp.zeros_like(idx[:, 0])"), REPLAY),
-    (Mutant("sequential_parent_is_root", "the reference steps from the query, not the nearest node", G,
+    (Mutant("sequential_parent_is_root", "the reference steps from the query, not the nearest node", S,
             "q = nearest_nodes(z, s.nodes, s.count, z0f)", "q = jnp.zeros((1,), jnp.int32)"), REPLAY),
     (Mutant("beropt_unsquared", "BerOpt's loss with the unsquared norm (the paper's printed eq. 1)", R,
             "err = jnp.sum((out - target) ** 2, axis=tuple(range(1, out.ndim)))",

@@ -1,5 +1,6 @@
-"""The public API: every re-exported name resolves and is documented; the pure, unchecked drivers
-(`gbrrt_run`, `gbrrt_sequential_run`) agree with the checked ones and vmap over queries."""
+"""The public API: every re-exported name resolves and is documented; the pure, unchecked GB-RRT
+run (`gbrrt_run`) and the sequential reference's (`tests/gbrrt_reference.py`) agree with the
+checked ones and vmap over queries."""
 
 import functools
 import inspect
@@ -9,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxprobe
-from jaxprobe import (gbrrt, gbrrt_run, gbrrt_sequential, gbrrt_sequential_run, halfspace, preactivation)
+from jaxprobe import gbrrt, gbrrt_run, halfspace, preactivation
 from conftest import tiny_generator
+from gbrrt_reference import gbrrt_sequential, gbrrt_sequential_run
 from test_boundaries import perturbed
 
 D = 8

@@ -49,12 +49,13 @@ def test_an_upward_import_breaks_a_contract(tmp_path, module, line, contract):
     assert contract in broken and module[:-3].replace("/", ".") in broken, broken[-2000:]
 
 
-# jaxprobe.__all__ of release 0.1.0, before the floors became folders: every name must still resolve.
+# jaxprobe.__all__ of release 0.1.0, before the floors became folders: every name must still resolve
+# (but the sequential GB-RRT reference, a test oracle that lives in tests/gbrrt_reference.py).
 API_0_1_0 = """
 adapt_images AugLag auglag_run AugLagState augmented_lagrangian batch_mesh beropt BerOptResult
 center_crop check_indicator classifier_accuracy convert_pixels default_embedding default_lambda
 dgn_am dgn_am_kernel dgn_am_run DGNAMResult egbas EGBASResult Embedding eps_l2 eps_linf feasible
-feature_similarity GBRRT gbrrt gbrrt_kernel gbrrt_run gbrrt_sequential gbrrt_sequential_run
+feature_similarity GBRRT gbrrt gbrrt_kernel gbrrt_run
 GBRRTResult GBRRTState generator_quality halfspace inverse_set InverseSet JaxprobeError Layer
 layer_size load load_mnist log_ball_volume mean_pairwise_distance Model Network Neuron
 neuron_values parse_neuron PixelConvention preactivation reconstruction_accuracy region_margin

@@ -124,3 +124,44 @@ def test_bad_input(toy):
         beropt(key, model, model.params, z0, 1, init=1.0)
     with pytest.raises(JaxprobeError, match=r"lam: expected a non-negative number"):
         beropt(key, model, model.params, z0, 1, lam=-1.0)
+
+
+def test_kernel_composes_with_vmap_scan_and_jit_from_user_code_and_traces_once(toy):
+    """BerOpt's kernel in user code: `jax.jit` of `jax.vmap` over queries of a `lax.scan` over steps
+    (step t on fold_in(key_i, t)) gives `beropt(key_i, ...)`'s theta, V* and losses; the step is
+    traced once for two calls."""
+    import chex
+
+    from jaxprobe.gbas.beropt import BerOptNets, BerOptOptions, build, summary
+
+    model, z0 = toy
+    z0s = jnp.stack([z0, z0 + 0.05])
+    keys = jax.random.split(jax.random.PRNGKey(5), 2)
+    options = BerOptOptions(steps=30)
+    kernel = build(BerOptNets(model), options, "hidden")
+    step = chex.assert_max_traces(kernel.step, n=1)
+
+    @jax.jit
+    def user(keys, z0s):
+        def one(key, z):
+            state, info = jax.lax.scan(lambda s, t: step(jax.random.fold_in(key, t), s), kernel.init(z),
+                                       jnp.arange(options.steps))
+            return summary(state, 0.5) + (info.loss,)
+        return jax.vmap(one)(keys, z0s)
+
+    theta, v_star, losses = user(keys, z0s)
+    user(keys, z0s)  # a second call: no new trace
+    for i in range(2):
+        r = beropt(keys[i], model, model.params, z0s[i], "hidden", options)
+        np.testing.assert_allclose(theta[i], r.theta, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(v_star[i], r.v_star)
+        np.testing.assert_allclose(losses[i], r.losses, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(theta[0], theta[1])  # two queries, two masks
+
+
+def test_unknown_setting_is_named(toy):
+    model, z0 = toy
+    with pytest.raises(JaxprobeError, match=r"^stpes: not a setting of BerOptOptions \(expected one of lam, "):
+        beropt(jax.random.PRNGKey(0), model, model.params, z0, 1, stpes=5)
+    with pytest.raises(JaxprobeError, match=r"n_masks: expected an integer >= 1"):
+        beropt(jax.random.PRNGKey(0), model, model.params, z0, 1, n_masks=0)

@@ -63,8 +63,15 @@ def test_egbas_command_writes_valid_tree_and_figure(saved, tmp_path, capsys):
     argv = ["egbas", "--model", str(saved / "gen"), "--layer", "2", "--seed", "3", "--n", "24",
             "--iterations", "256", "--beropt-steps", "60", "--critic", str(saved / "critic"), "--out", str(out)] + TREE
     assert main(argv) == 0
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr()
     res = json.loads((out / "egbas.json").read_text())
+    # Every file written is listed last; the bar ends at its real total: the candidates drawn
+    # when the tree filled first, the budget otherwise.
+    files = f"wrote {out.resolve() / 'egbas.json'} and {out.resolve() / 'egbas.png'}"
+    assert printed.out.strip().splitlines()[-1] == files
+    drawn = res["n_candidates"]
+    total = drawn if res["stop_reason"] == "capacity_full" else 256
+    assert "100%" in printed.err and f"{drawn}/{total}" in printed.err, printed.err[-300:]
     seen = natural_json(res)  # the stop reason a name, every count an int
     assert "stop_reason" in seen["reasons"] and {"n_accepted", "n_rejected", "n_candidates"} <= set(seen["counts"])
     gen = load(saved / "gen")
@@ -90,7 +97,7 @@ def test_egbas_command_writes_valid_tree_and_figure(saved, tmp_path, capsys):
     np.testing.assert_allclose(np.linalg.norm(acc[1:] - acc[parents[1:]], axis=1), 0.3, rtol=1e-4)
     d = np.linalg.norm(acc[:, None] - acc[None], axis=-1)
     assert d[np.triu_indices(len(acc), 1)].min() >= 0.3 * (1 - 2e-4)
-    assert res["stop_reason"] in ("capacity full", "iterations done") and res["delta"] == 0.3
+    assert res["stop_reason"] in ("capacity_full", "candidate_budget") and res["delta"] == 0.3
     assert res["n_rejected"] > 0 and res["eps_l2"] > 0 and 0 < res["eps_linf"] < res["eps_l2"]
     # sigma of the E-GBAS set (without the query), by numpy on the generator's output.
     x = np.asarray(gen.forward(gen.params, jnp.asarray(acc[1:], jnp.float32)), np.float64)
@@ -101,7 +108,12 @@ def test_egbas_command_writes_valid_tree_and_figure(saved, tmp_path, capsys):
 
     img = matplotlib.image.imread(out / "egbas.png")
     assert img.ndim == 3 and img.shape[0] > 100
-    assert not list(out.glob(".*"))  # no temporary file left behind
+    # Written through the shared output rule: the directory's marker, no temporary left behind
+    # (neither inside nor beside it).
+    from jaxprobe.io import MARKER
+
+    assert [p.name for p in out.glob(".*")] == [MARKER]
+    assert not [p.name for p in out.parent.glob(".*") if "tmp" in p.name]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -125,6 +137,28 @@ def test_egbas_command_bad_input_is_one_line_exit_2(saved, tmp_path, capsys, arg
     assert err.startswith("jaxprobe: error: ") and message in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_egbas_command_writes_through_the_shared_output_rule(saved, tmp_path, capsys):
+    """--out that jaxprobe did not write is refused before any work (exit 2, one line, untouched);
+    with --force it is replaced. A tree that fills before its budget ends its bar at the candidates
+    drawn (N/N, 100%), not short of the budget."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    argv = ["egbas", "--model", str(saved / "gen"), "--layer", "2", "--seed", "3", "--beropt-steps", "60",
+            "--n", "3", "--iterations", "256", "--out", str(out), *TREE]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxprobe: error: --out: ") and err.count("\n") == 1, err
+    assert (out / "notes.txt").read_text() == "mine"
+    assert main(argv + ["--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [".jaxprobe-output", "egbas.json", "egbas.png"]
+    res = json.loads((out / "egbas.json").read_text())
+    drawn = res["n_candidates"]
+    assert res["stop_reason"] == "capacity_full" and 0 < drawn < 256
+    err = capsys.readouterr().err
+    assert "100%" in err and f"{drawn}/{drawn}" in err and f"{drawn}/256" not in err, err[-300:]
 
 
 @pytest.mark.parametrize("args, reason", [
@@ -266,3 +300,36 @@ def test_report_section_with_an_empty_boundary_set(tmp_path, monkeypatch):
     assert s.results["plane"]["walls_in_zoom"] == 0 and s.results["tables"]["queries_with_baselines"] == [0]
     assert len(s.figures) == 4 and all((tmp_path / f).stat().st_size > 1000 for f, _ in s.figures)
     assert "<table>" in s.html
+
+
+def test_reproduce_lambda_sweep_command(saved, tmp_path, capsys):
+    """`reproduce egbas --lambdas`: per multiple of the default lambda the units kept (a larger
+    lambda keeps no more units), the extent, sigma and similarities of the three sets; the JSON,
+    markdown and figure written and listed; a bad multiple is one line naming --lambdas."""
+    out = tmp_path / "sweep"
+    argv = ["reproduce", "egbas", "--model", str(saved / "gen"), "--critic", str(saved / "critic"), "--queries", "1",
+            "--layers", "2", "--iterations", "32", "--beropt-steps", "40", "--lambdas", "1", "1000",
+            "--out", str(out)] + TREE
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    s = json.loads((out / "egbas_lambdas.json").read_text())
+    assert s["lambdas"] == [1.0, 1000.0] and s["layer"] == 2 and len(s["default_lambda"]) == 1
+    assert s["units_kept"][1] <= s["units_kept"][0] and s["units_kept"][0] > 0
+    for m in ("egbas", "l2", "linf"):
+        assert len(s["sigma"][m]) == 2 and np.array(s["similarity"][m]).shape == (2, 4)
+    # The units kept by hand: BerOpt at lambda = 1000 x the default on the same query and key.
+    import jaxprobe
+    from jaxprobe.gbas.beropt import default_lambda
+
+    gen = load(saved / "gen")
+    k_q, k_run = jax.random.split(jax.random.PRNGKey(0))
+    z0 = gen.sample_prior(k_q, 1)[0]
+    lam = 1000 * float(default_lambda(gen, gen.params, z0, 2))
+    k_ber = jax.random.split(jax.random.fold_in(k_run, 0), 5)[0]
+    r = jaxprobe.beropt(k_ber, gen, gen.params, z0, 2, lam=lam, steps=40)
+    assert s["per_query"]["units_kept"][1] == [int(np.count_nonzero(r.v_star))]
+    assert (out / "egbas_lambdas.png").stat().st_size > 1000
+    assert (out / "egbas_lambdas.md").read_text().startswith("# E-GBAS lambda sweep")
+    assert printed.strip().splitlines()[-1].startswith(f"wrote {out.resolve() / 'egbas_lambdas.json'}")
+    assert main(argv[:-len(TREE) - 2] + ["--lambdas", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "jaxprobe: error: --lambdas: expected positive multiples" in capsys.readouterr().err

@@ -10,10 +10,12 @@ import pytest
 
 from jaxprobe.gbas.boundaries import halfspace, region_margin
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.gbas.gbrrt import (CAPACITY_FULL, ITERATIONS_DONE, REJECTED_CAPACITY, REL_TOL, check_arguments,
-                                 draw_candidates, gbrrt, gbrrt_kernel, gbrrt_queries, gbrrt_run, gbrrt_sequential,
-                                 min_delta, stop_reason_name)
+from jaxprobe import driver
+from jaxprobe.gbas.gbrrt import (CANDIDATE_BUDGET, CAPACITY_FULL, REJECTED_CAPACITY, REL_TOL, GBRRTNets, GBRRTOptions,
+                                 build, check_arguments, gbrrt, gbrrt_kernel, gbrrt_queries, gbrrt_run, min_delta,
+                                 stop_reason_name)
 from conftest import tiny_generator
+from gbrrt_reference import candidate_draws, gbrrt_sequential
 from test_boundaries import one_layer, perturbed
 
 D = 8  # latent dimension of the tiny generator
@@ -104,7 +106,7 @@ def test_every_node_in_region_for_52_queries_over_layers_1_to_4(gen):
             n = check_tree(gen, l, v, r, BASE["delta"])
             total += n
             full += int(r.stop_reason) == CAPACITY_FULL
-            assert int(r.stop_reason) in (CAPACITY_FULL, ITERATIONS_DONE)
+            assert int(r.stop_reason) in (CAPACITY_FULL, CANDIDATE_BUDGET)
             assert int(r.n_candidates) <= BASE["max_candidates"]
             if l == 1 and n > 3:  # the fc layer is affine in z: its regions are convex
                 assert_between_members(gen, r.nodes[:n].astype(np.float64), np.asarray(v), rng)
@@ -151,11 +153,12 @@ def test_top_k_fallback_is_exact(gen):
 
 def replay(w, b, v, z0, key, *, delta, interval, capacity, max_candidates, batch):
     """GB-RRT replayed in numpy float64 on a one-layer generator (closed-form membership), from
-    the same candidate draws: B candidates per step, nearest nodes against the tree at the step's
-    start, then one by one, each kept delta * (1 - 1e-4) from every node but its parent and from
-    the batch's accepted candidates. batch = 1 is Algorithm 2 itself."""
+    the same candidate draws (step t's B candidates from `fold_in(key, t)`): B candidates per
+    step, nearest nodes against the tree at the step's start, then one by one, each kept
+    delta * (1 - 1e-4) from every node but its parent and from the batch's accepted candidates.
+    batch = 1 is Algorithm 2 itself."""
     d = len(z0)
-    draws = np.asarray(draw_candidates(key, 0, max_candidates, jnp.asarray(z0), jnp.full(d, interval)), np.float64)
+    draws = np.asarray(candidate_draws(key, max_candidates, batch, jnp.asarray(z0), interval), np.float64)
     nodes, parents, rejected, n_close, used = [np.asarray(z0, np.float64)], [-1], [], 0, 0
     thr = delta * (1 - REL_TOL)
     while used < max_candidates and len(nodes) < capacity:
@@ -241,26 +244,27 @@ def test_tiny_region_returns_the_query_alone():
     for fn, extra in ((gbrrt, dict(batch=8)), (gbrrt_sequential, {})):
         r = fn(jax.random.PRNGKey(1), model, model.params, z0, 1, v, delta=1.0, capacity=10,
                max_candidates=50, rejected_capacity=20, **extra)
-        assert int(r.count) == 1 and int(r.stop_reason) == ITERATIONS_DONE
-        assert r.stop_reason_name() == "iterations done"
+        assert int(r.count) == 1 and int(r.stop_reason) == CANDIDATE_BUDGET
+        assert r.stop_reason_name() == "candidate_budget"
         np.testing.assert_array_equal(r.accepted_nodes(), np.zeros((1, d)))
         assert int(r.n_rejected) == 50 and int(r.n_candidates) == 50 and r.rejected_candidates().shape == (20, d)
         assert np.all(np.abs(r.rejected_candidates()).max(axis=1) > 0.01)  # each is outside the cube
     # The rejected buffer's default holds at most REJECTED_CAPACITY rows, however many candidates
     # (n_rejected counts past the stored rows: 50 above, 20 stored).
     for n, rows in ((10, 10), (REJECTED_CAPACITY + 100, REJECTED_CAPACITY), (10 ** 7, REJECTED_CAPACITY)):
-        args = check_arguments(model, model.params, z0, 1, v, delta=1.0, interval=1.0, capacity=10, max_candidates=n)
-        assert args[-1] == rows
+        args = check_arguments(model, model.params, z0, 1, v, GBRRTOptions(delta=1.0, capacity=10, max_candidates=n))
+        assert args.options.rejected_capacity == rows
 
 
 def test_capacity_stop_and_kernel_steps(gen):
     z0s, vs, keys = queries(gen, 1, 1, seed=4, frac=0.05)
     z0, v, key = z0s[0], vs[0], keys[0]
     r = gbrrt(key, gen, gen.params, z0, 1, v, **dict(BASE, capacity=1))
-    assert int(r.count) == 1 and int(r.n_candidates) == 0 and r.stop_reason_name() == "capacity full"
+    assert int(r.count) == 1 and int(r.n_candidates) == 0 and r.stop_reason_name() == "capacity_full"
     r = gbrrt(key, gen, gen.params, z0, 1, v, **BASE)
     assert int(r.count) == BASE["capacity"] and int(r.stop_reason) == CAPACITY_FULL
-    # The init/step pair: one step draws `batch` candidates; the driver is a loop over steps.
+    # The step-by-step pair on the run's key: one step draws `batch` candidates; stepping it until
+    # the tree is full grows the tree `gbrrt` grew through the driver.
     kernel = gbrrt_kernel(gen, gen.params, z0, 1, jnp.asarray(v, jnp.float32), **BASE)
     step = jax.jit(kernel.step)
     state = step(key, kernel.init())
@@ -270,15 +274,13 @@ def test_capacity_stop_and_kernel_steps(gen):
     np.testing.assert_allclose(state.nodes, np.asarray(r.nodes), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(state.parents, np.asarray(r.parents))
     assert int(state.n_candidates) == int(r.n_candidates)
-    assert [stop_reason_name(c) for c in (0, 1, 2)] == ["running", "capacity full", "iterations done"]
-    # delta, interval and max_candidates are traced: changing them does not recompile.
-    import importlib
-
-    module = importlib.import_module("jaxprobe.gbas.gbrrt")  # the module, not the re-exported function
-
-    before = module._gbrrt_jit._cache_size()
-    gbrrt(key, gen, gen.params, z0, 1, v, **dict(BASE, delta=0.05, interval=0.5, max_candidates=40))
-    assert module._gbrrt_jit._cache_size() == before
+    assert [stop_reason_name(c) for c in (0, 1, 2)] == ["running", "capacity_full", "candidate_budget"]
+    # delta, interval and max_candidates are arguments of the compiled loop, not constants in it:
+    # changing them (the budget within the same power of two of steps, 160 -> 140 candidates at
+    # B = 8: 32 steps) compiles no new program.
+    before = set(driver._CACHE)
+    gbrrt(key, gen, gen.params, z0, 1, v, **dict(BASE, delta=0.05, interval=0.5, max_candidates=140))
+    assert set(driver._CACHE) <= before
 
 
 _run_jit = jax.jit(gbrrt_run, static_argnames=("model", "layer", "capacity", "batch", "rejected_capacity"))
@@ -316,8 +318,8 @@ def test_tiny_delta_is_refused_and_never_copies_the_query():
             gbrrt(jax.random.PRNGKey(0), model, model.params, z0, 1, v, delta=delta, capacity=8, max_candidates=32)
     # At the floor the checked driver accepts the step, the tree grows and its nodes keep their
     # separation; below it the unchecked kernel copies nothing.
-    assert check_arguments(model, model.params, z0, 1, v, delta=floor, interval=1.0, capacity=8,
-                           max_candidates=32)[3] == floor
+    assert check_arguments(model, model.params, z0, 1, v,
+                           GBRRTOptions(delta=floor, capacity=8, max_candidates=32)).options.delta == floor
     for delta in (1e-6, 1e-21, floor):
         r = _run_jit(jax.random.PRNGKey(0), model, model.params, z0, 1, jnp.asarray(v, jnp.float32), delta=delta,
                      interval=jnp.ones(d), capacity=32, max_candidates=32, batch=8, rejected_capacity=8)
@@ -340,16 +342,18 @@ def test_separation_threshold_is_strict_and_below_delta():
     at = np.float32(1.0) + thr
     assert at - np.float32(1.0) == thr and thr < 1.0  # exact in float32: |z' - n| is the threshold
     key, z0 = jax.random.PRNGKey(2), jnp.zeros(1)
-    z = np.asarray(draw_candidates(key, 0, 64, z0, jnp.full(1, at)))[:, 0]
+    z = np.asarray(candidate_draws(key, 64, 1, z0, at))[:, 0]
     j = int(np.flatnonzero((z > 0.05) & (z < at / 2 - 0.05))[0])  # nearest node 0, step to z' = 1
     for top_k in (4, 1):
-        kernel = gbrrt_kernel(model, model.params, z0, 1, v, delta=1.0, interval=at, capacity=8,
-                              max_candidates=1000, batch=1, rejected_capacity=4, top_k=top_k)
+        options = GBRRTOptions(delta=1.0, interval=at, capacity=8, max_candidates=1000, batch=1, rejected_capacity=4,
+                               top_k=top_k)
+        kernel = build(GBRRTNets(model, model.params), options, 1)
         step = jax.jit(kernel.step)
         for n, joins in ((at, True), (np.nextafter(at, np.float32(0)), False)):
-            state = kernel.init()
+            state = kernel.init(z0, v)
             state = state._replace(nodes=state.nodes.at[1, 0].set(n), count=jnp.int32(2), n_candidates=jnp.int32(j))
-            state = step(key, state)
+            state, info = step(jax.random.fold_in(key, j), state)  # step j draws candidate j
+            assert int(info.accepted) == joins and int(info.close) == (not joins)
             assert int(state.count) == 2 + joins and int(state.n_close) == (not joins), (top_k, n)
             if joins:
                 assert float(state.nodes[2, 0]) == 1.0 and int(state.parents[2]) == 0
@@ -397,36 +401,58 @@ def test_bad_input(gen, fn):
     if fn is gbrrt:
         with pytest.raises(JaxprobeError, match=r"batch: expected an integer >= 1"):
             call(batch=0)
+        with pytest.raises(JaxprobeError, match=r"top_k: expected an integer >= 1"):
+            call(top_k=0)
+        with pytest.raises(JaxprobeError, match=r"^dleta: not a setting of GBRRTOptions \(expected one of delta, "):
+            call(dleta=0.1)
+        with pytest.raises(JaxprobeError, match=r"delta: expected a positive step size, got None"):
+            call(delta=None)
+        with pytest.raises(JaxprobeError, match=r"options: expected a GBRRTOptions or None, got dict"):
+            fn(key, gen, gen.params, z0, 2, v, {"delta": 0.1})
     with pytest.raises(JaxprobeError, match=r"rejected_capacity: expected an integer >= 1"):
         call(rejected_capacity=0)
 
 
 def test_progress_callback_ticks_without_changing_the_tree(gen):
-    """`progress` receives the candidates drawn so far, about 20 times and once at the end, rising to
-    the tree's n_candidates; the tree is the one grown without it."""
+    """`progress` receives (candidates drawn so far, budget), about 20 times, never above what was
+    drawn, and last (n_candidates, n_candidates) when the tree filled first: the bar ends at its
+    real total; the tree is the one grown without it."""
     l = 2
     z0s, vs, keys = queries(gen, l, 1, seed=5)
     kw = dict(BASE, capacity=24, max_candidates=256)
     seen = []
-    with_bar = gbrrt(keys[0], gen, gen.params, z0s[0], l, vs[0], progress=seen.append, **kw)
+
+    def tick(done, total):
+        seen.append((int(done), int(total)))
+
+    with_bar = gbrrt(keys[0], gen, gen.params, z0s[0], l, vs[0], progress=tick, **kw)
     jax.effects_barrier()
     plain = gbrrt(keys[0], gen, gen.params, z0s[0], l, vs[0], **kw)
-    ticks = [int(t) for t in seen]
-    assert ticks == sorted(ticks) and ticks[-1] == int(plain.n_candidates), ticks
-    assert 2 <= len(ticks) <= 25, ticks
+    ticks = [int(t) for t, _ in seen]
+    drawn = int(plain.n_candidates)
+    assert plain.stop_reason_name() == "capacity_full" and drawn < kw["max_candidates"]
+    assert ticks == sorted(ticks) and max(ticks) == drawn and seen[-1] == (drawn, drawn), seen
+    assert {total for _, total in seen[:-1]} == {kw["max_candidates"]}
+    assert 3 <= len(ticks) <= 25, ticks
+    # A tree that spends its budget ends at (budget, budget).
+    seen.clear()
+    gbrrt(keys[0], gen, gen.params, z0s[0], l, vs[0], progress=tick, **dict(kw, max_candidates=40))
+    assert seen[-1] == (40, 40), seen
     for name in ("count", "parents", "n_rejected", "n_candidates", "nodes"):
         np.testing.assert_array_equal(np.asarray(getattr(with_bar, name)), np.asarray(getattr(plain, name)),
                                       err_msg=name)
 
 
 def test_queries_in_one_program_equal_one_tree_at_a_time(gen):
-    """`gbrrt_queries` (vmap over queries) gives tree i = gbrrt(split(key, Q)[i], query i) node for node."""
+    """`gbrrt_queries` (the driver's vmap over queries) gives tree i = gbrrt(fold_in(key, i), query i)
+    node for node."""
     l = 2
     z0s, vs, _ = queries(gen, l, 3, seed=7)
     kw = BASE  # the settings of the first test: its compiled `gbrrt` serves here
     many = gbrrt_queries(jax.random.PRNGKey(3), gen, gen.params, z0s, l, vs, **kw)
     assert many.nodes.shape == (3, BASE["capacity"], D) and many.count.shape == (3,)
-    one_by_one = run_many(gbrrt, gen, l, jax.random.split(jax.random.PRNGKey(3), 3), z0s, vs, **kw)
+    keys = [jax.random.fold_in(jax.random.PRNGKey(3), i) for i in range(3)]
+    one_by_one = run_many(gbrrt, gen, l, keys, z0s, vs, **kw)
     for i, one in enumerate(one_by_one):
         tree = jax.tree.map(lambda a: np.asarray(a)[i], many)
         for name in ("count", "parents", "n_rejected", "n_close", "n_candidates", "stop_reason"):
@@ -453,3 +479,38 @@ def test_queries_bad_input(gen):
         gbrrt_queries(key, gen, gen.params, z0s, l, vs, **{**kw, "capacity": 0})
     with pytest.raises(JaxprobeError, match=r"mesh: expected a jax.sharding.Mesh"):
         gbrrt_queries(key, gen, gen.params, z0s, l, vs, mesh="cpu", **kw)
+
+
+def test_kernel_composes_with_vmap_scan_and_jit_from_user_code_and_traces_once(gen):
+    """The protocol's kernel in user code, as blackjax's: `jax.jit` of `jax.vmap` over queries of a
+    `lax.scan` over steps (step t of tree i on fold_in(fold_in(key, i), t)) grows, node for node,
+    the trees `gbrrt_queries` grows through the driver; the step is traced once for two calls."""
+    import chex
+
+    l = 2
+    z0s, vs, _ = queries(gen, l, 3, seed=7)
+    options = GBRRTOptions(**BASE)
+    kernel = build(GBRRTNets(gen), options, l)
+    step = chex.assert_max_traces(kernel.step, n=1)
+
+    @jax.jit
+    def user(key, z0s, vs):
+        def tree(i, z0, v):
+            k = jax.random.fold_in(key, i)
+            return jax.lax.scan(lambda s, t: step(jax.random.fold_in(k, t), s), kernel.init(z0, v),
+                                jnp.arange(BASE["max_candidates"] // BASE["batch"]))
+        return jax.vmap(tree)(jnp.arange(len(z0s)), z0s, vs)
+
+    states, infos = user(jax.random.PRNGKey(3), z0s, vs)
+    again, _ = user(jax.random.PRNGKey(3), z0s, vs)  # a second call: no new trace (chex counts them)
+    np.testing.assert_array_equal(np.asarray(again.nodes), np.asarray(states.nodes))
+    ref = gbrrt_queries(jax.random.PRNGKey(3), gen, gen.params, z0s, l, vs, options)
+    np.testing.assert_array_equal(np.asarray(states.count), np.asarray(ref.count))
+    np.testing.assert_array_equal(np.asarray(states.parents), np.asarray(ref.parents))
+    np.testing.assert_allclose(np.asarray(states.nodes), np.asarray(ref.nodes).reshape(3, BASE["capacity"], D),
+                               rtol=1e-6, atol=1e-6)
+    # The infos account for every node, rejection and close candidate.
+    np.testing.assert_array_equal(np.asarray(infos.accepted).sum(1) + 1, np.asarray(states.count))
+    np.testing.assert_array_equal(np.asarray(infos.rejected).sum(1), np.asarray(states.n_rejected))
+    np.testing.assert_array_equal(np.asarray(infos.close).sum(1), np.asarray(states.n_close))
+    assert int(np.sum(np.asarray(states.count) > 2)) >= 2  # the trees grew

@@ -1,12 +1,14 @@
 """`jaxprobe egbas` and `jaxprobe reproduce egbas` (E-GBAS, Jeon et al. 2020).
 
 `jaxprobe egbas` runs E-GBAS (BerOpt, then GB-RRT in the selected region, then the L2 / Linf
-eps-ball baselines) for one query drawn from the generator's prior, and writes DIR/egbas.json and
-DIR/egbas.png (rows: the query, E-GBAS samples, L2 samples, Linf samples).
+eps-ball baselines) for one query drawn from the generator's prior
+(`jaxprobe.experiments.egbas_run`), and writes DIR/egbas.json and DIR/egbas.png (rows: the query,
+E-GBAS samples, L2 samples, Linf samples).
 
 `jaxprobe reproduce egbas` measures the paper's Tables 1-2 (`jaxprobe.experiments.egbas_tables`)
 for E-GBAS and both baselines, on random queries at generator layers 1-4, and writes
-DIR/egbas_tables.json and DIR/egbas_tables.md beside the paper's numbers.
+DIR/egbas_tables.json and DIR/egbas_tables.md beside the paper's numbers; with --lambdas, a BerOpt
+lambda sweep (`jaxprobe.experiments.egbas_lambdas`) instead, DIR/egbas_lambdas.json, .md and .png.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ OUT_JSON = "egbas.json"
 OUT_PNG = "egbas.png"
 TABLES_JSON = "egbas_tables.json"
 TABLES_MD = "egbas_tables.md"
+SWEEP_JSON, SWEEP_MD, SWEEP_PNG = "egbas_lambdas.json", "egbas_lambdas.md", "egbas_lambdas.png"
 # `jaxprobe.experiments.egbas_tables.REPRO_DEFAULTS` as the parser shows them (a test keeps the two equal).
 REPRO_DEFAULTS = dict(delta=None, interval=1.0, max_candidates=1024, capacity=1025, batch=64, p=0.5)
 
@@ -46,82 +49,57 @@ def _check_settings(args) -> None:
     check_number("--interval", args.interval, low=0, low_open=True, what="a positive half-width")
 
 
-def _out_dir(path: str) -> Path:
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise JaxprobeError(f"--out: {out} exists and is not a directory")
-    return out
+_FLAGS = {"lambdas": "--lambdas", "queries": "--queries",
+          "delta": "--delta", "interval": "--interval", "p": "--p", "capacity": "--n",
+          "max_candidates": "--iterations", "batch": "--batch", "steps": "--beropt-steps"}
+
+
+def _flag_names(err: JaxprobeError) -> JaxprobeError:
+    """A library error whose leading argument name is spelled as the command's flag."""
+    name, sep, rest = str(err).partition(":")
+    return JaxprobeError(f"{_FLAGS[name]}:{rest}") if sep and name in _FLAGS else err
+
+
+def _options(args, capacity: int):
+    from jaxprobe.checks import check_count
+    from jaxprobe.gbas.egbas import EGBASOptions
+
+    return EGBASOptions(p=args.p, delta=args.delta, interval=args.interval, capacity=capacity,
+                        max_candidates=check_count("--iterations", args.iterations, 0),
+                        batch=check_count("--batch", args.batch, 1),
+                        beropt_options=dict(steps=check_count("--beropt-steps", args.beropt_steps, 1)))
 
 
 def _cmd_egbas(args) -> None:
-    import jax
-    import numpy as np
-
     from jaxprobe.checks import check_count
-    from jaxprobe.experiments.egbas_tables import sample_rows
+    from jaxprobe.experiments.egbas_run import egbas_run
     from jaxprobe.experiments.figures import save_grid
-    from jaxprobe.gbas.egbas import egbas
-    from jaxprobe.gbas.gbrrt import check_delta
-    from jaxprobe.gbas.metrics import egbas_metrics
-    from jaxprobe.io import write_json
+    from jaxprobe.io import atomic_dir, check_replaceable, write_json
 
-    t0 = time.perf_counter()
+    check_replaceable(args.out, force=args.force, name="--out")
     model = load_model(args.model, "--model", "generator")
-    l = model.layer(args.layer)
-    capacity = check_count("--n", args.n, 1)
-    iterations = check_count("--iterations", args.iterations, 0)
-    batch = check_count("--batch", args.batch, 1)
-    steps = check_count("--beropt-steps", args.beropt_steps, 1)
+    model.layer(args.layer)
+    options = _options(args, check_count("--n", args.n, 1))
     _check_settings(args)
     critic = load_model(args.critic, "--critic", "critic") if args.critic else None
-    out = _out_dir(args.out)
-
-    k_query, k_run, k_fig = jax.random.split(jax.random.PRNGKey(args.seed), 3)
-    z0 = model.sample_prior(k_query, 1)[0]
-    if args.delta is not None:
-        check_delta("--delta", args.delta, z0, args.interval)
-    with progress_bar("egbas", "candidate", iterations) as bar:  # stops short when the tree fills
-        r = egbas(k_run, model, model.params, z0, l, p=args.p, delta=args.delta, interval=args.interval,
-                  capacity=capacity, max_candidates=iterations, batch=batch,
-                  beropt_options=dict(steps=steps), progress=bar)
-    metrics = egbas_metrics(r, model, critic)
-    grid, labels = sample_rows(r, model, key=k_fig)
-    title = f"{model.name} layer {l} ({model.layer_names[l - 1]}): query, E-GBAS, L2, Linf"
-    save_grid(out / OUT_PNG, grid.reshape((-1,) + grid.shape[2:]), grid.shape[1], title, row_labels=labels)
-    tree = r.tree
-    result = {
-        "method": "E-GBAS (Jeon et al. 2020, Algorithm 3) with the L2 / Linf eps-ball baselines (section 4)",
-        "model": args.model, "layer": l, "layer_name": model.layer_names[l - 1], "seed": args.seed,
-        "settings": {"n": capacity, "iterations": iterations, "delta": args.delta, "p": args.p,
-                     "interval": args.interval, "batch": batch, "beropt_steps": steps},
-        "query": r.query.reshape(-1),
-        "v_star": r.v_star.reshape(-1).astype(int), "n_units": int(r.v_star.size),
-        "n_selected": int(np.count_nonzero(r.v_star)),
-        "beropt_lambda": r.lam, "beropt_final_loss": float(r.beropt_losses[-1]),
-        "accepted": r.samples.reshape(r.samples.shape[0], -1), "parents": tree.accepted_parents(),
-        "n_accepted": int(tree.count), "n_rejected": int(tree.n_rejected), "n_close": int(tree.n_close),
-        "n_candidates": int(tree.n_candidates), "delta": r.delta, "stop_reason": tree.stop_reason_name(),
-        "eps_l2": r.eps_l2, "eps_linf": r.eps_linf, "eps_reason": r.eps_reason,
-        "n_rejected_stored": int(r.rejected.shape[0]), "rejected_truncated": r.rejected_truncated,
-        "exploration": r.exploration,
-        "sigma": metrics["sigma"], "n_metric_samples": metrics["n_samples"],
-        "metrics_note": "sigma (and similarity) over each set without the query; sigma on the generator's "
-                        f"output scale [{model.pixels.low}, {model.pixels.high}]" if model.pixels else
-                        "sigma over each set without the query, on the generator's output scale",
-        "image": OUT_PNG, "wall_s": round(time.perf_counter() - t0, 2),
-    }
-    if critic is not None:
-        result["critic"] = args.critic
-        result["similarity"] = metrics["similarity"]
-    write_json(out / OUT_JSON, result)
-    if r.eps_reason:
-        print(f"jaxprobe: warning: {r.eps_reason}", file=sys.stderr)
-    if r.rejected_truncated:
-        print(f"jaxprobe: warning: eps from the first {r.rejected.shape[0]} of {int(tree.n_rejected)} rejected "
-              "candidates (the rejected buffer was full)", file=sys.stderr)
-    print(f"{tree.stop_reason_name()}: {int(tree.count)} nodes (query included), {int(tree.n_rejected)} rejected, "
-          f"delta {r.delta:.3g}, eps_L2 {r.eps_l2:.3g}, "
-          f"{result['n_selected']}/{result['n_units']} units selected; wrote {out / OUT_JSON} and {out / OUT_PNG}")
+    try:  # the bar's total becomes the candidates drawn when the tree fills first
+        with progress_bar("egbas", "candidate", options.max_candidates) as bar:
+            run = egbas_run(model, args.layer, options, seed=args.seed, critic=critic, model_name=args.model,
+                            critic_name=args.critic, progress=bar)
+    except JaxprobeError as err:
+        raise _flag_names(err) from None
+    run.record["image"] = OUT_PNG
+    grid = run.grid
+    with atomic_dir(args.out, force=args.force, name="--out") as tmp:
+        write_json(tmp / OUT_JSON, run.record)
+        save_grid(tmp / OUT_PNG, grid.reshape((-1,) + grid.shape[2:]), grid.shape[1], run.title,
+                  row_labels=run.labels)
+    for line in run.warnings:
+        print(f"jaxprobe: warning: {line}", file=sys.stderr)
+    rec, out = run.record, Path(args.out).resolve()
+    print(f"{rec['stop_reason']}: {rec['n_accepted']} nodes (query included), {rec['n_rejected']} rejected, "
+          f"delta {rec['delta']:.3g}, eps_L2 {rec['eps_l2']:.3g}, {rec['n_selected']}/{rec['n_units']} units selected")
+    print(f"wrote {out / OUT_JSON} and {out / OUT_PNG}")
 
 
 def _cmd_reproduce(args) -> None:
@@ -129,36 +107,66 @@ def _cmd_reproduce(args) -> None:
 
     from jaxprobe.checks import check_count
     from jaxprobe.experiments.egbas_tables import egbas_tables, tables_markdown
-    from jaxprobe.io import write_json, write_text
+    from jaxprobe.io import atomic_dir, check_replaceable, write_json, write_text
 
+    check_replaceable(args.out, force=args.force, name="--out")
     t0 = time.perf_counter()
     generator = load_model(args.model, "--model", "generator")
-    critic = load_model(args.critic or default_critic_name(generator), "--critic", "critic")
+    critic_name = args.critic or default_critic_name(generator)
+    critic = load_model(critic_name, "--critic", "critic")
     queries = check_count("--queries", args.queries, 1)
     _check_settings(args)
     iterations = check_count("--iterations", args.iterations, 0)
-    capacity = iterations + 1 if args.n is None else check_count("--n", args.n, 1)
+    options = _options(args, iterations + 1 if args.n is None else check_count("--n", args.n, 1))
     layers = [generator.layer(l) for l in (args.layers or range(1, generator.n_layers + 1))]
-    out = _out_dir(args.out)
-    batch = check_count("--batch", args.batch, 1)
-    steps = check_count("--beropt-steps", args.beropt_steps, 1)
+    if args.lambdas is not None:
+        return _write_sweep(args, generator, critic, options, layers[0], queries, t0)
     try:  # egbas_tables checks delta against every query before running any
         with progress_bar("reproduce egbas", "candidate") as bar:
-            t = egbas_tables(jax.random.PRNGKey(args.seed), generator, critic, layers=layers, queries=queries,
-                             delta=args.delta, interval=args.interval, capacity=capacity,
-                             max_candidates=iterations, batch=batch, p=args.p, beropt_options=dict(steps=steps),
-                             progress=bar)
+            t = egbas_tables(jax.random.PRNGKey(args.seed), generator, critic, options, layers=layers,
+                             queries=queries, progress=bar)
     except JaxprobeError as err:
-        if str(err).startswith("delta: "):
-            raise JaxprobeError(f"--{err}") from None
-        raise
-    t.update(model=args.model, critic=args.critic or default_critic_name(generator), seed=args.seed,
-             total_wall_s=round(time.perf_counter() - t0, 2))
+        raise _flag_names(err) from None
+    t.update(model=args.model, critic=critic_name, seed=args.seed, total_wall_s=round(time.perf_counter() - t0, 2))
     markdown = tables_markdown(t)
-    write_json(out / TABLES_JSON, t)
-    write_text(out / TABLES_MD, markdown)
+    with atomic_dir(args.out, force=args.force, name="--out") as tmp:
+        write_json(tmp / TABLES_JSON, t)
+        write_text(tmp / TABLES_MD, markdown)
     print(markdown)
+    out = Path(args.out).resolve()
     print(f"wrote {out / TABLES_JSON} and {out / TABLES_MD}")
+
+
+def _write_sweep(args, generator, critic, options, layer, queries: int, t0: float) -> None:
+    """`reproduce egbas --lambdas`: the BerOpt lambda sweep at one layer, JSON, markdown and figure."""
+    import jax
+
+    from jaxprobe.experiments.egbas_lambdas import egbas_lambda_sweep, lambda_figure, sweep_markdown
+    from jaxprobe.experiments.figures import save_figure
+    from jaxprobe.io import atomic_dir, write_json, write_text
+
+    try:
+        with progress_bar("reproduce egbas --lambdas", "run") as bar:
+            sweep = egbas_lambda_sweep(jax.random.PRNGKey(args.seed), generator, critic, args.lambdas, options,
+                                       layer=layer, queries=queries, progress=bar)
+    except JaxprobeError as err:
+        raise _flag_names(err) from None
+    sweep.update(model=args.model, critic=args.critic or default_critic_name(generator), seed=args.seed,
+                 total_wall_s=round(time.perf_counter() - t0, 2))
+    markdown = sweep_markdown(sweep)
+    with atomic_dir(args.out, force=args.force, name="--out") as tmp:
+        write_json(tmp / SWEEP_JSON, sweep)
+        write_text(tmp / SWEEP_MD, markdown)
+        save_figure(lambda_figure(sweep), tmp / SWEEP_PNG)
+    print(markdown)
+    out = Path(args.out).resolve()
+    print(f"wrote {out / SWEEP_JSON}, {out / SWEEP_MD} and {out / SWEEP_PNG}")
+
+
+def _output_arguments(parser, what: str) -> None:
+    parser.add_argument("--out", required=True, help=f"output directory ({what}; created, or replaced if jaxprobe "
+                                                     "wrote it)")
+    parser.add_argument("--force", action="store_true", help="replace --out even if jaxprobe did not write it")
 
 
 def add_commands(sub, reproduce) -> None:
@@ -180,12 +188,12 @@ def add_commands(sub, reproduce) -> None:
     p.add_argument("--batch", type=int, default=64, help="candidates per batched GB-RRT step (64)")
     p.add_argument("--beropt-steps", type=int, default=300, help="BerOpt's Adam steps (300)")
     p.add_argument("--critic", default=None, help="also measure critic feature similarity with this critic")
-    p.add_argument("--out", required=True, help="output directory (egbas.json, egbas.png)")
+    _output_arguments(p, "egbas.json, egbas.png")
     p.set_defaults(func=_cmd_egbas)
 
     r = reproduce.add_parser("egbas",
                              help="Jeon et al. 2020, Tables 1-2 (sigma, critic similarity) on the default dcgan")
-    r.add_argument("--out", required=True, help="output directory (egbas_tables.json, egbas_tables.md)")
+    _output_arguments(r, "egbas_tables.json, egbas_tables.md")
     r.add_argument("--queries", type=int, default=10, help="random queries (10, as the paper)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--model", default="dcgan", help="generator (default dcgan)")
@@ -200,4 +208,7 @@ def add_commands(sub, reproduce) -> None:
     r.add_argument("--p", type=float, default=REPRO_DEFAULTS["p"])
     r.add_argument("--batch", type=int, default=REPRO_DEFAULTS["batch"])
     r.add_argument("--beropt-steps", type=int, default=300, help="BerOpt's Adam steps (300)")
+    r.add_argument("--lambdas", type=float, nargs="+", default=None,
+                   help="instead of the tables: a BerOpt lambda sweep at these multiples of the default lambda, "
+                        "at the first of --layers (default layer 1), writing egbas_lambdas.json/.md/.png")
     r.set_defaults(func=_cmd_reproduce)

@@ -18,15 +18,17 @@ from __future__ import annotations
 import functools
 import math
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.checks import check_count
-from jaxprobe.gbas.egbas import egbas
+from jaxprobe.gbas.egbas import EGBASOptions, beropt_settings, egbas
 from jaxprobe.gbas.gbrrt import check_delta, check_interval
 from jaxprobe.gbas.metrics import METHODS, egbas_metrics
+from jaxprobe.gbas.options import with_settings
 from jaxprobe.io import fmt_number
 
 METHOD_NAMES = {"egbas": "E-GBAS", "l2": "L2-based", "linf": "Linf-based"}
@@ -65,20 +67,50 @@ def canonical_images(generator, z) -> np.ndarray:
     return np.asarray(_canonical(generator, generator.params, jnp.asarray(z, jnp.float32)))
 
 
-def sample_rows(result, generator, *, columns: int = 12, key=None):
+def sample_rows(result, generator, *, columns: int = 12, key=None, distinct: bool = True):
     """Canonical [0, 1] images for the figure: (4, columns, H, W, C) and the rows' labels.
 
-    Row 0 the query (then blank cells), row 1 E-GBAS nodes (a uniform random choice among the
-    accepted nodes other than the query, as the paper's Figure 3b), rows 2-3 the L2 and Linf
-    draws (blank where eps is undefined). Blank cells are white.
+    Row 0 the query (then blank cells), row 1 E-GBAS nodes (accepted nodes other than the query),
+    rows 2-3 the L2 and Linf draws (blank where eps is undefined). Blank cells are white.
+    distinct (default): each row shows the `columns` most distinct samples of its set, by greedy
+    farthest-point selection in pixel space starting from the query
+    (`jaxprobe.experiments.figures.farthest_points`), and its label gives the range of their RMS
+    pixel difference from the query: E-GBAS nodes are often near-identical, and a row of 12
+    random ones showed 12 identical digits. distinct=False: a uniform random choice among the
+    nodes (`key`), as the paper's Figure 3b.
     """
+    from jaxprobe.experiments.figures import farthest_points
+
     n = result.samples.shape[0] - 1
+    has_baselines = math.isfinite(result.eps_l2)
+    labels = ["query", "E-GBAS", "L2" if has_baselines else "L2 (no eps)", "Linf" if has_baselines else "Linf (no eps)"]
+    if distinct:
+        sets = [np.asarray(result.samples)[1:]]
+        if has_baselines:
+            sets += [np.asarray(result.l2_samples), np.asarray(result.linf_samples)]
+        sizes = [len(x) for x in sets]
+        # One batch for all sets, padded with the query to a power of two: few compilations.
+        total = 1 + sum(sizes)
+        z = np.repeat(np.asarray(result.query)[None], 1 << (total - 1).bit_length(), axis=0)
+        z[1:total] = np.concatenate([x.reshape((-1,) + z.shape[1:]) for x in sets]) if sum(sizes) else z[1:total]
+        x = canonical_images(generator, z)
+        grid = np.ones((4, columns) + x.shape[1:], np.float32)
+        grid[0, 0] = x[0]
+        start = 1
+        for row, size in enumerate(sizes, start=1):
+            images = np.concatenate([x[:1], x[start:start + size]])
+            pick = farthest_points(images, columns + 1, first=0)[1:]  # the query starts the selection
+            grid[row, :len(pick)] = images[pick]
+            if len(pick):
+                d = np.sqrt(np.mean((images[pick] - x[0]) ** 2, axis=tuple(range(1, x.ndim))))
+                labels[row] += f"\nRMS {d.min():.2g}-{d.max():.2g}"
+            start += size
+        return grid, labels
     key = jax.random.PRNGKey(0) if key is None else key
     # numpy's generator seeded by the key: a jax permutation of n would compile anew for every n
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
     m = min(columns, n)
     pick = np.sort(rng.permutation(n)[:m]) + 1
-    has_baselines = math.isfinite(result.eps_l2)
     # One fixed-shape batch (query, E-GBAS, L2, Linf; padded with the query): one compilation.
     z = np.repeat(result.query[None], 1 + 3 * columns, axis=0)
     z[1:1 + m] = result.samples[pick]
@@ -91,19 +123,14 @@ def sample_rows(result, generator, *, columns: int = 12, key=None):
     grid[1, :m] = x[1:1 + m]
     if has_baselines:
         grid[2, :m], grid[3, :m] = x[1 + columns:1 + columns + m], x[1 + 2 * columns:1 + 2 * columns + m]
-    labels = ["query", "E-GBAS", "L2" if has_baselines else "L2 (no eps)", "Linf" if has_baselines else "Linf (no eps)"]
     return grid, labels
 
 
 # ---------------------------------------------------------------- Tables 1-2
 
 
-def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 10,
-                 delta: float | None = REPRO_DEFAULTS["delta"], interval=REPRO_DEFAULTS["interval"],
-                 capacity: int = REPRO_DEFAULTS["capacity"], max_candidates: int = REPRO_DEFAULTS["max_candidates"],
-                 batch: int = REPRO_DEFAULTS["batch"], p: float = REPRO_DEFAULTS["p"],
-                 beropt_options: dict | None = None, include_query: bool = False, on_run=None,
-                 progress=None) -> dict:
+def egbas_tables(key, generator, critic, options: EGBASOptions | None = None, *, layers=(1, 2, 3, 4),
+                 queries: int = 10, include_query: bool = False, on_run=None, progress=None, **settings) -> dict:
     """The paper's Tables 1 and 2 measured on `generator` and `critic` (Jeon et al. 2020, section 4.2).
 
     For `queries` latent vectors drawn from the generator's prior (the same ones at every layer) and
@@ -116,15 +143,16 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
     Args:
       key: PRNG key (split into the queries' key and the runs' key).
       generator, critic: probe-able models (the critic's feature layers are all but its head).
+      options: `EGBASOptions` of every run (None: `REPRO_DEFAULTS`, the reproduction's settings).
       layers: generator layers (numbers or names).
       queries: number of random queries, >= 1.
-      delta, interval, capacity, max_candidates, batch, p, beropt_options: as in `egbas`.
       include_query: count the query in the E-GBAS set (default False; see the module docstring).
       on_run: optional callback on_run(q, l, EGBASResult, metrics) after every run.
       progress: optional progress(done, total), called on the host: done counts the candidates
         drawn by all trees so far (each tree's budget `max_candidates` counted whole once it
         ends) out of total = len(layers) * queries * max_candidates; about 20 times a tree
         (GB-RRT's `progress` hook) and after each tree, the last time with done == total.
+      **settings: `EGBASOptions` fields replacing those of `options`.
 
     Returns:
       A JSON-ready dict: {"sigma": {method: [per layer]}, "similarity": {method: [[per critic layer]
@@ -134,53 +162,75 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
       size, the trees' reach (90% node distance from z0 over the region's median extent), the
       90% node distance, the median extent and eps_L2 over the median extent.
     """
+    o = with_settings(EGBASOptions, EGBASOptions(**REPRO_DEFAULTS) if options is None else options, settings)
     q_n = check_count("queries", queries, 1)
     layers = [generator.layer(l) for l in layers]
     k_q, k_run = jax.random.split(key)
     z0s = np.asarray(generator.sample_prior(k_q, q_n))
-    if delta is not None:  # before any run: a step float32 cannot resolve fails at once
-        iv = check_interval(generator, interval)
+    if o.delta is not None:  # before any run: a step float32 cannot resolve fails at once
+        iv = check_interval(generator, o.interval)
         for z0 in z0s:
-            check_delta("delta", delta, z0, iv)
-    l_n = len(layers)
-    k_crit = critic.n_layers - 1
-    sigma = np.full((3, l_n, q_n), np.nan)
-    sim = np.full((3, l_n, k_crit, q_n), np.nan)
-    info = {k: np.zeros((l_n, q_n), np.int64) for k in ("n_samples", "n_rejected", "n_selected", "n_candidates")}
-    explored = {k: np.full((l_n, q_n), np.nan) for k in EXPLORATION_KEYS}
-    reasons = [[None] * q_n for _ in range(l_n)]
+            check_delta("delta", o.delta, z0, iv)
+    t0 = time.perf_counter()
+    runs = _run_all(k_run, generator, critic, o, layers, z0s, include_query, on_run, progress)
+    out = _summary(runs, generator, critic, layers)
+    out["settings"] = {"delta": o.delta, "interval": np.asarray(o.interval).tolist(), "capacity": o.capacity,
+                       "max_candidates": o.max_candidates, "batch": o.batch, "p": o.p,
+                       "beropt_options": dict(beropt_settings(o)._asdict()), "include_query": include_query}
+    out["wall_s"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+class _Runs(NamedTuple):
+    sigma: np.ndarray       # (3, L, Q)
+    sim: np.ndarray         # (3, L, K, Q)
+    info: dict              # counts, (L, Q) each
+    explored: dict          # EXPLORATION_KEYS, (L, Q) each
+    reasons: list           # stop reason names, [L][Q]
+
+
+def _run_all(k_run, generator, critic, o, layers, z0s, include_query, on_run, progress) -> _Runs:
+    """E-GBAS and its metrics for every (layer, query)."""
+    l_n, q_n, k_crit = len(layers), len(z0s), critic.n_layers - 1
+    r_all = _Runs(np.full((3, l_n, q_n), np.nan), np.full((3, l_n, k_crit, q_n), np.nan),
+                  {k: np.zeros((l_n, q_n), np.int64) for k in ("n_samples", "n_rejected", "n_selected",
+                                                               "n_candidates")},
+                  {k: np.full((l_n, q_n), np.nan) for k in EXPLORATION_KEYS}, [[None] * q_n for _ in range(l_n)])
     tick = None
     if progress is not None:
         tick = _TICKS
-        tick.target, tick.total, tick.before = progress, l_n * q_n * int(max_candidates), 0
-    t0 = time.perf_counter()
+        tick.target, tick.total, tick.before = progress, l_n * q_n * int(o.max_candidates), 0
     try:
         for li, l in enumerate(layers):
             for q in range(q_n):
                 r = egbas(jax.random.fold_in(jax.random.fold_in(k_run, q), l), generator, generator.params, z0s[q],
-                          l, p=p, delta=delta, interval=interval, capacity=capacity, max_candidates=max_candidates,
-                          batch=batch, beropt_options=beropt_options, progress=tick)
+                          l, o, progress=tick)
                 if tick is not None:
-                    tick.tree_done(int(max_candidates))
+                    tick.tree_done(int(o.max_candidates))
                 m = egbas_metrics(r, generator, critic, include_query=include_query)
                 for mi, meth in enumerate(METHODS):
-                    sigma[mi, li, q] = m["sigma"][meth]
-                    sim[mi, li, :, q] = m["similarity"][meth]
-                info["n_samples"][li, q] = m["n_samples"]
-                info["n_rejected"][li, q] = int(r.tree.n_rejected)
-                info["n_selected"][li, q] = int(np.count_nonzero(r.v_star))
-                info["n_candidates"][li, q] = int(r.tree.n_candidates)
-                reasons[li][q] = r.tree.stop_reason_name()
+                    r_all.sigma[mi, li, q] = m["sigma"][meth]
+                    r_all.sim[mi, li, :, q] = m["similarity"][meth]
+                for k, v in (("n_samples", m["n_samples"]), ("n_rejected", int(r.tree.n_rejected)),
+                             ("n_selected", int(np.count_nonzero(r.v_star))),
+                             ("n_candidates", int(r.tree.n_candidates))):
+                    r_all.info[k][li, q] = v
+                r_all.reasons[li][q] = r.tree.stop_reason_name()
                 x = r.exploration
                 for k, v in zip(EXPLORATION_KEYS, (r.delta, x["reach"], x["node_distance"]["q90"],
                                                    x["extent"]["median"], x["eps_over_extent"])):
-                    explored[k][li, q] = v
+                    r_all.explored[k][li, q] = v
                 if on_run is not None:
                     on_run(q, l, r, m)
     finally:
         _TICKS.target = None
-    wall = time.perf_counter() - t0
+    return r_all
 
+
+def _summary(runs: _Runs, generator, critic, layers) -> dict:
+    """The tables of `egbas_tables` from every run's metrics (means, claims, per-query values)."""
+    sigma, sim = runs.sigma, runs.sim
+    l_n, k_crit = sigma.shape[1], sim.shape[2]
     # Means over the queries at which all three sets exist (eps needs a rejected candidate), so
     # that the methods are compared on the same queries; NaN where there is none.
     defined = np.isfinite(sigma).all(axis=0)  # (L, Q)
@@ -214,33 +264,29 @@ def egbas_tables(key, generator, critic, *, layers=(1, 2, 3, 4), queries: int = 
         "layers": layers,
         "layer_names": [generator.layer_names[l - 1] for l in layers],
         "critic_layers": list(critic.layer_names[:k_crit]),
-        "queries": q_n,
+        "queries": int(sigma.shape[2]),
         "queries_with_baselines": defined.sum(1).tolist(),
         "per_query": {"sigma": {m: sigma[i].tolist() for i, m in enumerate(METHODS)},
                       "similarity": {m: sim[i].tolist() for i, m in enumerate(METHODS)},
-                      **{k: v.tolist() for k, v in info.items()}, "stop_reason": reasons,
-                      **{k: v.tolist() for k, v in explored.items()}},
-        "exploration": {k: [_median(row) for row in v] for k, v in explored.items()},
-        "settings": {"delta": delta, "interval": np.asarray(interval).tolist(), "capacity": capacity,
-                     "max_candidates": max_candidates, "batch": batch, "p": p,
-                     "beropt_options": dict(beropt_options or {}), "include_query": include_query},
+                      **{k: v.tolist() for k, v in runs.info.items()}, "stop_reason": runs.reasons,
+                      **{k: v.tolist() for k, v in runs.explored.items()}},
+        "exploration": {k: [_median(row) for row in v] for k, v in runs.explored.items()},
         "sigma_scale": f"generator output [{pix.low}, {pix.high}]" if pix else "generator output",
         "metrics_note": "means over the queries whose tree rejected some candidate (eps, hence the "
                         "baselines, exist only then); each set without the query, E-GBAS and the "
                         "baselines equally many samples (as many as the tree accepted)",
-        "wall_s": round(wall, 2),
     }
 
 
 class _Ticks:
     """GB-RRT's progress hook for a run of many trees: target(candidates before this tree + its
-    own, total). One object for the process (`_TICKS`): GB-RRT's program takes the hook as a
-    static argument and calls the very object it was traced with, so a new one per tree (or per
-    run of the tables) would compile every program again."""
+    own, total). One object for the process (`_TICKS`): GB-RRT's compiled loop calls the very
+    object it was traced with, so a new one per tree (or per run of the tables) would compile
+    every program again."""
 
     target, total, before = None, 0, 0
 
-    def __call__(self, drawn) -> None:
+    def __call__(self, drawn, _tree_total=None) -> None:
         if self.target is not None:
             self.target(self.before + int(drawn), self.total)
 

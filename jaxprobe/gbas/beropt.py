@@ -24,22 +24,28 @@ relaxation (Maddison et al. 2017; Jang et al. 2017) with temperature tau,
 with the logits alpha optimized by Adam (optax). The halfspace indicator of the smallest supporting
 generative region is then V*_i = 1[theta*_i > p] * sign(h0_i).
 
-The paper gives no lambda, tau, step count, learning rate or initialization; the defaults below are
-jaxprobe's choices, each a keyword argument.
+The paper gives no lambda, tau, step count, learning rate or initialization; the defaults
+(`BerOptOptions`) are jaxprobe's choices. The kernel (`build`, the protocol of `jaxprobe.driver`):
+`init(z0)` holds the logits, Adam's state and the query's fixed quantities (h0, G(z0), lambda);
+`step(key, state)` is one Adam step on one batch of relaxed masks. `beropt` runs it through
+`jaxprobe.driver.run`.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from jaxprobe import driver
 from jaxprobe.checks import check_count, check_number
+from jaxprobe.driver import Kernel
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.gbas.boundaries import check_query, layer_size
+from jaxprobe.gbas.options import with_settings
 
 
 class BerOptResult(NamedTuple):
@@ -93,55 +99,10 @@ def beropt_loss(logits, key, model, params, h0, target, l, *, lam, tau, n_masks)
     return jnp.mean(err) + lam * jnp.sum(jax.nn.sigmoid(logits))
 
 
-def beropt_run(key, model, params, z0, l, *, lam=None, tau=0.5, steps=300, learning_rate=0.05,
-               init=0.9, p=0.5, n_masks=4) -> BerOptResult:
-    """The pure BerOpt driver (no checks, no jit): `steps` Adam steps in `lax.scan`.
+class BerOptOptions(NamedTuple):
+    """BerOpt's settings (the paper gives none but p; each default is jaxprobe's choice).
 
-    `model`, `l`, `steps` and `n_masks` must be static under jit. See `beropt` for the arguments.
-    """
-    l = model.layer(l)
-    h0 = model.up_to(params, z0[None], l)
-    target = model.from_(params, h0, l)  # G(z0), through the same split as the masked outputs
-    lam = default_lambda(model, params, z0, l) if lam is None else jnp.asarray(lam, jnp.float32)
-    logits0 = jnp.full((h0.size,), jnp.log(init) - jnp.log1p(-init), jnp.float32)
-    tx = optax.adam(learning_rate)
-    loss_and_grad = jax.value_and_grad(
-        functools.partial(beropt_loss, model=model, params=params, h0=h0, target=target, l=l,
-                          lam=lam, tau=tau, n_masks=n_masks))
-
-    def step(carry, k):
-        logits, opt_state = carry
-        loss, g = loss_and_grad(logits, k)
-        updates, opt_state = tx.update(g, opt_state, logits)
-        return (optax.apply_updates(logits, updates), opt_state), loss
-
-    (logits, _), losses = jax.lax.scan(step, (logits0, tx.init(logits0)), jax.random.split(key, steps))
-    theta = jax.nn.sigmoid(logits)
-    v_star = jnp.where(theta > p, jnp.sign(h0.reshape(-1)), 0.0).astype(jnp.int32)
-    return BerOptResult(theta, v_star, losses, lam)
-
-
-def _checked_run(key, model, params, z0, l, **kw):
-    """`beropt_run` and whether h0 = f_{l:1}(z0) and G(z0) are finite (XLA shares the forward)."""
-    h0 = model.up_to(params, z0[None], l)
-    finite = jnp.stack([jnp.all(jnp.isfinite(h0)), jnp.all(jnp.isfinite(model.from_(params, h0, l)))])
-    return beropt_run(key, model, params, z0, l, **kw), finite
-
-
-_beropt_jit = jax.jit(_checked_run, static_argnames=("model", "l", "steps", "n_masks"))
-
-
-def beropt(key, model, params, z0, layer, *, lam: float | None = None, tau: float = 0.5,
-           steps: int = 300, learning_rate: float = 0.05, init: float = 0.9, p: float = 0.5,
-           n_masks: int = 4) -> BerOptResult:
-    """BerOpt (Jeon et al. 2020, Algorithm 1, equation 1): select the boundaries that support G(z0).
-
-    Args:
-      key: PRNG key for the concrete masks.
-      model: a probe-able generator (`Model`).
-      params: its parameters.
-      z0: the query, shape `model.input_shape`.
-      layer: the layer l (name or number 1..L).
+    Attributes:
       lam: the sparsity weight lambda, in squared output units. Default None: `default_lambda`,
         ||G(z0) - f_{L:l+1}(0)||^2 / (16 D_l) (scale-free across layers and models; see there why).
       tau: the concrete temperature, default 0.5: masks are close to binary (a relaxed sample lies
@@ -156,6 +117,124 @@ def beropt(key, model, params, z0, layer, *, lam: float | None = None, tau: floa
       p: the threshold on theta*, in (0, 1), default 0.5 (the paper's value).
       n_masks: relaxed masks per step, averaged, default 4 (lowers the gradient's variance at the
         cost of a batch of 4 through layers l..L).
+    """
+
+    lam: float | None = None
+    tau: float = 0.5
+    steps: int = 300
+    learning_rate: float = 0.05
+    init: float = 0.9
+    p: float = 0.5
+    n_masks: int = 4
+
+
+class BerOptNets(NamedTuple):
+    """The network BerOpt uses.
+
+    Attributes:
+      generator: the generator G = f_{L:1} (a probe-able `Model`).
+      params: its parameters (default None: `generator.params`).
+    """
+
+    generator: Any
+    params: Any = None
+
+
+class BerOptState(NamedTuple):
+    """BerOpt while it optimizes one query's mask.
+
+    Attributes:
+      logits: alpha, (D_l,) float32; theta = sigmoid(alpha).
+      opt_state: Adam's state (optax) for the logits.
+      h0: f_{l:1}(z0), (1, *layer_shape), the features the masks multiply.
+      target: G(z0) through the same split as the masked outputs, (1, *output_shape).
+      lam: () float32, the lambda of equation 1 (resolved at `init` when the options give None).
+    """
+
+    logits: jax.Array
+    opt_state: Any
+    h0: jax.Array
+    target: jax.Array
+    lam: jax.Array
+
+
+class BerOptInfo(NamedTuple):
+    """What one step did: `loss`, () float32, the stochastic L(theta) before the step."""
+
+    loss: jax.Array
+
+
+def build(nets: BerOptNets, options: BerOptOptions, layer) -> Kernel:
+    """BerOpt's kernel (Jeon et al. 2020, Algorithm 1, equation 1 squared; the module docstring).
+
+    `init(z0) -> BerOptState` (z0 of the generator's input shape: logits at `options.init`,
+    lambda resolved); `step(key, state) -> (BerOptState, BerOptInfo)`, one Adam step on the mean
+    loss of `n_masks` concrete masks drawn from `key`. `summary(state)` of the final state is
+    (theta, v_star). No checks here: `beropt` checks.
+    """
+    model = nets.generator
+    params = model.params if nets.params is None else nets.params
+    l = model.layer(layer)
+    tx = optax.adam(options.learning_rate)
+    logit0 = float(np.log(options.init) - np.log1p(-options.init))
+
+    def init(z0):
+        z0 = jnp.asarray(z0, jnp.float32)
+        h0 = model.up_to(params, z0[None], l)
+        target = model.from_(params, h0, l)  # G(z0), through the same split as the masked outputs
+        lam = (default_lambda(model, params, z0, l) if options.lam is None
+               else jnp.asarray(options.lam, jnp.float32))
+        logits = jnp.full((h0.size,), logit0, jnp.float32)
+        return BerOptState(logits, tx.init(logits), h0, target, lam)
+
+    def step(key, state: BerOptState):
+        loss, g = jax.value_and_grad(beropt_loss)(state.logits, key, model, params, state.h0, state.target, l,
+                                                  lam=state.lam, tau=options.tau, n_masks=options.n_masks)
+        updates, opt_state = tx.update(g, state.opt_state, state.logits)
+        return state._replace(logits=optax.apply_updates(state.logits, updates), opt_state=opt_state), BerOptInfo(loss)
+
+    return Kernel(init=init, step=step)
+
+
+def summary(state: BerOptState, p) -> tuple:
+    """(theta*, V*) of a final state: theta = sigmoid(logits), V*_i = 1[theta_i > p] sign(h0_i)."""
+    theta = jax.nn.sigmoid(state.logits)
+    return theta, jnp.where(theta > p, jnp.sign(state.h0.reshape(-1)), 0.0).astype(jnp.int32)
+
+
+def check_options(options: BerOptOptions) -> BerOptOptions:
+    """Validate BerOpt's settings (one line naming the setting); returns them as Python numbers."""
+    p = check_number("p", options.p, low=0, high=1, low_open=True, high_open=True)
+    init = check_number("init", options.init, low=0, high=1, low_open=True, high_open=True)
+    tau = check_number("tau", options.tau, low=0, low_open=True, what="a positive temperature")
+    learning_rate = check_number("learning_rate", options.learning_rate, low=0, low_open=True,
+                                 what="a positive number")
+    lam = None if options.lam is None else check_number("lam", options.lam, low=0,
+                                                        what="a non-negative number or None")
+    return BerOptOptions(lam=lam, tau=tau, steps=check_count("steps", options.steps, 1), learning_rate=learning_rate,
+                         init=init, p=p, n_masks=check_count("n_masks", options.n_masks, 1))
+
+
+def _finite(model, params, l):
+    """Whether h0 = f_{l:1}(z0) and G(z0) are finite, as a function of z0: (2,) bool."""
+    def f(z0):
+        h0 = model.up_to(params, z0[None], l)
+        return jnp.stack([jnp.all(jnp.isfinite(h0)), jnp.all(jnp.isfinite(model.from_(params, h0, l)))])
+    return f
+
+
+def beropt(key, model, params, z0, layer, options: BerOptOptions | None = None, **settings) -> BerOptResult:
+    """BerOpt (Jeon et al. 2020, Algorithm 1, equation 1): select the boundaries that support G(z0).
+
+    Args:
+      key: PRNG key; step t draws its concrete masks from `fold_in(key, t)`.
+      model: a probe-able generator (`Model`).
+      params: its parameters.
+      z0: the query, shape `model.input_shape`.
+      layer: the layer l (name or number 1..L).
+      options: `BerOptOptions` (None: its defaults).
+      **settings: `BerOptOptions` fields (lam, tau, steps, learning_rate, init, p, n_masks)
+        replacing those of `options`.
 
     Returns:
       `BerOptResult(theta, v_star, losses, lam)`. The query is always in the region of v_star.
@@ -168,20 +247,16 @@ def beropt(key, model, params, z0, layer, *, lam: float | None = None, tau: floa
       G. Jeon, H. Jeong, J. Choi, "An Efficient Explorative Sampling Considering the Generative
       Boundaries of Deep Generative Neural Networks", AAAI 2020 (Jeon et al. 2020).
     """
+    options = check_options(with_settings(BerOptOptions, options, settings))
     l = model.layer(layer)
     z0 = check_query(model, z0)
-    p = check_number("p", p, low=0, high=1, low_open=True, high_open=True)
-    init = check_number("init", init, low=0, high=1, low_open=True, high_open=True)
-    tau = check_number("tau", tau, low=0, low_open=True, what="a positive temperature")
-    learning_rate = check_number("learning_rate", learning_rate, low=0, low_open=True, what="a positive number")
-    if lam is not None:
-        check_number("lam", lam, low=0, what="a non-negative number or None")
-    result, finite = _beropt_jit(key, model, params, z0, l, lam=lam, tau=tau, steps=check_count("steps", steps, 1),
-                                 learning_rate=learning_rate, init=init, p=p,
-                                 n_masks=check_count("n_masks", n_masks, 1))
-    h0_ok, out_ok = (bool(f) for f in finite)
+    h0_ok, out_ok = (bool(f) for f in driver.call(_finite(model, params, l), z0))
     if not (h0_ok and out_ok):
         what = (f"h0 = f_{{l:1}}(z0) at layer {model.layer_names[l - 1]!r}" if not h0_ok else "G(z0)")
         raise JaxprobeError(f"params: expected parameters under which {what} is finite, got non-finite "
                             "values (NaN or infinite parameters, or a query that overflows them)")
-    return result
+    kernel = build(BerOptNets(model, params), options, l)
+    state = driver.call(kernel.init, z0)
+    run = driver.run(kernel, key, state, options.steps, trace=lambda s, info: info.loss)
+    theta, v_star = driver.call(lambda s: summary(s, jnp.float32(options.p)), run.state)
+    return BerOptResult(theta, v_star, run.trace, run.state.lam)

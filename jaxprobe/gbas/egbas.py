@@ -11,17 +11,18 @@ The paper's metrics of the resulting sample sets (Tables 1-2) are in `jaxprobe.g
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.gbas.beropt import beropt
+from jaxprobe.gbas.beropt import BerOptOptions, beropt
 from jaxprobe.gbas.boundaries import check_query
 from jaxprobe.gbas.epsball import eps_l2, eps_linf, sample_l2_ball, sample_linf_ball
 from jaxprobe.gbas.exploration import box_reach, default_delta, exploration, region_extent
-from jaxprobe.gbas.gbrrt import CAPACITY_FULL, GBRRTResult, check_delta, check_interval, gbrrt
+from jaxprobe.gbas.gbrrt import CAPACITY_FULL, GBRRTOptions, GBRRTResult, check_delta, check_interval, gbrrt
+from jaxprobe.gbas.options import with_settings
 
 
 class EGBASResult(NamedTuple):
@@ -68,43 +69,74 @@ class EGBASResult(NamedTuple):
     rejected_truncated: bool
 
 
-def egbas(key, model, params, z0, layer, *, p: float = 0.5, delta: float | None = None, interval=1.0,
-          capacity: int = 128, max_candidates: int = 4096, batch: int = 64,
-          rejected_capacity: int | None = None, beropt_options: dict | None = None,
-          progress=None) -> EGBASResult:
-    """E-GBAS (Jeon et al. 2020, Algorithm 3): BerOpt, then GB-RRT in its region, then the eps baselines.
+class EGBASOptions(NamedTuple):
+    """E-GBAS's settings (Algorithm 3 and the section-4 baselines).
 
-    Args:
-      key: PRNG key (split for BerOpt, the extent's directions, the tree and the two baselines).
-      model, params: the generator.
-      z0: the query, shape `model.input_shape`.
-      layer: the layer l (name or number).
-      p: BerOpt's threshold on theta*, in (0, 1).
+    Attributes:
+      p: BerOpt's threshold on theta*, in (0, 1), default 0.5 (the paper's value).
       delta: GB-RRT's step size. Default None: `exploration.default_delta`, half the region's
         median extent along 32 random directions (the paper gives no value; a fixed one was too
         small at one layer and too large at another). A given delta below
         `gbrrt.min_delta(z0, interval)` is refused before BerOpt runs.
-      interval, capacity, max_candidates, batch, rejected_capacity, progress: as in `gbrrt`
-        (progress follows the tree's candidates).
-      beropt_options: keyword arguments for `beropt` (lam, tau, steps, learning_rate, init,
-        n_masks).
+      interval: I, GB-RRT's sampling half-width, default 1.0 (`GBRRTOptions`).
+      capacity: the tree's capacity, the query included, default 128.
+      max_candidates: GB-RRT's candidate budget, default 4096.
+      batch: GB-RRT's candidates per step, default 64.
+      rejected_capacity: rejected candidates stored, default None (`GBRRTOptions`).
+      beropt_options: BerOpt's settings, a `BerOptOptions` or a dict of its fields (lam, tau,
+        steps, learning_rate, init, n_masks); None for its defaults. Its p is this `p`.
+    """
+
+    p: float = 0.5
+    delta: float | None = None
+    interval: Any = 1.0
+    capacity: int = 128
+    max_candidates: int = 4096
+    batch: int = 64
+    rejected_capacity: int | None = None
+    beropt_options: Any = None
+
+
+def beropt_settings(options: EGBASOptions) -> BerOptOptions:
+    """The `BerOptOptions` of an E-GBAS run: `options.beropt_options` (options or a dict of fields,
+    unknown names refused) with `options.p`."""
+    ber = options.beropt_options
+    if isinstance(ber, BerOptOptions):
+        return ber._replace(p=options.p)
+    return with_settings(BerOptOptions, None, {**dict(ber or {}), "p": options.p})
+
+
+def egbas(key, model, params, z0, layer, options: EGBASOptions | None = None, *, progress=None,
+          **settings) -> EGBASResult:
+    """E-GBAS (Jeon et al. 2020, Algorithm 3): BerOpt, then GB-RRT in its region, then the eps baselines.
+
+    Args:
+      key: PRNG key (split for BerOpt, the extent's directions, the tree and the two baselines).
+      model, params: the generator and its parameters.
+      z0: the query, shape `model.input_shape`.
+      layer: the layer l (name or number).
+      options: `EGBASOptions` (None: its defaults).
+      progress: as in `gbrrt` (it follows the tree's candidates).
+      **settings: `EGBASOptions` fields (p, delta, interval, capacity, max_candidates, batch,
+        rejected_capacity, beropt_options) replacing those of `options`.
 
     Returns:
       `EGBASResult`. The baselines draw as many samples as the tree has nodes (the query
       included), centred at z0. A region too small for any step gives the query alone. When
       nothing was rejected eps is NaN and `eps_reason` says why.
     """
+    o = with_settings(EGBASOptions, options, settings)
     l = model.layer(layer)
     z0 = check_query(model, z0)
-    if delta is not None:  # before BerOpt: a bad step fails at once
-        check_delta("delta", delta, z0, check_interval(model, interval))
+    if o.delta is not None:  # before BerOpt: a bad step fails at once
+        check_delta("delta", o.delta, z0, check_interval(model, o.interval))
     k_ber, k_tree, k_l2, k_linf, k_ext = jax.random.split(key, 5)
-    ber = beropt(k_ber, model, params, z0, l, p=p, **dict(beropt_options or {}))
-    extent = region_extent(k_ext, model, params, z0, l, ber.v_star, t_max=box_reach(z0, interval))
-    delta = default_delta(extent, z0, interval) if delta is None else delta
-    tree = gbrrt(k_tree, model, params, z0, l, ber.v_star, delta=delta, interval=interval,
-                 capacity=capacity, max_candidates=max_candidates, batch=batch,
-                 rejected_capacity=rejected_capacity, progress=progress)
+    ber = beropt(k_ber, model, params, z0, l, beropt_settings(o))
+    extent = region_extent(k_ext, model, params, z0, l, ber.v_star, t_max=box_reach(z0, o.interval))
+    delta = default_delta(extent, z0, o.interval) if o.delta is None else o.delta
+    tree = gbrrt(k_tree, model, params, z0, l, ber.v_star,
+                 GBRRTOptions(delta=delta, interval=o.interval, capacity=o.capacity, max_candidates=o.max_candidates,
+                              batch=o.batch, rejected_capacity=o.rejected_capacity), progress=progress)
     samples, rejected = tree.accepted_nodes(), tree.rejected_candidates()
     n = samples.shape[0]
     reason = None if rejected.shape[0] else no_eps_reason(tree, delta)

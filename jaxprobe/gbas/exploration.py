@@ -108,7 +108,10 @@ def exploration(tree_nodes, z0, extent, eps_l2=float("nan")) -> dict:
     nodes = np.asarray(tree_nodes, np.float64).reshape(len(tree_nodes), -1)[1:]
     dist = np.linalg.norm(nodes - np.asarray(z0, np.float64).reshape(1, -1), axis=1)
     ext = np.asarray(extent, np.float64)
-    q = (lambda a, p: float(np.quantile(a, p)) if a.size else float("nan"))
+
+    def q(a, p):
+        return float(np.quantile(a, p)) if a.size else float("nan")
+
     med = q(ext, 0.5)
     return {
         "node_distance": {"median": q(dist, 0.5), "q90": q(dist, 0.9), "max": q(dist, 1.0)},

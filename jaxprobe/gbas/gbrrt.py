@@ -8,90 +8,96 @@ test "||z' - nearest(Q, z')|| > delta" can never hold, since z' is exactly delta
 Candidates that fail membership form the rejected set (used by the eps-ball baselines);
 candidates turned away only for closeness lie inside the region and are merely counted.
 
-Two implementations share the random draws, so that they agree node for node:
+The kernel (`build(nets, options, layer)`, the protocol of `jaxprobe.driver`): `init(z0, v_star)`
+is the tree {z0}, and `step(key, state)` takes B candidates, drawn from the step's key: their
+nearest nodes by one squared-distance matrix against the fixed-capacity tree buffer, their
+membership in one batched forward pass, and then a sequential pass in `lax.scan` so that
+candidates keep delta from the tree and from the candidates accepted earlier in the same batch
+(when no candidate's test depends on an earlier one's outcome, a cumulative sum gives the same
+result without the scan). With B = 1 it is Algorithm 2 one candidate per step (the sequential
+reference under tests/ agrees node for node). `gbrrt`, `gbrrt_run` and `gbrrt_queries` run it
+through `jaxprobe.driver.run` until the tree is full or the candidate budget is spent.
 
-* `gbrrt_sequential`: the reference, one candidate per iteration, exactly as the algorithm reads
-  (the delta test over every node by direct differences). The oracle of the tests and the
-  baseline of the benchmark.
-* `gbrrt`: jaxprobe's batched kernel, an `init`/`step` pair over `GBRRTState` driven by
-  `lax.while_loop`. Each step takes B candidates: their nearest nodes by one squared-distance
-  matrix against the fixed-capacity tree buffer, their membership in one batched forward pass,
-  and then a sequential pass in `lax.scan` so that candidates keep delta from the tree and from
-  the candidates accepted earlier in the same batch (when no candidate's test depends on an
-  earlier one's outcome, a cumulative sum gives the same result without the scan). With B = 1 it
-  is the sequential algorithm.
-
-Random draws: candidate j (0-based, counted over the whole run) is drawn from
-`fold_in(key, j)`, so every implementation and every batch size sees the same candidates in the
-same order. The same key is therefore passed to every `step`.
-
-The delta test is exact (docs/methods/egbas.md, "distances in the delta test"): every decision that matters is taken on
-direct differences, never on the expansion ||a||^2 + ||b||^2 - 2ab. The batched kernel uses the
-expansion (in coordinates centred on z0) only to find each candidate's `top_k` nearest nodes,
-tests z' against those directly, and rules out all other nodes with the triangle inequality and a
-rigorous float32 bound on the expansion's error; where the bound cannot rule them out, it falls
-back to direct differences against every node. The same holds within a batch (candidate against
-candidate). The outcome equals the direct test on every node.
+The delta test is exact (docs/methods/egbas.md, "distances in the delta test"): every decision that
+matters is taken on direct differences, never on the expansion ||a||^2 + ||b||^2 - 2ab. The kernel
+uses the expansion (in coordinates centred on z0) only to find each candidate's `top_k` nearest
+nodes, tests z' against those directly, and rules out all other nodes with the triangle
+inequality and a rigorous float32 bound on the expansion's error; where the bound cannot rule them
+out, it falls back to direct differences against every node. The same holds within a batch
+(candidate against candidate). The outcome equals the direct test on every node.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.gbas.boundaries import check_indicator, check_query, region_margin, region_membership
-from jaxprobe.checks import check_count, check_number
+from jaxprobe import driver
+from jaxprobe.driver import Kernel
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.sharding import check_mesh, gather, on_mesh
+from jaxprobe.gbas.boundaries import region_membership
+from jaxprobe.gbas.gbrrt_checks import (EPS32, REJECTED_CAPACITY, REL_TOL, GBRRTArguments, check_arguments,
+                                        check_delta, check_interval, check_queries, min_delta)
+from jaxprobe.gbas.options import with_settings
+from jaxprobe.sharding import check_mesh
 
-RUNNING, CAPACITY_FULL, ITERATIONS_DONE = 0, 1, 2
-STOP_REASONS = ("running", "capacity full", "iterations done")
-REL_TOL = 1e-4  # nodes keep delta * (1 - REL_TOL) from each other (docs/methods/egbas.md)
-_EPS32 = float(np.finfo(np.float32).eps)
-# The rejected buffer's default rows: at most this many (8 MiB at d = 512), however many candidates.
-REJECTED_CAPACITY = 4096
-PROGRESS_TICKS = 20  # progress calls per run (about; plus one at the end)
-
-
-def min_delta(z0, interval) -> float:
-    """The smallest step size float32 resolves at the query's scale: sqrt(d) eps32 s / REL_TOL.
-
-    s = max_i (|z0_i| + I_i) bounds the coordinates of the sampling box. Rounding a step
-    z' = q + delta u to float32 moves z' by at most sqrt(d) eps32 s / 2, so with delta at least
-    this bound the step's length is delta to within REL_TOL / 2 and the tree's separation
-    "nodes >= delta (1 - REL_TOL) apart" means what it says (at z0 ~ 100 in 100-d, 1.2; at a
-    N(0, I) query with I = 1, about 0.05). Below it a step can round back onto q (a copy of the
-    query) or to a point much nearer to q than delta.
-    """
-    z0 = np.abs(np.asarray(z0, np.float64)).reshape(-1)
-    scale = float(np.max(z0 + np.abs(np.asarray(interval, np.float64)).reshape(-1)))
-    return math.sqrt(z0.size) * _EPS32 * scale / REL_TOL
-
-
-def check_delta(name: str, delta, z0, interval) -> float:
-    """Refuse a step size that is not positive or below `min_delta(z0, interval)`; returns it.
-
-    `name` is the argument named in the error ("delta" in the library, "--delta" on the command
-    line). Run before any compilation, so that a bad step fails at once.
-    """
-    delta = check_number(name, delta, low=0, low_open=True, what="a positive step size")
-    floor = min_delta(z0, interval)
-    if delta < floor:
-        raise JaxprobeError(f"{name}: expected a step size float32 resolves at the query's scale, >= {floor:.3g} "
-                            f"(sqrt(d) eps32 max(|z0| + I) / {REL_TOL:g}), got {delta:g}")
-    return delta
+RUNNING, CAPACITY_FULL, CANDIDATE_BUDGET = 0, 1, 2
+STOP_REASONS = ("running", "capacity_full", "candidate_budget")
 
 
 def stop_reason_name(code) -> str:
-    """The stop reason's name: 0 running, 1 "capacity full", 2 "iterations done"."""
+    """The stop reason's name: 0 "running", 1 "capacity_full", 2 "candidate_budget"."""
     code = int(code)
     if not 0 <= code < len(STOP_REASONS):
         raise JaxprobeError(f"stop_reason: expected 0, 1 or 2, got {code}")
     return STOP_REASONS[code]
+
+
+class GBRRTOptions(NamedTuple):
+    """GB-RRT's settings (Jeon et al. 2020, Algorithm 2, batched).
+
+    Attributes:
+      delta: the step size, at least `min_delta(z0, interval)` (what float32 resolves at the
+        query's scale); nodes end up pairwise >= delta * (1 - 1e-4) apart. No default (None is
+        refused): E-GBAS picks one from the region's extent (`jaxprobe.gbas.exploration`).
+      interval: I, the half-width of the sampling box U(z0 - I, z0 + I): a scalar or one per
+        latent dimension, > 0. Default 1.0, one standard deviation of the N(0, I) latent prior.
+      capacity: N, the tree's capacity (nodes wanted, the query included), >= 1. Default 256.
+      max_candidates: the paper's iteration count, the most candidates drawn, >= 0. Default 4096.
+      batch: B, candidates per step, >= 1. Default 64. Throughput grows with B while the forward
+        pass dominates; candidates drawn after the tree fills are wasted, at most B - 1.
+      rejected_capacity: R, rejected candidates stored, the first R in draw order. Default None:
+        min(max_candidates, REJECTED_CAPACITY = 4096), so the buffer stays small however many
+        candidates; `n_rejected` counts them all.
+      top_k: k, per candidate the nodes (and earlier candidates of the batch) nearest by the
+        expansion that are tested by direct differences; the rest are ruled out by a bound or,
+        rarely, by the direct fallback. The result does not depend on k, only the speed. Default
+        4, the fastest of 2, 4, 8, 16 (step at B = 256 on XLA's CPU).
+    """
+
+    delta: Any = None
+    interval: Any = 1.0
+    capacity: int = 256
+    max_candidates: int = 4096
+    batch: int = 64
+    rejected_capacity: int | None = None
+    top_k: int = 4
+
+
+class GBRRTNets(NamedTuple):
+    """The network GB-RRT uses.
+
+    Attributes:
+      generator: the generator (a probe-able `Model`) whose layer's regions the tree explores.
+      params: its parameters (default None: `generator.params`).
+    """
+
+    generator: Any
+    params: Any = None
 
 
 class GBRRTState(NamedTuple):
@@ -104,7 +110,8 @@ class GBRRTState(NamedTuple):
       rejected: (R, d) candidates z' that failed membership, in the order they were drawn.
       n_rejected: () int32, all candidates that failed membership (only the first R are stored).
       n_close: () int32, candidates inside the region turned away for closeness (not stored).
-      n_candidates: () int32, candidates drawn so far; candidate j used `fold_in(key, j)`.
+      n_candidates: () int32, candidates drawn and used so far.
+      v_star: (D_l,) float32, the halfspace indicator V* of the region explored.
     """
 
     nodes: jax.Array
@@ -114,6 +121,16 @@ class GBRRTState(NamedTuple):
     n_rejected: jax.Array
     n_close: jax.Array
     n_candidates: jax.Array
+    v_star: jax.Array
+
+
+class GBRRTInfo(NamedTuple):
+    """What one step did, each () int32: candidates `accepted`, `rejected` (outside the region)
+    and turned away as too `close` to a node."""
+
+    accepted: jax.Array
+    rejected: jax.Array
+    close: jax.Array
 
 
 class GBRRTResult(NamedTuple):
@@ -127,7 +144,7 @@ class GBRRTResult(NamedTuple):
       n_rejected: () candidates that failed membership (may exceed R).
       n_close: () candidates in the region turned away for being within delta of a node.
       n_candidates: () candidates drawn; n_candidates = (count - 1) + n_rejected + n_close.
-      stop_reason: () int32, CAPACITY_FULL (1) or ITERATIONS_DONE (2); see `stop_reason_name`.
+      stop_reason: () int32, CAPACITY_FULL (1) or CANDIDATE_BUDGET (2); see `stop_reason_name`.
     """
 
     nodes: jax.Array
@@ -152,18 +169,11 @@ class GBRRTResult(NamedTuple):
         return np.asarray(self.rejected)[: min(int(self.n_rejected), self.rejected.shape[0])]
 
     def stop_reason_name(self) -> str:
-        """Why the tree stopped: "capacity full" or "iterations done" (`stop_reason_name`)."""
+        """Why the tree stopped: "capacity_full" or "candidate_budget" (`stop_reason_name`)."""
         return stop_reason_name(self.stop_reason)
 
 
-class GBRRT(NamedTuple):
-    """An `init()` / `step(key, state)` pair with every setting fixed (see `gbrrt_kernel`)."""
-
-    init: Callable
-    step: Callable
-
-
-# ------------------------------------------------------------------ pieces shared by both versions
+# ------------------------------------------------------------------ pieces of a step (the reference shares them)
 
 
 def _threshold2(delta):
@@ -171,7 +181,9 @@ def _threshold2(delta):
 
 
 def draw_candidates(key, first, n: int, z0f, interval):
-    """Candidates first..first+n-1: z_j = z0 + I * U(-1, 1)^d from `fold_in(key, j)`. (n, d)."""
+    """Candidates first..first+n-1 of a key: z_j = z0 + I * U(-1, 1)^d from `fold_in(key, j)`. (n, d).
+
+    A step draws its batch as candidates 0..B-1 of its step key."""
     def one(j):
         u = jax.random.uniform(jax.random.fold_in(key, j), z0f.shape, z0f.dtype, -1.0, 1.0)
         return z0f + interval * u
@@ -250,7 +262,7 @@ def nearest_nodes(z, nodes, count, z0f):
     """Index of the nearest of the first `count` nodes for each row of z (n, d): (n,) int32.
 
     By the expansion (`tree_knn` with k = 1). A float near-tie may pick either node: the tree's
-    shape changes, never its validity. Both implementations use this matrix, so they agree.
+    shape changes, never its validity. The sequential reference (tests) uses this matrix too, so the two agree.
     """
     return tree_knn(z, nodes, count, z0f, 1)[0][:, 0]
 
@@ -281,18 +293,19 @@ def _rounding_bound(scale, thr2, d: int):
     absolute terms; the direct test it stands in for errs by (d + 3) u of the squared distance.
     Altogether below u ((2d + 8) scale + (d + 4) thr2); we use twice that.
     """
-    return 2.0 * _EPS32 * (d + 4) * (2.0 * scale + thr2)
+    return 2.0 * EPS32 * (d + 4) * (2.0 * scale + thr2)
 
 
 def _flat(z0):
     return jnp.asarray(z0, jnp.float32).reshape(-1)
 
 
-# ------------------------------------------------------------------ the batched kernel
+# ------------------------------------------------------------------ the kernel
 
 
-def init(z0, *, capacity: int, rejected_capacity: int) -> GBRRTState:
-    """The tree {z0}: buffers of `capacity` nodes and `rejected_capacity` rejected candidates."""
+def init(z0, v_star, *, capacity: int, rejected_capacity: int) -> GBRRTState:
+    """The tree {z0} for the region of `v_star`: buffers of `capacity` nodes and `rejected_capacity`
+    rejected candidates."""
     z0f = _flat(z0)
     d = z0f.shape[0]
     zero = jnp.zeros((), jnp.int32)
@@ -301,37 +314,25 @@ def init(z0, *, capacity: int, rejected_capacity: int) -> GBRRTState:
         parents=jnp.full((capacity,), -1, jnp.int32),
         count=jnp.ones((), jnp.int32),
         rejected=jnp.zeros((rejected_capacity, d), jnp.float32),
-        n_rejected=zero, n_close=zero, n_candidates=zero)
+        n_rejected=zero, n_close=zero, n_candidates=zero,
+        v_star=jnp.asarray(v_star, jnp.float32).reshape(-1))
 
 
-def step(key, state: GBRRTState, *, model, params, z0, layer, v_star, delta, interval, batch: int,
-         max_candidates, top_k: int = 4) -> GBRRTState:
-    """One batched GB-RRT step: candidates n_candidates .. n_candidates + batch - 1.
-
-    Candidates past `max_candidates`, or after the tree is full, are drawn but not used (and not
-    counted), so that the run consumes exactly the candidates the sequential reference would.
-
-    Args:
-      key: the run's key (the same at every step; candidate j uses `fold_in(key, j)`).
-      state: the tree.
-      model, params: the generator; `layer` (an int, static) and `v_star` ((D_l,)) the region.
-      z0: the query (its shape is the model's input shape).
-      delta: step size; interval: half-width I of the sampling box, scalar or (d,).
-      batch: B, candidates per step (static).
-      max_candidates: the run's budget of candidates.
-      top_k: nearest nodes tested directly per candidate before the bound or the fallback (static).
-    """
+def _step(key, state: GBRRTState, *, model, params, layer, delta, interval, batch: int, max_candidates,
+          top_k: int):
+    """One batched GB-RRT step (see `build`): (state, GBRRTInfo)."""
     n_cap, d = state.nodes.shape
     r_cap = state.rejected.shape[0]
-    z0f = _flat(z0)
+    z0f = state.nodes[0]  # node 0 is the query
     thr2 = _threshold2(delta)
     count0, ncand0 = state.count, state.n_candidates
 
-    z = draw_candidates(key, ncand0, batch, z0f, interval)
+    z = draw_candidates(key, 0, batch, z0f, interval)
     idx, d2k, scale = tree_knn(z, state.nodes, count0, z0f, min(top_k, n_cap))
     q = idx[:, 0]
     zp, moved = steer(z, state.nodes[q], delta)
-    member = region_membership(model, params, zp.reshape((batch,) + tuple(model.input_shape)), layer, v_star)
+    member = region_membership(model, params, zp.reshape((batch,) + tuple(model.input_shape)), layer,
+                                state.v_star)
 
     # The delta test against the tree. The k - 1 other nodes nearest to z are tested directly.
     # Every node n outside them is at least as far from z as the k-th, and
@@ -342,7 +343,7 @@ def step(key, state: GBRRTState, *, model, params, z0, layer, v_star, delta, int
     # bound nearly always clears.
     diff = zp[:, None, :] - state.nodes[idx[:, 1:]]
     tree_close = jnp.any(jnp.isfinite(d2k[:, 1:]) & (jnp.sum(diff * diff, axis=-1) < thr2), axis=1)
-    rel = 2.0 * (d + 4) * 0.5 * _EPS32  # relative error of a direct float32 distance, doubled
+    rel = 2.0 * (d + 4) * 0.5 * EPS32  # relative error of a direct float32 distance, doubled
     step_back = jnp.sqrt(jnp.sum((z - zp) ** 2, axis=-1)) * (1.0 + rel)
     kth = jnp.max(d2k, axis=1)  # the k-th smallest (inf when fewer than k nodes)
     bound = jnp.sqrt(jnp.maximum(kth - _rounding_bound(scale, thr2, d), 0.0)) - step_back
@@ -404,297 +405,250 @@ def step(key, state: GBRRTState, *, model, params, z0, layer, v_star, delta, int
     pos = jnp.where(acc, count0 + jnp.cumsum(acc) - 1, n_cap)
     rpos = state.n_rejected + jnp.cumsum(rej) - 1
     rpos = jnp.where(rej & (rpos < r_cap), rpos, r_cap)
-    return GBRRTState(
+    n_acc, n_rej, n_close = (jnp.sum(x, dtype=jnp.int32) for x in (acc, rej, close))
+    new = GBRRTState(
         nodes=state.nodes.at[pos].set(zp, mode="drop"),
         parents=state.parents.at[pos].set(q, mode="drop"),
         count=count,
         rejected=state.rejected.at[rpos].set(zp, mode="drop"),
-        n_rejected=state.n_rejected + jnp.sum(rej, dtype=jnp.int32),
-        n_close=state.n_close + jnp.sum(close, dtype=jnp.int32),
-        n_candidates=ncand)
+        n_rejected=state.n_rejected + n_rej,
+        n_close=state.n_close + n_close,
+        n_candidates=ncand,
+        v_star=state.v_star)
+    return new, GBRRTInfo(accepted=n_acc, rejected=n_rej, close=n_close)
 
 
-def gbrrt_kernel(model, params, z0, layer, v_star, *, delta, interval, capacity: int, max_candidates,
-                 batch: int, rejected_capacity: int, top_k: int = 4) -> GBRRT:
-    """`GBRRT(init, step)` with every setting fixed: `state = init()`, `state = step(key, state)`."""
+def build(nets: GBRRTNets, options: GBRRTOptions, layer) -> Kernel:
+    """GB-RRT's kernel (Jeon et al. 2020, Algorithm 2, B = `options.batch` candidates a step).
+
+    `init(z0, v_star) -> GBRRTState` is the tree {z0} (z0 of the generator's input shape, v_star
+    (D_l,) or the layer's shape); `step(key, state) -> (GBRRTState, GBRRTInfo)` draws candidates
+    0..B-1 of `key` (`draw_candidates`) and takes the batch's candidates n_candidates ..
+    n_candidates + B - 1. Candidates past `max_candidates`, or after the tree is full, are drawn
+    but not used (and not counted), so a run uses exactly the candidates Algorithm 2 would.
+    The state carries the query (node 0) and V*, so one kernel serves many queries
+    (`jax.vmap(kernel.init)`, `jax.vmap(kernel.step)`). No checks here: `gbrrt` checks.
+
+    Args:
+      nets: `GBRRTNets(generator, params)`.
+      options: `GBRRTOptions` (delta required; `rejected_capacity` None resolves as in `gbrrt`).
+      layer: the layer l (name or number).
+    """
+    model = nets.generator
+    params = model.params if nets.params is None else nets.params
     layer = model.layer(layer)
-    z0f = _flat(z0)
-    interval = jnp.broadcast_to(jnp.asarray(interval, jnp.float32), z0f.shape)
-    return GBRRT(
-        init=lambda: init(z0, capacity=capacity, rejected_capacity=rejected_capacity),
-        step=lambda key, state: step(key, state, model=model, params=params, z0=z0, layer=layer,
-                                     v_star=v_star, delta=delta, interval=interval, batch=batch,
-                                     max_candidates=max_candidates, top_k=top_k))
+    d = math.prod(model.input_shape)
+    capacity = int(options.capacity)
+    max_candidates = int(options.max_candidates) if _concrete(options.max_candidates) else options.max_candidates
+    rejected = (int(options.rejected_capacity) if options.rejected_capacity is not None
+                else min(max(max_candidates, 1), REJECTED_CAPACITY) if isinstance(max_candidates, int)
+                else REJECTED_CAPACITY)
+    # Arrays, not Python numbers: the driver passes arrays a kernel closes over to its compiled
+    # loop as arguments, so another delta, interval or budget reuses the program.
+    settings = dict(delta=jnp.asarray(options.delta, jnp.float32),
+                    interval=jnp.broadcast_to(jnp.asarray(options.interval, jnp.float32).reshape(-1), (d,)),
+                    max_candidates=jnp.asarray(max_candidates, jnp.int32), batch=int(options.batch),
+                    top_k=min(int(options.top_k), capacity))
+
+    def init_fn(z0, v_star):
+        return init(z0, v_star, capacity=capacity, rejected_capacity=rejected)
+
+    def step_fn(key, state):
+        return _step(key, state, model=model, params=params, layer=layer, **settings)
+
+    return Kernel(init=init_fn, step=step_fn)
 
 
-def _finish(state: GBRRTState, input_shape, max_candidates) -> GBRRTResult:
-    n_cap, r_cap = state.nodes.shape[0], state.rejected.shape[0]
+def _concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def done(state: GBRRTState, max_candidates):
+    """Whether the tree stopped: full, or `max_candidates` candidates used (elementwise over trees)."""
+    return (state.count >= state.nodes.shape[-2]) | (state.n_candidates >= max_candidates)
+
+
+def result(state: GBRRTState, input_shape, max_candidates) -> GBRRTResult:
+    """The `GBRRTResult` of a final state (or of a batch of them, trees on the leading axes)."""
+    n_cap = state.nodes.shape[-2]
     reason = jnp.where(state.count >= n_cap, CAPACITY_FULL,
-                       jnp.where(state.n_candidates >= max_candidates, ITERATIONS_DONE, RUNNING))
+                       jnp.where(state.n_candidates >= max_candidates, CANDIDATE_BUDGET, RUNNING))
+    shape = tuple(input_shape)
     return GBRRTResult(
-        nodes=state.nodes.reshape((n_cap,) + tuple(input_shape)), parents=state.parents, count=state.count,
-        rejected=state.rejected.reshape((r_cap,) + tuple(input_shape)), n_rejected=state.n_rejected,
+        nodes=state.nodes.reshape(state.nodes.shape[:-1] + shape), parents=state.parents, count=state.count,
+        rejected=state.rejected.reshape(state.rejected.shape[:-1] + shape), n_rejected=state.n_rejected,
         n_close=state.n_close, n_candidates=state.n_candidates, stop_reason=reason.astype(jnp.int32))
 
 
-def _running(max_candidates):
-    return lambda s: (s.count < s.nodes.shape[0]) & (s.n_candidates < max_candidates)
+# ------------------------------------------------------------------ runs through the driver
 
 
-def _with_progress(step, max_candidates, progress):
-    """`step` followed, about PROGRESS_TICKS times a run, by `progress(candidates drawn)` (host
-    side, `jax.debug.callback`): a tick when the count crosses a multiple of max_candidates / 20."""
-    every = jnp.maximum(max_candidates // PROGRESS_TICKS, 1)
-
-    def ticking(s: GBRRTState) -> GBRRTState:
-        new = step(s)
-        tick = (new.n_candidates // every != s.n_candidates // every) | ~_running(max_candidates)(new)
-        jax.lax.cond(tick, lambda n: jax.debug.callback(progress, n), lambda n: None, new.n_candidates)
-        return new
-    return ticking
+def steps_bound(max_candidates, batch: int) -> int:
+    """The run's step count for the driver: ceil(max_candidates / B) rounded up to a power of two
+    (`until` stops the run at the budget, so budgets within one power of two share one compiled
+    loop); for a traced budget, enough steps for any int32 budget."""
+    if not _concrete(max_candidates):
+        return -(-(2 ** 31 - 1) // batch)
+    need = max(1, -(-int(max_candidates) // batch))
+    return 1 << (need - 1).bit_length()
 
 
-def gbrrt_run(key, model, params, z0, layer, v_star, *, delta, interval, capacity: int, max_candidates,
-              batch: int, rejected_capacity: int, top_k: int = 4, progress=None) -> GBRRTResult:
-    """The batched GB-RRT as a pure function (no checks, no jit; vmap-able over queries).
+class _Candidates:
+    """The driver's progress(steps done, steps) as progress(candidates drawn, max_candidates) for one
+    caller's hook: the same object for the same hook, so the compiled loop (which calls the object
+    it was traced with) is reused. Steps before the last one drew whole batches, so the count it
+    reports is never above the candidates drawn."""
 
-    `lax.while_loop` over `step` until the tree holds `capacity` nodes or `max_candidates`
-    candidates were drawn. `model`, `layer`, `capacity`, `batch`, `rejected_capacity`, `top_k`
-    and `progress` must be static under jit; see `gbrrt` for the arguments.
+    def __init__(self, target):
+        self.target, self.batch, self.budget = target, 1, 0
+
+    def __call__(self, steps, _total) -> None:
+        self.target(min(max(int(steps) - 1, 0) * self.batch, self.budget), self.budget)
+
+
+_ADAPTERS: dict = {}
+
+
+def _progress(progress, batch: int, budget: int):
+    if progress is None:
+        return None
+    adapter = _ADAPTERS.get(id(progress))
+    if adapter is None or adapter.target is not progress:
+        if len(_ADAPTERS) > 64:
+            _ADAPTERS.clear()
+        adapter = _ADAPTERS[id(progress)] = _Candidates(progress)
+    adapter.batch, adapter.budget = batch, budget
+    return adapter
+
+
+def gbrrt_run(key, model, params, z0, layer, v_star, options: GBRRTOptions | None = None, *, progress=None,
+              **settings) -> GBRRTResult:
+    """The batched GB-RRT without checks: a pure function (jit-able, vmap-able over queries).
+
+    `build` + `init` + `jaxprobe.driver.run` until the tree holds `capacity` nodes or
+    `max_candidates` candidates were used; step t's key is `fold_in(key, t)`. `settings` are
+    `GBRRTOptions` fields replacing those of `options`; `capacity`, `batch`, `rejected_capacity`
+    and `top_k` must be Python ints (static), delta, interval and max_candidates may be traced.
+    `progress`: as in `gbrrt`. See `gbrrt` for the arguments.
     """
-    kernel = gbrrt_kernel(model, params, z0, layer, v_star, delta=delta, interval=interval,
-                          capacity=capacity, max_candidates=max_candidates, batch=batch,
-                          rejected_capacity=rejected_capacity, top_k=top_k)
-    body = lambda s: kernel.step(key, s)  # noqa: E731
-    if progress is not None:  # None compiles no callback: library calls pay nothing
-        body = _with_progress(body, max_candidates, progress)
-    state = jax.lax.while_loop(_running(max_candidates), body, kernel.init())
-    return _finish(state, model.input_shape, max_candidates)
+    options = with_settings(GBRRTOptions, options, settings)
+    kernel = build(GBRRTNets(model, params), options, layer)
+    mc = options.max_candidates
+    budget = jnp.asarray(mc, jnp.int32)  # an argument of the compiled loop, not a constant in it
+    state = driver.call(kernel.init, jnp.asarray(z0, jnp.float32), jnp.asarray(v_star, jnp.float32))
+    run = driver.run(kernel, key, state, steps_bound(mc, int(options.batch)), trace=None,
+                     until=lambda s: done(s, budget), progress=_progress(progress, int(options.batch), mc))
+    return result(run.state, model.input_shape, budget)
 
 
-# ------------------------------------------------------------------ the sequential reference
+def _final_tick(progress, tree: GBRRTResult, budget: int) -> None:
+    """The bar's last tick: the candidates drawn out of the budget, or, when the tree filled first,
+    out of what was drawn (the bar ends full, at its real total). None when nothing was drawn (a
+    tree full at once, a budget of 0): no work, no bar."""
+    if progress is None:
+        return
+    jax.effects_barrier()  # the loop's ticks first
+    drawn = int(np.max(np.asarray(tree.n_candidates)))
+    full = bool(np.all(np.asarray(tree.stop_reason) == CAPACITY_FULL))
+    if drawn:
+        progress(drawn, drawn if full else budget)
 
 
-def gbrrt_sequential_run(key, model, params, z0, layer, v_star, *, delta, interval, capacity: int,
-                         max_candidates, rejected_capacity: int) -> GBRRTResult:
-    """Algorithm 2 one candidate per iteration (pure; see `gbrrt_sequential`)."""
-    layer = model.layer(layer)
-    z0f = _flat(z0)
-    interval = jnp.broadcast_to(jnp.asarray(interval, jnp.float32), z0f.shape)
-    thr2 = _threshold2(delta)
-    rows = jnp.arange(capacity)
-
-    def body(s: GBRRTState) -> GBRRTState:
-        z = draw_candidates(key, s.n_candidates, 1, z0f, interval)             # line 3
-        q = nearest_nodes(z, s.nodes, s.count, z0f)                           # line 4
-        zp, moved = steer(z, s.nodes[q], delta)                               # line 5
-        member = region_membership(model, params, zp.reshape((1,) + tuple(model.input_shape)),
-                                   layer, v_star)[0]                          # line 6, first half
-        close = _too_close_direct(s.nodes, (rows < s.count) & (rows != q[0]), zp[0], thr2) | ~moved[0]
-        accept, reject = member & ~close, ~member                             # line 7
-        i = jnp.minimum(s.count, capacity - 1)
-        r = jnp.minimum(s.n_rejected, rejected_capacity - 1)
-        store = reject & (s.n_rejected < rejected_capacity)
-        return GBRRTState(
-            nodes=s.nodes.at[i].set(jnp.where(accept, zp[0], s.nodes[i])),
-            parents=s.parents.at[i].set(jnp.where(accept, q[0], s.parents[i])),
-            count=s.count + accept.astype(jnp.int32),
-            rejected=s.rejected.at[r].set(jnp.where(store, zp[0], s.rejected[r])),
-            n_rejected=s.n_rejected + reject.astype(jnp.int32),
-            n_close=s.n_close + (member & close).astype(jnp.int32),
-            n_candidates=s.n_candidates + 1)
-
-    state = jax.lax.while_loop(_running(max_candidates), body,
-                               init(z0, capacity=capacity, rejected_capacity=rejected_capacity))
-    return _finish(state, model.input_shape, max_candidates)
-
-
-# ------------------------------------------------------------------ checked, jitted drivers
-
-
-_margin_jit = jax.jit(region_margin, static_argnums=(0, 3))
-_STATIC = ("model", "layer", "capacity", "batch", "rejected_capacity", "top_k")
-_gbrrt_jit = jax.jit(gbrrt_run, static_argnames=_STATIC + ("progress",))
-_sequential_jit = jax.jit(gbrrt_sequential_run, static_argnames=_STATIC[:3] + ("rejected_capacity",))
-
-
-def check_interval(model, interval) -> np.ndarray:
-    """Validate the sampling box's half-width I (a scalar or one per latent dimension, each
-    finite and > 0) and return it as (d,) float64."""
-    d = math.prod(model.input_shape)
-    iv = np.asarray(interval, dtype=np.float64)
-    if iv.shape not in ((), (d,), tuple(model.input_shape)):
-        raise JaxprobeError(f"interval: expected a scalar or one half-width per latent dimension ({d}), "
-                            f"got shape {iv.shape}")
-    if not (np.all(np.isfinite(iv)) and np.all(iv > 0)):
-        raise JaxprobeError(f"interval: expected positive half-widths, got {iv.min() if iv.size else iv}")
-    return np.broadcast_to(iv.reshape(-1) if iv.ndim else iv, (d,))
-
-
-def check_arguments(model, params, z0, layer, v_star, *, delta, interval, capacity, max_candidates,
-                    batch=1, rejected_capacity=None):
-    """Validate GB-RRT's arguments at the API boundary; returns them normalized.
-
-    Raises `JaxprobeError` naming the argument for: a layer out of range, a query of the wrong
-    shape or with NaN, an indicator of the wrong shape or values, a query outside its own region,
-    parameters giving the query a NaN pre-activation, delta <= 0 or below `min_delta`, an
-    interval <= 0 (or of the wrong shape), capacity < 1, max_candidates < 0, batch < 1,
-    rejected_capacity < 1.
-    """
-    layer = model.layer(layer)
-    z0 = check_query(model, z0)
-    v = check_indicator(model, layer, v_star).astype(jnp.float32)
-    iv = check_interval(model, interval)
-    delta = check_delta("delta", delta, z0, iv)
-    capacity = check_count("capacity", capacity, 1)
-    max_candidates = check_count("max_candidates", max_candidates, 0)
-    batch = check_count("batch", batch, 1)
-    # Default: room for every candidate up to REJECTED_CAPACITY rows (a buffer needs one row).
-    rejected_capacity = (min(max(max_candidates, 1), REJECTED_CAPACITY) if rejected_capacity is None
-                         else check_count("rejected_capacity", rejected_capacity, 1))
-    margin = float(_margin_jit(model, params, z0[None], layer, v)[0])
-    if math.isnan(margin):
-        raise JaxprobeError(f"params: expected parameters under which the query's pre-activation at layer "
-                            f"{model.layer_names[layer - 1]!r} is finite, got NaN")
-    if margin < 0:
-        raise JaxprobeError(f"v_star: the query z0 is not in the region it defines (min V_i h_i(z0) = {margin:.3g} < 0)")
-    return layer, z0, v, delta, jnp.asarray(iv, jnp.float32), capacity, max_candidates, batch, rejected_capacity
-
-
-def gbrrt(key, model, params, z0, layer, v_star, *, delta: float, interval=1.0, capacity: int = 256,
-          max_candidates: int = 4096, batch: int = 64, rejected_capacity: int | None = None,
-          top_k: int = 4, progress=None) -> GBRRTResult:
-    """Batched GB-RRT (Jeon et al. 2020, Algorithm 2, B candidates per step), jitted once per shape.
+def gbrrt(key, model, params, z0, layer, v_star, options: GBRRTOptions | None = None, *, progress=None,
+          **settings) -> GBRRTResult:
+    """Batched GB-RRT (Jeon et al. 2020, Algorithm 2, B candidates per step), checked, one compiled loop.
 
     Args:
-      key: PRNG key; candidate j is drawn from `fold_in(key, j)` (the same draws as
-        `gbrrt_sequential` with this key, whatever `batch`).
-      model, params: the generator.
+      key: PRNG key; step t draws its B candidates from `fold_in(key, t)` (with B = 1, the
+        sequential algorithm's candidate t).
+      model, params: the generator and its parameters.
       z0: the query, shape `model.input_shape`; it must lie in the region of v_star.
       layer: the layer l (name or number).
       v_star: the halfspace indicator V*, (D_l,) or the layer's shape (e.g. `BerOptResult.v_star`).
-      delta: the step size, at least `min_delta(z0, interval)` (what float32 resolves at the
-        query's scale); nodes end up pairwise >= delta * (1 - 1e-4) apart.
-      interval: I, the half-width of the sampling box U(z0 - I, z0 + I): a scalar or one per
-        latent dimension, > 0. Default 1.0, one standard deviation of the N(0, I) latent prior.
-      capacity: N, the tree's capacity (nodes wanted, the query included), >= 1.
-      max_candidates: the paper's iteration count, the most candidates drawn, >= 0.
-      batch: B, candidates per step, >= 1. Throughput grows with B while the forward pass
-        dominates; candidates drawn after the tree fills are wasted, at most B - 1.
-      rejected_capacity: R, rejected candidates stored, the first R in draw order (default:
-        min(max_candidates, REJECTED_CAPACITY = 4096), so the buffer stays small however many
-        candidates; `n_rejected` counts them all, and eps from a truncated set says so in E-GBAS).
-      top_k: k, per candidate the nodes (and earlier candidates of the batch) nearest by the
-        expansion that are tested by direct differences; the rest are ruled out by a bound or,
-        rarely, by the direct fallback. The result does not depend on k, only the speed: 4 was
-        the fastest of 2, 4, 8, 16 (step at B = 256: top_k's cost grows with k on XLA's CPU).
-      progress: None (no callback compiled in) or a function called outside the program
-        (`jax.debug.callback`) with the number of candidates drawn, about `PROGRESS_TICKS` times
-        a run and once at the end, e.g. to move a progress bar.
+      options: `GBRRTOptions` (None: its defaults; `delta` has none and must be given).
+      progress: None, or progress(candidates drawn, max_candidates) called on the host about 20
+        times a run; last with the final count, out of itself when the tree filled first.
+      **settings: `GBRRTOptions` fields (delta, interval, capacity, max_candidates, batch,
+        rejected_capacity, top_k) replacing those of `options`.
 
     Returns:
       `GBRRTResult`; a region too small for any step returns the query alone with stop reason
-      ITERATIONS_DONE (never an exception).
+      CANDIDATE_BUDGET (never an exception).
     """
-    layer, z0, v, delta, interval, capacity, max_candidates, batch, rejected_capacity = check_arguments(
-        model, params, z0, layer, v_star, delta=delta, interval=interval, capacity=capacity,
-        max_candidates=max_candidates, batch=batch, rejected_capacity=rejected_capacity)
-    top_k = check_count("top_k", top_k, 1)
-    return _gbrrt_jit(key, model, params, z0, layer, v, delta=delta, interval=interval, capacity=capacity,
-                      max_candidates=jnp.int32(max_candidates), batch=batch,
-                      rejected_capacity=rejected_capacity, top_k=top_k, progress=progress)
+    options = with_settings(GBRRTOptions, options, settings)
+    a: GBRRTArguments = check_arguments(model, params, z0, layer, v_star, options)
+    tree = gbrrt_run(key, model, params, a.z0, a.layer, a.v_star, a.options, progress=progress)
+    _final_tick(progress, tree, a.options.max_candidates)
+    return tree
 
 
-def _queries_run(keys, model, params, z0s, layer, v_stars, *, delta, interval, capacity: int, max_candidates,
-                 batch: int, rejected_capacity: int, top_k: int) -> GBRRTResult:
-    """`gbrrt_run` vmapped over (keys, z0s, v_stars); parameters and settings shared."""
-    return jax.vmap(lambda k, z, v: gbrrt_run(k, model, params, z, layer, v, delta=delta, interval=interval,
-                                              capacity=capacity, max_candidates=max_candidates, batch=batch,
-                                              rejected_capacity=rejected_capacity, top_k=top_k))(keys, z0s, v_stars)
+def gbrrt_queries(key, model, params, z0s, layer, v_stars, options: GBRRTOptions | None = None, *, mesh=None,
+                  progress=None, **settings) -> GBRRTResult:
+    """Batched GB-RRT for Q queries at once, one tree each, in one program (`jaxprobe.driver.run` with
+    `vmap=True`: the kernel's state carries each tree's query and indicator).
 
-
-_queries_jit = jax.jit(_queries_run, static_argnames=_STATIC)
-
-
-def gbrrt_queries(key, model, params, z0s, layer, v_stars, *, delta: float, interval=1.0, capacity: int = 256,
-                  max_candidates: int = 4096, batch: int = 64, rejected_capacity: int | None = None,
-                  top_k: int = 4, mesh=None) -> GBRRTResult:
-    """Batched GB-RRT for Q queries at once, one tree each, in one program (`jax.vmap` of `gbrrt_run`).
-
-    Tree i is `gbrrt(jax.random.split(key, Q)[i], model, params, z0s[i], layer, v_stars[i], ...)`
-    with the same settings, node for node. The trees grow in lockstep: the program runs until the
-    slowest tree stops, finished trees taking no more candidates.
+    Tree i is `gbrrt(jax.random.fold_in(key, i), model, params, z0s[i], layer, v_stars[i], ...)`
+    with the same settings, node for node. The trees grow in lockstep: the loop runs until every
+    tree stopped, finished trees taking no more candidates.
 
     Args:
-      key: PRNG key, split into one key per query.
-      model: the generator (a probe-able `Model`), as in `gbrrt`.
-      params: its parameters.
-      layer: the layer l (name or number 1..L) whose regions the trees explore.
-      delta: the step length, shared by every tree (at least `min_delta` of every query).
-      interval: as in `gbrrt`.
-      capacity: as in `gbrrt`.
-      max_candidates: as in `gbrrt`.
-      batch: as in `gbrrt`.
-      rejected_capacity: as in `gbrrt`.
-      top_k: as in `gbrrt`.
+      key: PRNG key; tree i's steps draw from `fold_in(fold_in(key, i), t)`.
+      model, params: the generator and its parameters.
       z0s: (Q, *model.input_shape) the queries, each in its own region.
+      layer: the layer l (name or number 1..L) whose regions the trees explore.
       v_stars: (Q, D_l) or (Q, *layer shape) the halfspace indicators V*, one per query.
+      options, **settings: as in `gbrrt`; delta at least `min_delta` of every query.
       mesh: None, or a `jax.sharding.Mesh` with a "batch" axis (`jaxprobe.batch_mesh()`): the
-        queries (with their keys and indicators) are split over its devices, Q a multiple of
-        their number, and the parameters replicated. A mesh may span processes
-        (`jax.distributed`): every process then makes the same call and gets every tree back
-        (`jaxprobe.sharding.gather`).
+        trees are split over its devices, Q a multiple of their number, the parameters
+        replicated. A mesh may span processes (`jax.distributed`): every process then makes the
+        same call and gets every tree back.
+      progress: as in `gbrrt`, over the slowest tree's candidates.
 
     Returns:
       `GBRRTResult` with the Q trees on the leading axis of every field. Tree i alone, with its
       trimming methods: `jax.tree.map(lambda a: a[i], result)`.
     """
-    shape, got = tuple(model.input_shape), tuple(np.shape(z0s))
-    if len(got) != len(shape) + 1 or got[1:] != shape or got[0] < 1:
-        raise JaxprobeError(f"z0s: expected queries of shape (Q, {', '.join(map(str, shape))}), Q >= 1, got {got}")
-    q = got[0]
-    l = model.layer(layer)
-    v_shape = tuple(getattr(v_stars, "shape", np.shape(v_stars)))
-    if not v_shape or v_shape[0] != q:
-        raise JaxprobeError(f"v_stars: expected one halfspace indicator per query ({q}), got shape {v_shape}")
-    # The shared settings first (their errors name no query), then query by query.
-    check_interval(model, interval)
-    for name, value, low in (("capacity", capacity, 1), ("max_candidates", max_candidates, 0), ("batch", batch, 1)):
-        check_count(name, value, low)
-    if rejected_capacity is not None:
-        check_count("rejected_capacity", rejected_capacity, 1)
-    checked = []
-    for i in range(q):
-        try:
-            checked.append(check_arguments(model, params, z0s[i], l, v_stars[i], delta=delta, interval=interval,
-                                           capacity=capacity, max_candidates=max_candidates, batch=batch,
-                                           rejected_capacity=rejected_capacity))
-        except JaxprobeError as e:
-            raise JaxprobeError(f"query {i} (z0s[{i}], v_stars[{i}]): {e}") from None
-    _, _, _, delta, interval, capacity, max_candidates, batch, rejected_capacity = checked[0]
-    top_k = check_count("top_k", top_k, 1)
-    check_mesh(mesh, q, "z0s", "the queries")
-    z = jnp.stack([c[1] for c in checked])
-    v = jnp.stack([c[2] for c in checked])
-    keys = jax.random.split(key, q)
-    (params, interval, max_candidates), (keys, z, v) = on_mesh(
-        mesh, (params, interval, np.int32(max_candidates)), (keys, z, v))
-    return gather(_queries_jit(keys, model, params, z, l, v, delta=delta, interval=interval, capacity=capacity,
-                               max_candidates=max_candidates, batch=batch, rejected_capacity=rejected_capacity,
-                               top_k=top_k))
+    options = with_settings(GBRRTOptions, options, settings)
+    a = check_queries(model, params, z0s, layer, v_stars, options)
+    check_mesh(mesh, a.z0.shape[0], "z0s", "the queries")
+    opts = a.options
+    kernel = build(GBRRTNets(model, params), opts, a.layer)
+    states = driver.call(jax.vmap(kernel.init), a.z0, a.v_star)
+    budget = jnp.asarray(opts.max_candidates, jnp.int32)
+    run = driver.run(kernel, key, states, steps_bound(opts.max_candidates, opts.batch), trace=None, vmap=True,
+                     mesh=mesh, until=lambda s: jnp.all(done(s, budget)),
+                     progress=_progress(progress, opts.batch, opts.max_candidates))
+    tree = result(run.state, model.input_shape, opts.max_candidates)
+    _final_tick(progress, tree, opts.max_candidates)
+    return tree
 
 
-def gbrrt_sequential(key, model, params, z0, layer, v_star, *, delta: float, interval=1.0,
-                     capacity: int = 256, max_candidates: int = 4096,
-                     rejected_capacity: int | None = None) -> GBRRTResult:
-    """GB-RRT one candidate per iteration, as Algorithm 2 reads: the reference for `gbrrt`.
+# ------------------------------------------------------------------ the step-by-step pair of release 0.1
 
-    Same arguments and result as `gbrrt` (without `batch`, `top_k`); jitted, `lax.while_loop`.
-    The delta test runs over every node by direct differences at each iteration.
+
+GBRRT = Kernel  # `gbrrt_kernel`'s pair: the driver's `Kernel`
+
+
+def gbrrt_kernel(model, params, z0, layer, v_star, options: GBRRTOptions | None = None, **settings) -> Kernel:
+    """A step-by-step pair for one query, on the run's key: `state = init()`, `state = step(key, state)`.
+
+    `step` passes step t = n_candidates // batch the key `fold_in(key, t)` and keeps only the state,
+    so calling it with the same `key` until the tree stops grows the tree `gbrrt(key, ...)` grows.
+    (The protocol's kernel, whose step takes the step's own key and returns (state, info), is
+    `build`.) `settings`: `GBRRTOptions` fields, unchecked.
     """
-    layer, z0, v, delta, interval, capacity, max_candidates, _, rejected_capacity = check_arguments(
-        model, params, z0, layer, v_star, delta=delta, interval=interval, capacity=capacity,
-        max_candidates=max_candidates, rejected_capacity=rejected_capacity)
-    return _sequential_jit(key, model, params, z0, layer, v, delta=delta, interval=interval,
-                           capacity=capacity, max_candidates=jnp.int32(max_candidates),
-                           rejected_capacity=rejected_capacity)
+    options = with_settings(GBRRTOptions, options, settings)
+    kernel = build(GBRRTNets(model, params), options, layer)
+    batch = int(options.batch)
+
+    def step(key, state):
+        return kernel.step(jax.random.fold_in(key, state.n_candidates // batch), state)[0]
+
+    return Kernel(init=lambda: kernel.init(jnp.asarray(z0, jnp.float32), jnp.asarray(v_star, jnp.float32)),
+                  step=step)
+
+
+__all__ = ["CANDIDATE_BUDGET", "CAPACITY_FULL", "GBRRT", "GBRRTInfo", "GBRRTNets", "GBRRTOptions", "GBRRTResult",
+           "GBRRTState", "REJECTED_CAPACITY", "REL_TOL", "RUNNING", "STOP_REASONS", "build", "check_arguments",
+           "check_delta", "check_interval", "draw_candidates", "gbrrt", "gbrrt_kernel", "gbrrt_queries", "gbrrt_run",
+           "init", "min_delta", "nearest_nodes", "result", "steer", "stop_reason_name", "tree_knn"]
