@@ -47,7 +47,10 @@ from flax import nnx
 from jaxprobe.models import store, zoo
 from jaxprobe.gbas.beropt import beropt
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.gbas.gbrrt import gbrrt, gbrrt_sequential
+from jaxprobe.gbas.gbrrt import gbrrt
+import sys  # noqa: E402  (below: the sequential reference is a test oracle, under tests/ at the repo root)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.gbrrt_reference import gbrrt_sequential  # noqa: E402
 from jaxprobe.models.probe import Model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,8 @@
 """Rows for the code-space samplers: one DGN-AM step and one PPGN step (chains 1..256 on the
 shipped models; the paper-scale rows reuse these builders) and one excitation training step
-(Despraz et al. 2017), against eager PyTorch on the same weights, with the floor of the bare forward+backward of the models each step uses."""
+(Despraz et al. 2017), each the step of the method's public kernel (`build(...).step`, under
+`jax.vmap` where chains are batched), against eager PyTorch on the same weights, with the floor of
+the bare forward+backward of the models each step uses."""
 
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+import jaxprobe
 from benchmarks import common
 from benchmarks import torch_baselines as tb
-from jaxprobe.codespace.dgn_am import dgn_am_kernel, neuron_objective
-from jaxprobe.codespace.ppgn import Denoiser, condition_terms, ppgn_kernel
+from jaxprobe.codespace import dgn_am, ppgn
+from jaxprobe.codespace.dgn_am import DGNAMNets, DGNAMOptions, NeuronReadout
+from jaxprobe.codespace.ppgn import Condition, Denoiser, PPGNNets, PPGNOptions
 from jaxprobe.models.pixels import adapt_images
 
 DGN_STEP_SIZE, DGN_DECAY = 8.0, 0.99  # the reference's first step (t = 0) and L2 decay
@@ -34,15 +38,16 @@ def taps(model, params, x, ls, nonlinear=True):
     return out
 
 
-def floor_fn(generator, classifier, read_layers, *, extra=None):
-    """The bare forward+backward of G then the classifier up to `read_layers` (one pass), with random
-    cotangents on what is read; `extra(params, images)` adds a forward the step also runs (a prior)
-    without gradient. Returns jitted f(gp, cp, codes)."""
+def floor_fn(generator, classifier, read_layers, *, extra=None, nonlinear=True):
+    """The bare forward+backward of G then the classifier up to `read_layers` (one pass; the last
+    read after its nonlinearity unless `nonlinear` is False), with random cotangents on what is
+    read; `extra(params, images)` adds a forward the step also runs (a prior) without gradient.
+    Returns jitted f(gp, cp, codes)."""
     def f(gp, cp, codes, cots):
         def fwd(c):
             x = generator.forward(gp, c)
             xa = adapt_images(x, generator.pixels, classifier.pixels, classifier.input_shape)
-            out = taps(classifier, cp, xa, read_layers)
+            out = taps(classifier, cp, xa, read_layers, nonlinear)
             return sum(jnp.sum(out[l] * cots[l]) for l in out), x
         (_, x), g = jax.value_and_grad(fwd, has_aux=True)(codes)
         return g if extra is None else (g, extra(cp, jax.lax.stop_gradient(x)))
@@ -50,6 +55,7 @@ def floor_fn(generator, classifier, read_layers, *, extra=None):
 
 
 def cotangents(generator, classifier, read_layers, c, key=1):
+    """Random N(0, 1) cotangents for `floor_fn`'s taps at c images, from numpy seed `key`."""
     shapes = jax.eval_shape(lambda x: taps(classifier, classifier.params, x, read_layers),
                             jax.ShapeDtypeStruct((c,) + tuple(classifier.input_shape), jnp.float32))
     rng = np.random.default_rng(key)
@@ -88,71 +94,87 @@ def close_values(name, a, b, rtol=1e-3):
 
 
 def dgn_am_row(name, generator, classifier, layer_name, unit, chains, *, repeats, peak, torch_ok, group="codespace",
-               series=None, extra_fields=None, tol=(1e-3, 5e-2)):
-    """One DGN-AM step (dgn_am_kernel with jaxprobe's neuron objective; parameters as jit arguments)
-    for `chains` chains all maximizing neuron `layer_name:unit`."""
+               series=None, extra_fields=None, tol=(1e-3, 5e-2), loop_steps=None):
+    """One DGN-AM step for `chains` chains all maximizing neuron `layer_name:unit`: the public
+    one-chain kernel (`jaxprobe.codespace.dgn_am.build`, the reference's first step size and decay,
+    the neuron read before its layer's nonlinearity as by default) under `jax.vmap`, the networks'
+    parameters as jit arguments; with `loop_steps`, also `jaxprobe.dgn_am` run for that many steps
+    from the same codes (`common.loop_fields`)."""
     layer = classifier.layer(layer_name)
     flat = np.array([unit], np.int32)
     w = np.ones((chains, 1), np.float32)
     gp, cp = generator.params, classifier.params
+    options = DGNAMOptions(step_size=(DGN_STEP_SIZE, 1e-10), decay=DGN_DECAY)
+    readout = NeuronReadout((layer,), flat)
+
+    def kernel(gp, cp):
+        return dgn_am.build(DGNAMNets(generator, classifier, gp, cp), options, readout)
 
     @jax.jit
-    def step(gp, cp, state):
-        obj = neuron_objective(generator, gp, classifier, cp, (layer,), flat, jnp.asarray(w))
-        return dgn_am_kernel(lambda y: obj(y)[0], steps=200, step_size=(DGN_STEP_SIZE, 1e-10),
-                             decay=DGN_DECAY).step(state)[0]
+    def step(gp, cp, keys, state):
+        return jax.vmap(kernel(gp, cp).step)(keys, state)[0]
 
     codes = jax.random.normal(jax.random.PRNGKey(chains), (chains,) + tuple(generator.input_shape))
-    state = dgn_am_kernel(lambda y: y.sum(1), steps=200).init(codes)
-    compile_s = common.first_call(lambda: step(gp, cp, state))
-    floor = floor_fn(generator, classifier, (layer,))
+    state = jax.vmap(kernel(gp, cp).init)(codes, jnp.asarray(w))
+    keys = jax.random.split(jax.random.PRNGKey(0), chains)  # the step is deterministic: unused
+    compile_s = common.first_call(lambda: step(gp, cp, keys, state))
+    floor = floor_fn(generator, classifier, (layer,), nonlinear=options.nonlinear)
     cots = cotangents(generator, classifier, (layer,), chains)
-    fns = {"jax": lambda: step(gp, cp, state).code, "floor": lambda: floor(gp, cp, codes, cots)}
+    fns = {"jax": lambda: step(gp, cp, keys, state).code, "floor": lambda: floor(gp, cp, codes, cots)}
+    if loop_steps:  # as users run it: the public function, the reference's step size and decay (its defaults)
+        fns["loop"] = lambda: jaxprobe.dgn_am(jax.random.PRNGKey(0), generator, classifier, f"{layer_name}:{unit}",
+                                              weights=w, steps=loop_steps, init=codes).codes
     agree = None
     if torch_ok:
         tstep = tb.dgn_am_step(tb.TorchNet(generator), tb.TorchNet(classifier), generator, classifier, layer, flat,
-                               w, DGN_STEP_SIZE, DGN_DECAY)
+                               w, DGN_STEP_SIZE, DGN_DECAY, nonlinear=options.nonlinear)
         y0 = tb.t(codes)
         # The update compared is y' - decay y (decay scales the code itself).
-        agree = close(name, DGN_DECAY * np.asarray(codes), step(gp, cp, state).code, tstep(y0).numpy(),
+        agree = close(name, DGN_DECAY * np.asarray(codes), step(gp, cp, keys, state).code, tstep(y0).numpy(),
                       median_tol=tol[0], max_tol=tol[1])
         fns["baseline"] = lambda: tstep(y0)
     timing = common.interleaved(fns, repeats)
-    flops = common.compiled_flops(step, gp, cp, state)
+    flops = common.compiled_flops(step, gp, cp, keys, state)
     r = common.row(name, group, timing, compile_s=compile_s, flops=flops, peak=peak, agreement=agree, chains=chains,
                    baseline="torch eager" if torch_ok else "skipped (not CPU)", series=series, size=chains,
                    size_name="chains", **(extra_fields or {}))
-    return r
+    return common.loop_fields(r, timing, loop_steps) if loop_steps else r
 
 
 # ---------------------------------------------------------------- PPGN
 
 
 def ppgn_row(name, generator, classifier, layer_name, unit, prior: Denoiser, prior_params, chains, *, repeats, peak,
-             torch_ok, group="codespace", series=None, tol=(1e-3, 5e-2)):
-    """One PPGN step (ppgn_kernel over condition_terms, vmapped over `chains` chains, the noise drawn
-    beforehand so the baseline can replay it) conditioned on unit `unit` of `layer_name`'s softmax."""
+             torch_ok, group="codespace", series=None, tol=(1e-3, 5e-2), loop_steps=None):
+    """One PPGN step (eq. 11) for `chains` chains conditioned on unit `unit` of `layer_name`'s softmax
+    (`layer_name` the classifier's output layer): the public one-chain kernel
+    (`jaxprobe.codespace.ppgn.build` with `PPGNOptions()`, the reference's settings) under
+    `jax.vmap`, the networks' parameters as jit arguments; each chain draws its noise from its own
+    step key inside the step, and the baseline replays it (`ppgn.draw_noise`). With `loop_steps`,
+    also `jaxprobe.ppgn` run for that many steps (steps + 1 updates) from the same codes
+    (`common.loop_fields`)."""
     layer = classifier.layer(layer_name)
     n_ch = int(np.prod(classifier.layer_shape(layer)))
     channels = np.arange(n_ch, dtype=np.int32)
     gp, cp = generator.params, classifier.params
+    options = PPGNOptions()
+    condition = Condition(layer, jnp.asarray(channels), jnp.asarray(unit, jnp.int32))
 
     def kernel(gp, cp, pp):
-        terms = condition_terms(generator, gp, classifier, cp, prior, pp, layer, jnp.asarray(channels), unit)
-        return ppgn_kernel(terms, steps=200)
+        return ppgn.build(PPGNNets(generator, classifier, prior, gp, cp, pp), options, condition)
 
     init = jax.jit(lambda gp, cp, pp, h: jax.vmap(kernel(gp, cp, pp).init)(h))
 
     @jax.jit
-    def step(gp, cp, pp, keys, state, noise):
-        return jax.vmap(kernel(gp, cp, pp).step)(keys, state, noise)
+    def step(gp, cp, pp, keys, state):
+        return jax.vmap(kernel(gp, cp, pp).step)(keys, state)[0]
 
     key = jax.random.PRNGKey(chains)
     codes = jnp.abs(jax.random.normal(key, (chains,) + tuple(generator.input_shape)))
-    noise = jax.random.normal(jax.random.fold_in(key, 1), codes.shape)
-    keys = jax.random.split(key, chains)
+    keys = jax.random.split(jax.random.fold_in(key, 1), chains)
+    noise = jax.vmap(ppgn.draw_noise)(keys, codes)  # what each chain's step draws, for the baseline
     state = jax.block_until_ready(init(gp, cp, prior_params, codes))
-    compile_s = common.first_call(lambda: step(gp, cp, prior_params, keys, state, noise))
+    compile_s = common.first_call(lambda: step(gp, cp, prior_params, keys, state))
 
     if prior.layer is None:
         def extra(_, x, pp=prior_params):
@@ -163,37 +185,42 @@ def ppgn_row(name, generator, classifier, layer_name, unit, prior: Denoiser, pri
             e = prior.model
             return e.activation(pp, adapt_images(x, generator.pixels, e.pixels, e.input_shape), prior.layer)
         prior_fn = None
-    floor = floor_fn(generator, classifier, (layer,), extra=extra)
+    floor = floor_fn(generator, classifier, (layer,), extra=extra, nonlinear=options.nonlinear)
     cots = cotangents(generator, classifier, (layer,), chains)
     if prior_fn is None:
         floor_call = lambda: floor(gp, cp, codes, cots)  # noqa: E731
     else:  # a DAE prior on codes: its forward is part of the step's models
         floor_call = lambda: (floor(gp, cp, codes, cots), prior_fn(prior_params, codes))  # noqa: E731
-    fns = {"jax": lambda: step(gp, cp, prior_params, keys, state, noise).code, "floor": floor_call}
+    fns = {"jax": lambda: step(gp, cp, prior_params, keys, state).code, "floor": floor_call}
+    if loop_steps:  # as users run it: the public function with its defaults (the reference's)
+        fns["loop"] = lambda: jaxprobe.ppgn(key, generator, classifier, prior, label=unit, chains=chains,
+                                            steps=loop_steps, init=codes).codes
     agree = None
     if torch_ok:
         g_t, c_t = tb.TorchNet(generator), tb.TorchNet(classifier)
         if prior.layer is None:
-            terms = tb.ppgn_terms(g_t, c_t, generator, classifier, layer, channels, unit, prior=tb.TorchNet(prior.model,
-                                                                                                           prior_params))
+            terms = tb.ppgn_terms(g_t, c_t, generator, classifier, layer, channels, unit,
+                                  prior=tb.TorchNet(prior.model, prior_params), nonlinear=options.nonlinear)
         else:
             p_t = c_t if prior.model is classifier else tb.TorchNet(prior.model, prior_params)
             terms = tb.ppgn_terms(g_t, c_t, generator, classifier, layer, channels, unit, prior=p_t,
-                                  prior_layer=prior.layer, prior_model=prior.model)
-        tstep = tb.ppgn_step(terms)
+                                  prior_layer=prior.layer, prior_model=prior.model, nonlinear=options.nonlinear)
+        tstep = tb.ppgn_step(terms, step_size=float(ppgn.step_size_at(options, 0)), eps1=options.eps1,
+                             eps2=options.eps2, eps3=options.eps3)
         args = tuple(tb.t(a) for a in (state.code, state.drift, state.grad, noise))
-        out_j = step(gp, cp, prior_params, keys, state, noise)
+        out_j = step(gp, cp, prior_params, keys, state)
         out_t = tstep(*args)
         agree = close(name, state.code, out_j.code, out_t[0].numpy(), median_tol=tol[0], max_tol=tol[1])
         close_values(name + " (prob)", out_j.prob, out_t[3].numpy())
         fns["baseline"] = lambda: tstep(*args)
     timing = common.interleaved(fns, repeats)
-    flops = common.compiled_flops(step, gp, cp, prior_params, keys,
-                                  state, noise)
-    return common.row(name, group, timing, compile_s=compile_s, flops=flops, peak=peak, agreement=agree,
-                      chains=chains,
-                      baseline="torch eager" if torch_ok else "skipped (not CPU)", series=series, size=chains,
-                      size_name="chains")
+    flops = common.compiled_flops(step, gp, cp, prior_params, keys, state)
+    r = common.row(name, group, timing, compile_s=compile_s, flops=flops, peak=peak, agreement=agree,
+                   chains=chains,
+                   baseline="torch eager" if torch_ok else "skipped (not CPU)", series=series, size=chains,
+                   size_name="chains")
+    # jaxprobe.ppgn's `steps` = n makes n + 1 updates (the reference's loop): per update
+    return common.loop_fields(r, timing, loop_steps + 1) if loop_steps else r
 
 
 def excite_available():
@@ -202,8 +229,8 @@ def excite_available():
         from jaxprobe.codespace import excite
     except Exception as e:  # noqa: BLE001 - any import failure leaves the row out
         return None, f"jaxprobe.codespace.excite does not import ({type(e).__name__}: {e})"
-    if not hasattr(excite, "excite_step"):
-        return None, "jaxprobe.codespace.excite has no excite_step"
+    if not hasattr(excite, "problem_kernel"):
+        return None, "jaxprobe.codespace.excite has no problem_kernel"
     return excite, None
 
 
@@ -211,15 +238,18 @@ def rows(ctx):
     """The code-space rows on the shipped models: DGN-AM and PPGN steps at each chain count."""
     from benchmarks.models import small_models
     gen, cls, dae = small_models()
-    for c in ctx.chains:
-        yield lambda c=c: dgn_am_row(f"dgn_am step, {c} chains", gen, cls, "logits", 3, c, repeats=ctx.repeats,
-                                     peak=ctx.peak, torch_ok=ctx.torch_ok, series="dgn_am_chains")
+    for i, c in enumerate(ctx.chains):
+        yield lambda c=c, i=i: dgn_am_row(f"dgn_am step, {c} chains", gen, cls, "logits", 3, c, repeats=ctx.repeats,
+                                          peak=ctx.peak, torch_ok=ctx.torch_ok, series="dgn_am_chains",
+                                          loop_steps=ctx.loop_steps if i == 0 or not ctx.quick else None)
     for c in ctx.chains[:1] if ctx.quick else ctx.chains:
         yield lambda c=c: ppgn_row(f"ppgn step, {c} chains", gen, cls, "logits", 3, Denoiser(dae, None), dae.params, c,
-                                   repeats=ctx.repeats, peak=ctx.peak, torch_ok=ctx.torch_ok, series="ppgn_chains")
+                                   repeats=ctx.repeats, peak=ctx.peak, torch_ok=ctx.torch_ok, series="ppgn_chains",
+                                   loop_steps=None if ctx.quick else ctx.loop_steps)
     excite, _ = excite_available()
     if excite is not None:
-        yield lambda: excite_row(excite, repeats=ctx.repeats, peak=ctx.peak, torch_ok=ctx.torch_ok)
+        yield lambda: excite_row(excite, repeats=ctx.repeats, peak=ctx.peak, torch_ok=ctx.torch_ok,
+                                 loop_steps=None if ctx.quick else ctx.loop_steps)
 
 
 def _flat(tree, prefix=""):
@@ -235,10 +265,11 @@ def _rel(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
 
 
-def excite_agreement(excite, problem, gen, cls, state, fixed, f0, weights, lam, keys, tstep, tgen, *,
+def excite_agreement(excite, problem, gen, cls, state, fixed, f0, keys, tstep, tgen, *,
                      loss_tol=1e-4, grad_tol=1e-4, update_tol=1e-4, noise_tol=1e-4):
-    """Run jaxprobe's excite_step and the torch transcription for len(keys) steps from `state` on the
-    same jitter draws and assert they agree: the loss at every step (relative error <= loss_tol),
+    """Run jaxprobe's excitation kernel (`excite.problem_kernel`'s step; `state` holds the target's
+    `weights` and `lam`) and the torch transcription for len(keys) steps from `state` on the same
+    jitter draws and assert they agree: the loss at every step (relative error <= loss_tol),
     the first step's gradient leaf by leaf (relative L2 <= grad_tol) and G's total update after
     the last step leaf by leaf (relative L2 <= update_tol).
 
@@ -252,16 +283,23 @@ def excite_agreement(excite, problem, gen, cls, state, fixed, f0, weights, lam, 
     before = _flat(nnx.to_pure_dict(state.params))
     dead = {k for k in before if k.endswith("linear/bias")
             and f"{k.rsplit('/', 2)[0]}/norm/scale" in before}
-    step = jax.jit(lambda k, s: excite.excite_step(k, s, problem=problem, fixed=fixed, cls_params=cls.params, f0=f0,
-                                                   weights=weights, lam=lam))
+    kernel_step = excite.problem_kernel(problem, None, fixed, cls.params, f0).step
+
+    @jax.jit
+    def step(k, s):
+        """The kernel's step, its loss, the jitter it drew and the gradient of eq. 2 it followed
+        (one compiled program: eager gradients of G cost seconds of op-by-op dispatch)."""
+        x = excite.jitter(k, f0, variant)
+        grad = jax.grad(excite.excite_loss)(s.params, fixed, x, problem, cls.params, s.weights, s.lam)
+        new, info = kernel_step(k, s)
+        return new, info.loss, x, grad
+
     loss_err, grad_err, noise = 0.0, 0.0, 0.0
     s = state
     for n, key in enumerate(keys):
-        x = excite.jitter(key, f0, variant)
+        s, lj, x, grad = step(key, s)
         if n == 0:
-            gj = _flat(nnx.to_pure_dict(jax.grad(excite.excite_loss)(s.params, fixed, x, problem, cls.params, weights,
-                                                                     lam)))
-        s, lj = step(key, s)
+            gj = _flat(nnx.to_pure_dict(grad))
         lt = float(tstep(tb.t(x)[None]))
         loss_err = max(loss_err, abs(lt - float(lj)) / max(abs(float(lj)), 1e-30))
         if n == 0:
@@ -283,12 +321,14 @@ def excite_agreement(excite, problem, gen, cls, state, fixed, f0, weights, lam, 
     return agree
 
 
-def excite_row(excite, *, repeats, peak, torch_ok=True):
-    """One excitation-training step (Despraz et al. 2017: jaxprobe.codespace.excite.excite_step, the
-    scratch variant, target logits:3 of the shipped classifier). Floor: the bare forward+backward
+def excite_row(excite, *, repeats, peak, torch_ok=True, loop_steps=None):
+    """One excitation-training step (Despraz et al. 2017: the step of the public one-target kernel
+    `jaxprobe.codespace.excite.problem_kernel`, the scratch variant, target logits:3 of the shipped
+    classifier; its parameters as jit arguments). Floor: the bare forward+backward
     of G and the classifier with respect to G's trained parameters. Baseline: the step transcribed
     in eager torch (`tb.excite_scratch_step`, torch.optim.Adamax), checked against jaxprobe's over
-    two steps on the same jitter draws (`excite_agreement`) before timing."""
+    two steps on the same jitter draws (`excite_agreement`) before timing. With `loop_steps`, also
+    `jaxprobe.excite` training one generator for that many steps (`common.loop_fields`)."""
     from benchmarks.models import small_models
     _, cls, _ = small_models()
     gen = excite.default_generator(cls, jax.random.PRNGKey(0))
@@ -298,14 +338,13 @@ def excite_row(excite, *, repeats, peak, torch_ok=True):
     target = excite.parse_target(cls, "logits:3")
     problem, weights = excite.training_problem(gen, cls, [target], variant)
     weights = jax.tree.map(lambda a: a[0], weights)
-    state = excite.excite_init(problem, trained)
     key = jax.random.PRNGKey(1)
     lam = np.float32(excite.DEFAULT_LAMBDA)
+    state = excite.problem_kernel(problem, trained, fixed, cls.params, f0).init(weights, lam)
 
     @jax.jit
     def step(key, state, fixed, cp):
-        return excite.excite_step(key, state, problem=problem, fixed=fixed, cls_params=cp, f0=f0, weights=weights,
-                                  lam=lam)[0].params
+        return excite.problem_kernel(problem, None, fixed, cp, f0).step(key, state)[0].params
 
     compile_s = common.first_call(lambda: step(key, state, fixed, cls.params))
     x = excite.jitter(key, f0, variant)
@@ -322,17 +361,20 @@ def excite_row(excite, *, repeats, peak, torch_ok=True):
         return jax.grad(f)(trained)
 
     fns = {"jax": lambda: step(key, state, fixed, cls.params), "floor": lambda: floor(trained, fixed, cls.params)}
+    if loop_steps:  # as users run it: the public function, the same target and classifier
+        fns["loop"] = lambda: jaxprobe.excite(key, "logits:3", classifier=cls, steps=loop_steps).loss
     agree = None
     if torch_ok:
         tgen = tb.TorchExciteGenerator(gen)
         tstep = tb.excite_scratch_step(tgen, tb.TorchNet(cls), gen, cls, target.readout.layer, target.units,
                                        float(lam), variant.reg_weight, variant.lr)
-        agree = excite_agreement(excite, problem, gen, cls, state, fixed, f0, weights, lam,
-                                 [key, jax.random.PRNGKey(2)], tstep, tgen)
+        agree = excite_agreement(excite, problem, gen, cls, state, fixed, f0, [key, jax.random.PRNGKey(2)], tstep,
+                                 tgen)
         x_t = tb.t(x)[None]
         fns["baseline"] = lambda: tstep(x_t)  # G keeps training from step 3 on: the cost of a step is the same
     timing = common.interleaved(fns, repeats)
     flops = common.compiled_flops(step, key, state, fixed, cls.params)
-    return common.row("excitation training step (scratch, logits:3)", "codespace", timing, compile_s=compile_s,
-                      flops=flops, peak=peak, agreement=agree,
-                      baseline="torch eager" if torch_ok else "skipped (not CPU)")
+    r = common.row("excitation training step (scratch, logits:3)", "codespace", timing, compile_s=compile_s,
+                   flops=flops, peak=peak, agreement=agree,
+                   baseline="torch eager" if torch_ok else "skipped (not CPU)")
+    return common.loop_fields(r, timing, loop_steps) if loop_steps else r

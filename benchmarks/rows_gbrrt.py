@@ -13,7 +13,8 @@ import jax.numpy as jnp
 
 from benchmarks import bench_gbrrt, common
 from jaxprobe.gbas.beropt import beropt
-from jaxprobe.gbas.gbrrt import gbrrt, gbrrt_sequential
+from jaxprobe.gbas.gbrrt import gbrrt
+from tests.gbrrt_reference import gbrrt_sequential
 
 DELTA, INTERVAL = 0.2, 1.0
 

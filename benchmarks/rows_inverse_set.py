@@ -10,12 +10,15 @@ import numpy as np
 import optax
 import torch
 
+import jaxprobe
 from benchmarks import common
 from benchmarks import torch_baselines as tb
 from benchmarks.rows_codespace import close, close_values, cotangents, floor_fn
-from jaxprobe.inverse_sets import auglag
-from jaxprobe.inverse_sets.inverse_set import (default_embedding, make_problem, sample, sample_init, sample_step,
-                                               seed_solver)
+from jaxprobe import driver
+from jaxprobe.inverse_sets import auglag, sampling
+from jaxprobe.inverse_sets.problem import Embedding, InverseSetNets, Targets, default_embedding, make_problem
+from jaxprobe.inverse_sets.seeds import seed_solver
+from jaxprobe.models.pixels import adapt_images
 
 SEED_LR, BETA, MU0, GROWTH = 0.02, 0.05, 10.0, 10.0  # inverse_set's defaults
 INNER = 100  # inner steps per outer iteration (inverse_set's default; --quick uses 5)
@@ -55,15 +58,22 @@ class Setup:
                                                 self.layer, self.flat, self.emb_layer)
 
     def problem(self, scale, gp=None, cp=None):
+        """`make_problem` as `inverse_set` builds it (defaults: post-nonlinearity, two-sided, embedding
+        diversity, normalized); E is the classifier's own layer, read in the classifier's pass."""
         gp = self.gen.params if gp is None else gp
         cp = self.cls.params if cp is None else cp
-        return make_problem(self.gen, gp, self.cls, cp, (self.layer,), self.flat, jnp.asarray(self.ranges),
-                            self.emb._replace(layer=self.emb_layer), cp, feature_scale=scale)
+        nets = InverseSetNets(self.gen, self.cls, Embedding(self.cls, self.emb_layer, self.emb.nonlinear), gp, cp)
+        return make_problem(nets, Targets((self.layer,), self.flat, jnp.asarray(self.ranges)), feature_scale=scale)
 
     def floor(self):
         f = floor_fn(self.gen, self.cls, tuple(sorted({self.layer, self.emb_layer})))
         cots = cotangents(self.gen, self.cls, tuple(sorted({self.layer, self.emb_layer})), self.k)
         return lambda c: f(self.gen.params, self.cls.params, c, cots)
+
+
+def sampler(problem, n, lam, mu, step_length):
+    """The public sampler kernel (`jaxprobe.inverse_sets.sampling.build`, repel "new", `inverse_set`'s default)."""
+    return sampling.build(problem, n, lam, mu, step_length)
 
 
 def _tstate(st):
@@ -73,16 +83,18 @@ def _tstate(st):
 
 
 def sample_step_row(name, s: Setup, *, repeats, peak, group="inverse_set", series=None, n=500, tol=(1e-3, 5e-2)):
-    """One sampling step (eq. 9-10) from the initial codes with lambda = 0, mu = mu0."""
+    """One sampling step (eq. 9-10) from the initial codes with lambda = 0, mu = mu0: the public
+    sampler kernel's step (`jaxprobe.inverse_sets.sampling.build`), parameters as jit arguments."""
     gp, cp = s.gen.params, s.cls.params
     lam = jnp.zeros((2 * s.k,), jnp.float32)
     step_length = BETA * s.rms * np.sqrt(np.prod(s.gen.input_shape))
+    key = jax.random.PRNGKey(0)  # the step is deterministic: unused
 
     @jax.jit
     def step(gp, cp, st):
-        return sample_step(s.problem(s.scale, gp, cp), st, lam, MU0, step_length)
+        return sampler(s.problem(s.scale, gp, cp), n, lam, MU0, step_length).step(key, st)[0]
 
-    st0 = sample_init(s.problem(s.scale), s.c0, n)
+    st0 = sampler(s.problem(s.scale), n, lam, MU0, step_length).init(s.c0)
     compile_s = common.first_call(lambda: step(gp, cp, st0))
     floor = s.floor()
     fns = {"jax": lambda: step(gp, cp, st0).codes, "floor": lambda: floor(s.c0)}
@@ -204,8 +216,10 @@ def sampling_row(name, s: Setup, n, *, repeats, peak, max_outer=6, inner=INNER, 
 
     @jax.jit
     def run(gp, cp, c, lam, mu):
-        p = s.problem(s.scale, gp, cp)
-        return sample(p, sample_init(p, c, n), lam, mu, step_length, max_steps)
+        kernel = sampler(s.problem(s.scale, gp, cp), n, lam, mu, step_length)
+        # inverse_set's loop: the first step judges the seeds, then max_steps sampling steps
+        return driver.run(kernel, jax.random.PRNGKey(0), kernel.init(c), max_steps + 1, trace=None,
+                          until=sampling.done).state
 
     compile_s = common.first_call(lambda: run(gp, cp, c, res.lam, res.mu))
     st = run(gp, cp, c, res.lam, res.mu)
@@ -213,7 +227,7 @@ def sampling_row(name, s: Setup, n, *, repeats, peak, max_outer=6, inner=INNER, 
     fns = {"jax": lambda: run(gp, cp, c, res.lam, res.mu).count}
     if s.torch_ok:
         tstep = tb.inverse_sample_step(s.t_forward, s.ranges, s.scale, res.lam, float(res.mu), step_length)
-        ts0 = _tstate(sample_init(s.problem(s.scale), c, n))
+        ts0 = _tstate(sampler(s.problem(s.scale), n, res.lam, res.mu, step_length).init(c))
 
         def torch_sampling():
             t_s = ts0
@@ -224,17 +238,81 @@ def sampling_row(name, s: Setup, n, *, repeats, peak, max_outer=6, inner=INNER, 
         fns["baseline"] = torch_sampling
     timing = common.interleaved(fns, max(1, repeats // 2), warm=False)
     per_step = common.compiled_flops(
-        lambda gp, cp, stt: sample_step(s.problem(s.scale, gp, cp), stt, res.lam, res.mu, step_length),
-        gp, cp, sample_init(s.problem(s.scale), c, n))
+        lambda gp, cp, stt: sampler(s.problem(s.scale, gp, cp), n, res.lam, res.mu, step_length).step(None, stt),
+        gp, cp, sampler(s.problem(s.scale), n, res.lam, res.mu, step_length).init(c))
     return common.row(name, "inverse_set", timing, compile_s=compile_s,
                       flops=None if per_step is None else per_step * steps, peak=peak,
                       k=s.k, n=n, accepted=count, sampling_steps=steps,
                       baseline=("torch eager, same step count" if s.torch_ok else "skipped (not CPU)"))
 
 
+def covering_range(generator, classifier, layer_name, unit, codes):
+    """A range [lo - w, hi + w] of neuron `layer_name:unit` (post-nonlinearity) over the images of
+    `codes`, w = hi - lo: every code starts inside its middle half (the seeds' margin), so the
+    seeds are feasible at once and the sampler runs its whole budget."""
+    layer = classifier.layer(layer_name)
+
+    @jax.jit
+    def value(gp, cp, c):
+        x = adapt_images(generator.forward(gp, c), generator.pixels, classifier.pixels, classifier.input_shape)
+        return classifier.activation(cp, x, layer).reshape(c.shape[0], -1)[:, unit]
+
+    v = np.asarray(value(generator.params, classifier.params, codes))
+    lo, hi = float(v.min()), float(v.max())
+    w = max(hi - lo, 1e-3 * max(1.0, abs(hi)))
+    return (lo - w, hi + w)
+
+
+def loop_row(name, generator, classifier, layer_name, unit, k, steps, *, repeats, peak, group="inverse_set",
+             ranges=None, inner_steps=5, max_outer=1):
+    """The sampler as users run it: `jaxprobe.inverse_set` (K = k, from codes E(random images)),
+    called with sampling budgets `steps` and 2 `steps` (one compiled program: budgets are not
+    static); seconds per sampling step = the difference of the two calls' medians over the
+    difference of their step counts, so the seeds (`inner_steps` x `max_outer`, the same in both)
+    and the call's fixed costs cancel. jax_s is that per-step time; the floor is the bare
+    forward+backward of G and the classifier at K codes (the neuron's and the embedding's layers)."""
+    emb = jaxprobe.default_embedding(generator, classifier)
+    emb_layer = classifier.layer(emb.layer) if isinstance(emb.layer, str) else emb.layer
+    layer = classifier.layer(layer_name)
+    x0 = jax.random.uniform(jax.random.PRNGKey(k), (k,) + tuple(classifier.input_shape))
+    if classifier.pixels is not None:
+        x0 = classifier.pixels.from_canonical(x0)
+    codes = classifier.activation(classifier.params, x0, emb_layer).reshape((k,) + tuple(generator.input_shape))
+    ranges = covering_range(generator, classifier, layer_name, unit, codes) if ranges is None else ranges
+    n = k * (2 * steps + 2)  # never complete within the budgets: each call runs its budget out
+
+    def run(budget):
+        return jaxprobe.inverse_set(jax.random.PRNGKey(0), generator, classifier, f"{layer_name}:{unit}", ranges,
+                                    n=n, k=k, init=codes, inner_steps=inner_steps, max_outer=max_outer,
+                                    max_sampling_steps=budget)
+
+    s1, s2 = run(steps).sampling_steps, run(2 * steps).sampling_steps
+    read = tuple(sorted({layer, emb_layer}))
+    f = floor_fn(generator, classifier, read)
+    cots = cotangents(generator, classifier, read, k)
+    fns = {"short": lambda: run(steps).codes, "long": lambda: run(2 * steps).codes,
+           "floor": lambda: f(generator.params, classifier.params, codes, cots)}
+    timing = common.interleaved(fns, max(3, repeats))
+    diff = timing.median["long"] - timing.median["short"]
+    if s2 > s1 and diff > 0:
+        per_step, method = diff / (s2 - s1), "difference of the two budgets"
+    else:  # load noise swamped a tiny difference: the long call whole, an upper bound
+        per_step, method = timing.median["long"] / max(1, int(s2)), "long call / its sampling steps"
+    r = common.row(name, group, timing, jax_s=per_step, compile_s=timing.first["short"], peak=peak,
+                   baseline="none (the step rows time eager torch)", k=k, sampler=True,
+                   sampling_steps=(int(s1), int(s2)), call_s=(timing.median["short"], timing.median["long"]),
+                   loop_method=method, as_users_run_it=True)
+    r.update(loop_s=per_step, loop_steps=int(s2 - s1), loop_compile_s=timing.first["short"], loop_ratio=None,
+             loop_overhead=r["overhead"])
+    return r
+
+
 def rows(ctx):
     from benchmarks.models import small_models
     gen, cls, _ = small_models()
+    if not ctx.quick:
+        yield lambda: loop_row("inverse_set sampling loop (jaxprobe.inverse_set), K=10", gen, cls, "logits", 3, 10,
+                               ctx.loop_steps, repeats=ctx.repeats, peak=ctx.peak)
     setups = {}
 
     def setup(k):

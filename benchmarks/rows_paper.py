@@ -15,7 +15,7 @@ from benchmarks import common
 from benchmarks import torch_baselines as tb
 from benchmarks.models import paper_models
 from benchmarks.rows_codespace import dgn_am_row, ppgn_row
-from benchmarks.rows_inverse_set import Setup, sample_step_row
+from benchmarks.rows_inverse_set import Setup, loop_row, sample_step_row
 from jaxprobe.codespace.ppgn import Denoiser
 from jaxprobe.models import caffe_layers as cl
 
@@ -43,7 +43,8 @@ def fc_bytes(*models) -> int:
 def paper_dgn_am(ctx, batch):
     gen, cls = paper_models(ctx.quick)
     r = dgn_am_row(f"paper dgn_am step, batch {batch}", gen, cls, "fc8", UNIT, batch, repeats=ctx.repeats,
-                   peak=ctx.peak, torch_ok=ctx.torch_ok, group="paper", tol=PAPER_TOL)
+                   peak=ctx.peak, torch_ok=ctx.torch_ok, group="paper", tol=PAPER_TOL,
+                   loop_steps=None if ctx.quick else ctx.loop_steps)
     if r["flops"]:
         peak_s = r["flops"] / (ctx.peak * 1e9)
         roof = peak_s + fc_bytes(gen, cls) / (ctx.bandwidth * 1e9)
@@ -66,11 +67,18 @@ def paper_inverse(ctx):
                            group="paper", n=50, tol=PAPER_TOL)
 
 
+def paper_inverse_loop(ctx):
+    gen, cls = paper_models(ctx.quick)
+    return loop_row("paper inverse_set sampling loop (jaxprobe.inverse_set), K=10", gen, cls, "fc8", UNIT, 10,
+                    ctx.loop_steps, repeats=max(3, ctx.repeats // 2), peak=ctx.peak, group="paper")
+
+
 def paper_ppgn(ctx, chains=10):
     gen, cls = paper_models(ctx.quick)
     prior = Denoiser(cls, cls.layer("fc6"))  # PPGN-h's prior through the fc6 encoder (E(G(h)))
     return ppgn_row(f"paper ppgn step, {chains} chains", gen, cls, "fc8", UNIT, prior, cls.params, chains,
-                    repeats=ctx.repeats, peak=ctx.peak, torch_ok=ctx.torch_ok, group="paper", tol=PAPER_TOL)
+                    repeats=ctx.repeats, peak=ctx.peak, torch_ok=ctx.torch_ok, group="paper", tol=PAPER_TOL,
+                    loop_steps=ctx.loop_steps)
 
 
 def breakdown(ctx, batch, max_layers=None):
@@ -124,4 +132,5 @@ def rows(ctx):
     if not ctx.quick:  # --quick checks that the paper-scale builders run; the rows' code is shared
         yield lambda: paper_dgn_am(ctx, 10)
         yield lambda: paper_inverse(ctx)
+        yield lambda: paper_inverse_loop(ctx)
         yield lambda: paper_ppgn(ctx)

@@ -219,8 +219,10 @@ def flat_take(h, flat):
 
 
 def dgn_am_step(gen: TorchNet, cls: TorchNet, generator, classifier, layer: int, flat, weights, step_size: float,
-                decay: float):
-    """y -> y' : one reference DGN-AM step (jaxprobe.codespace.dgn_am.dgn_am_kernel, t = 0)."""
+                decay: float, nonlinear: bool = False):
+    """y -> y' : one reference DGN-AM step (jaxprobe.codespace.dgn_am.build's kernel, t = 0), the
+    neurons read before their layer's nonlinearity unless `nonlinear` (DGNAMOptions.nonlinear); a
+    chain whose gradient is zero or not finite stays where it is (no update, no decay)."""
     flat = torch.as_tensor(np.asarray(flat), dtype=torch.long)
     w = t(weights)
     side = side_of(classifier)
@@ -228,13 +230,13 @@ def dgn_am_step(gen: TorchNet, cls: TorchNet, generator, classifier, layer: int,
     def step(y):
         y = y.detach().requires_grad_(True)
         x = adapt(gen.forward(y), generator.pixels, classifier.pixels, side)
-        a = flat_take(cls.activation(x, layer), flat)
+        a = flat_take(cls.activation(x, layer, nonlinear), flat)
         (g,) = torch.autograd.grad((a * w).sum(), y)
         with torch.no_grad():
             scale = g.abs().mean(dim=tuple(range(1, g.ndim)), keepdim=True)
             ok = (scale > 0) & torch.isfinite(scale)
-            y2 = y + torch.where(ok, step_size * g / torch.where(ok, scale, torch.ones_like(scale)), 0.0)
-            return decay * y2
+            y2 = y + step_size * g / torch.where(ok, scale, torch.ones_like(scale))
+            return torch.where(ok, decay * y2, y)
 
     return step
 
@@ -243,16 +245,17 @@ def dgn_am_step(gen: TorchNet, cls: TorchNet, generator, classifier, layer: int,
 
 
 def ppgn_terms(gen: TorchNet, cls: TorchNet, generator, classifier, layer: int, channels, unit: int, prior=None,
-               prior_layer=None, prior_model=None):
+               prior_layer=None, prior_model=None, nonlinear: bool = False):
     """h (c, d) -> (drift, grad, prob): jaxprobe.codespace.ppgn.condition_terms, batched over chains
-    (exact gradient of log p(y = unit | G(h)))."""
+    (exact gradient of log p(y = unit | G(h))), the conditioned layer read before its nonlinearity
+    unless `nonlinear` (PPGNOptions.nonlinear)."""
     channels = torch.as_tensor(np.asarray(channels), dtype=torch.long)
     side = side_of(classifier)
 
     def terms(h):
         h = h.detach().requires_grad_(True)
         x = gen.forward(h)
-        a = flat_take(cls.activation(adapt(x, generator.pixels, classifier.pixels, side), layer), channels)
+        a = flat_take(cls.activation(adapt(x, generator.pixels, classifier.pixels, side), layer, nonlinear), channels)
         log_p = F.log_softmax(a, dim=1)[:, unit]
         (g,) = torch.autograd.grad(log_p.sum(), h)
         with torch.no_grad():
@@ -268,7 +271,8 @@ def ppgn_terms(gen: TorchNet, cls: TorchNet, generator, classifier, layer: int, 
 
 def ppgn_step(terms, *, step_size=1.0, eps1=1e-5, eps2=1.0, eps3=1e-17):
     """(h, drift, grad, noise) -> (h', drift', grad', prob'): one normalized MALA-approx step
-    (jaxprobe.codespace.ppgn.ppgn_kernel, per chain mean |d|), then the terms at h'."""
+    (jaxprobe.codespace.ppgn.build's kernel at t = 0, per chain mean |d|; `noise` the chain's n_t,
+    `jaxprobe.codespace.ppgn.draw_noise` of its step key), then the terms at h'."""
     def step(h, drift, grad, noise):
         with torch.no_grad():
             d = eps1 * drift + eps2 * grad + eps3 * noise
@@ -285,7 +289,7 @@ def ppgn_step(terms, *, step_size=1.0, eps1=1e-5, eps2=1.0, eps3=1e-17):
 
 def inverse_forward(gen: TorchNet, cls: TorchNet, generator, classifier, layer: int, flat, emb_layer: int):
     """c -> (values (K, p), E(G(c)) (K, d)): one pass of G and one of the classifier reading both the
-    neurons' layer and the embedding's layer (jaxprobe.inverse_sets.inverse_set.make_problem)."""
+    neurons' layer and the embedding's layer (jaxprobe.inverse_sets.problem.make_problem)."""
     flat = torch.as_tensor(np.asarray(flat), dtype=torch.long)
     side = side_of(classifier)
 
@@ -329,7 +333,7 @@ def inverse_pieces(ranges, scale: float):
 
 
 def inverse_sample_step(forward, ranges, scale: float, lam, mu, step_length: float):
-    """One sampling step (jaxprobe.inverse_sets.inverse_set.sample_step, repel="new") over a dict
+    """One sampling step (jaxprobe.inverse_sets.sampling.build's kernel, repel="new") over a dict
     state {codes, fresh, buf_codes, buf_values, buf_embed, count}."""
     constraints, in_range, spread, repulsion = inverse_pieces(ranges, scale)
     lam, mu = t(lam), float(mu)

@@ -45,8 +45,16 @@ def test_quick_suite_writes_consistent_results(tmp_path):
         for t in r["targets"]:
             if t["value"] is not None:
                 assert t["met"] == (t["value"] >= t["goal"] if t["op"] == ">=" else t["value"] <= t["goal"])
+        if r.get("loop_s") is not None:  # the sampler as users run it, per step, beside the jitted step
+            assert r["loop_s"] > 0 and r["loop_steps"] >= 1 and r["loop_compile_s"] > 0, r["name"]
+            if r.get("loop_ratio") is not None:
+                assert math.isclose(r["loop_ratio"], r["loop_s"] / r["jax_s"], rel_tol=1e-9)
+            if r.get("loop_overhead") is not None:
+                assert math.isclose(r["loop_overhead"], r["loop_s"] / r["floor_s"], rel_tol=1e-9)
         if r["baseline"] == "torch eager":  # checked against jaxprobe before it was timed
             assert r["agreement"]["max_rel_err"] <= r["agreement"]["max_tol"]
+    # --quick times the first DGN-AM row's loop too (jaxprobe.dgn_am over a few steps).
+    assert any(r.get("loop_s") is not None and r["group"] == "codespace" for r in res["rows"])
     # The excitation row is either there or said to be left out, never silently missing.
     names = " ".join(r["name"] for r in res["rows"])
     assert "excit" in names or "excitation training step" in res["left_out"]

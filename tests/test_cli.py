@@ -88,11 +88,12 @@ def test_parser_choices_are_the_librarys():
     """The parsers' copies of the library's choices and defaults (kept so that --help needs no JAX)."""
     from jaxprobe.cli import dgn_am, egbas, inverse_set, ppgn
     from jaxprobe.experiments import codespace, egbas_tables
+    from jaxprobe.experiments import ppgn as ppgn_experiments
     from jaxprobe.inverse_sets import inverse_set as inverse_set_lib
 
     assert egbas.REPRO_DEFAULTS == egbas_tables.REPRO_DEFAULTS
     assert inverse_set.REPEL == inverse_set_lib.REPEL
-    assert dgn_am.BOUNDS == codespace.BOUNDS and ppgn.PRIORS == codespace.PRIORS
+    assert dgn_am.BOUNDS == codespace.BOUNDS and ppgn.PRIORS == ppgn_experiments.PRIORS
     from jaxprobe.cli import build_parser
     from jaxprobe.train.recipes import RECIPES
 
