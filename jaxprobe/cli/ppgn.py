@@ -16,7 +16,6 @@ from pathlib import Path
 
 # Nothing here imports JAX at module level: `jaxprobe --help` builds every command's parser without it.
 from jaxprobe.cli.common import load_model, progress_bar
-from jaxprobe.cli.dgn_am import BOUNDS
 from jaxprobe.cli.dgn_am import flag_names as neuron_flag
 from jaxprobe.errors import JaxprobeError
 
@@ -67,9 +66,16 @@ def _cmd_ppgn(args) -> None:
     with progress_bar("ppgn", "step", args.steps + 1) as bar:
         try:
             encoder = parse_encoder(args.encoder)
+            images = None
+            if args.images is not None:
+                from jaxprobe.codespace.dgn_am import recorded_encoder
+                from jaxprobe.real_images import load_images
+
+                reader = encoder[0] if encoder is not None else recorded_encoder(generator)[0]
+                images = load_images(args.images, tuple(reader.input_shape)).images
             run = ppgn_command(jax.random.key(args.seed), generator, classifier, prior=args.prior, encoder=encoder,
                                label=args.label, neuron=args.neuron, chains=args.chains, bounds=args.bounds,
-                               progress=bar, **settings)
+                               images=images, progress=bar, **settings)
         except JaxprobeError as e:
             raise JaxprobeError(flag_names(str(e))) from None
     res = run["result"]
@@ -79,7 +85,7 @@ def _cmd_ppgn(args) -> None:
               "encoder": args.encoder, "condition": res.condition, "seed": args.seed, "chains": args.chains,
               "steps": args.steps, "updates": args.steps + 1, "eps": [args.eps1, args.eps2, args.eps3],
               "save_every": args.save_every, "reset_every": args.reset_every, "threshold": args.threshold,
-              "bounds": args.bounds, "nonlinear": run["options"].nonlinear,
+              "bounds": run["bounds"], "images": args.images, "nonlinear": run["options"].nonlinear,
               "samples": [{"chain": i, "step": int(steps[j]), "prob": float(probs[i, j]), "label": int(labels[i, j])}
                           for i in range(probs.shape[0]) for j in range(probs.shape[1])],
               "kept_rate": run["kept_rate"], "diversity": run["diversity"],
@@ -126,7 +132,12 @@ def add_commands(sub, reproduce) -> None:
     p.add_argument("--save-every", type=int, default=5, help="save every this many steps (default 5)")
     p.add_argument("--reset-every", type=int, default=0, help="redraw the code every this many steps (0: never)")
     p.add_argument("--threshold", type=float, default=0.0, help="keep saved samples with probability above it")
-    p.add_argument("--bounds", choices=BOUNDS, default="real", help="code bounds: real (default) or none")
+    p.add_argument("--bounds", default=None, metavar="real|none|FILE",
+                   help="code bounds: real (per unit, from E(x) of real images), none, or FILE (the reference's "
+                        "per-unit upper bounds, space-separated, lower bound 0). Default: real where real images "
+                        "are at hand (--images, or MNIST for MNIST models), else none")
+    p.add_argument("--images", default=None, metavar="PATH",
+                   help="real images (a folder of image files or an .npz of NHWC arrays) for --bounds real")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory (created, or replaced if jaxprobe wrote it)")
     p.add_argument("--force", action="store_true", help="replace --out even if jaxprobe did not write it")

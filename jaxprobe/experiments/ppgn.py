@@ -21,7 +21,9 @@ import numpy as np
 from jaxprobe.codespace.dgn_am import dgn_am
 from jaxprobe.codespace.ppgn import PPGNOptions, check_options, encoder_prior, options_with, ppgn
 from jaxprobe.errors import JaxprobeError
-from jaxprobe.experiments.codespace import class_neurons, code_bounds, mean_pairwise_distance, penultimate, predicted
+from jaxprobe.codespace.dgn_am import real_bounds
+from jaxprobe.experiments.codespace import (_has_real, class_neurons, code_bounds, mean_pairwise_distance, penultimate,
+                                            predicted)
 
 PRIORS = ("dae", "encoder")
 CHUNKS = 20  # compiled chunks of a command's run: one progress tick each, and the step timing
@@ -142,18 +144,27 @@ def step_timing(ticks, load_s: float, wall_s: float) -> dict:
 
 
 def ppgn_command(key, generator, classifier, *, prior: str = "dae", encoder=None, label=None, neuron=None,
-                 chains: int = 1, bounds: str = "real", progress=None, **settings) -> dict:
+                 chains: int = 1, bounds: str | None = None, images=None, progress=None, **settings) -> dict:
     """What `jaxprobe ppgn` computes: PPGN chains (`ppgn`'s `settings`) under `prior` with the code
-    bounds `bounds`, the diversity of chain 0's kept samples in the classifier's penultimate
+    bounds `bounds` ("real", "none" or a reference bound file, as `code_bounds` reads them; None:
+    "real" where real images are at hand (`images`, (m, H, W, C) canonical, or MNIST for the MNIST
+    models), else "none"), the diversity of chain 0's kept samples in the classifier's penultimate
     features, and the time: model-side loading (bounds, prior) apart from the run, the run's
     first chunk (its compilation) apart from the steps.
 
-    Returns {"result": PPGNResult, "options": the PPGNOptions run, "kept_rate", "diversity",
-    "diversity_samples", "timing": {"seconds_per_step", "first_chunk_s", "load_s", "wall_s"}}."""
+    Returns {"result": PPGNResult, "options": the PPGNOptions run, "bounds": the bounds used,
+    "kept_rate", "diversity", "diversity_samples", "timing": {"seconds_per_step", "first_chunk_s",
+    "load_s", "wall_s"}}."""
     t_start = time.perf_counter()
     options = options_with(None, {k: v for k, v in settings.items() if k in PPGNOptions._fields})
     check_options(options, int(np.prod(generator.input_shape)))  # bad numbers fail before any loading
-    lower, upper = code_bounds(generator, bounds)
+    if bounds is None:
+        at_hand = images is not None and (encoder is not None or "encoder" in generator.manifest)
+        bounds = "real" if at_hand or _has_real(generator, None) else "none"
+    if bounds == "real" and encoder is not None and images is not None:  # E(x) through the given encoder
+        lower, upper = real_bounds(generator, images, encoder=encoder[0], layer=encoder[1])
+    else:
+        lower, upper = code_bounds(generator, bounds, images=images)
     denoiser = make_prior(generator, prior, encoder)
     load_s = time.perf_counter() - t_start
     ticks = []
@@ -171,7 +182,7 @@ def ppgn_command(key, generator, classifier, *, prior: str = "dae", encoder=None
     kept = np.asarray(res.kept)
     chosen = np.asarray(res.samples)[0][kept[0]]
     div = mean_pairwise_distance(penultimate(generator, classifier, chosen)) if len(chosen) >= 2 else None
-    return {"result": res, "options": options, "kept_rate": float(kept.mean()), "diversity": div,
+    return {"result": res, "options": options, "bounds": bounds, "kept_rate": float(kept.mean()), "diversity": div,
             "diversity_samples": int(len(chosen)), "timing": step_timing(ticks, load_s, wall)}
 
 
