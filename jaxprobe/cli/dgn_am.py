@@ -46,6 +46,7 @@ def _cmd_dgn_am(args) -> None:
     from jaxprobe.experiments.figures import save_grid
     from jaxprobe.experiments.inverse_set_repro import canonical_images
     from jaxprobe.io import atomic_dir, check_replaceable, write_json
+    from jaxprobe.models.pixels import image_bridge
 
     if not args.neuron:
         raise JaxprobeError("--neuron: expected at least one neuron 'layer:unit'")
@@ -54,6 +55,7 @@ def _cmd_dgn_am(args) -> None:
     t0 = time.perf_counter()
     generator = load_model(args.generator, "--generator", "generator")
     classifier = load_model(args.classifier, "--classifier", "classifier")
+    bridge = image_bridge(generator, classifier)  # refused here, before any work, when it cannot be made
     load_s = time.perf_counter() - t0
     with progress_bar("dgn-am", "step", max(args.steps, 0)) as bar:
         try:
@@ -64,7 +66,8 @@ def _cmd_dgn_am(args) -> None:
     res = run["result"]
     timing = dict(run["timing"], load_s=load_s + run["timing"]["load_s"], wall_s=time.perf_counter() - t0)
     files = [OUT_FILE, CODES_FILE] + [image_name(row["neuron"]) for row in run["neurons"]]
-    record = {"generator": generator.name, "classifier": classifier.name, "seed": args.seed, "steps": args.steps,
+    record = {"generator": generator.name, "classifier": classifier.name, "image_bridge": bridge,
+              "seed": args.seed, "steps": args.steps,
               "bounds": run["bounds"], "images": args.images, "neurons": run["neurons"], "real_mean": run["real"],
               "skipped": run["skipped"], "predicted": [int(v) for v in run["predicted"]],
               **{k: None if v is None else round(v, 6) for k, v in timing.items()}, "files": files}

@@ -55,12 +55,14 @@ def _cmd_ppgn(args) -> None:
     from jaxprobe.experiments.inverse_set_repro import canonical_images
     from jaxprobe.experiments.ppgn import ppgn_command
     from jaxprobe.io import atomic_dir, check_replaceable, write_json
+    from jaxprobe.models.pixels import image_bridge
 
     if (args.label is None) == (args.neuron is None):
         raise JaxprobeError("--class, --neuron: expected exactly one: a class to condition on, or a neuron")
     check_replaceable(args.out, force=args.force, name="--out")
     generator = load_model(args.generator, "--generator", "generator")
     classifier = load_model(args.classifier, "--classifier", "classifier")
+    bridge = image_bridge(generator, classifier)  # refused here, before any work, when it cannot be made
     settings = dict(steps=args.steps, eps1=args.eps1, eps2=args.eps2, eps3=args.eps3, save_every=args.save_every,
                     reset_every=args.reset_every, threshold=args.threshold)
     with progress_bar("ppgn", "step", args.steps + 1) as bar:
@@ -81,7 +83,7 @@ def _cmd_ppgn(args) -> None:
     res = run["result"]
     probs, labels = np.asarray(res.probs), np.asarray(res.labels)
     steps, samples = np.asarray(res.saved_steps), np.asarray(res.samples)
-    record = {"generator": generator.name, "classifier": classifier.name, "prior": args.prior,
+    record = {"generator": generator.name, "classifier": classifier.name, "image_bridge": bridge, "prior": args.prior,
               "encoder": args.encoder, "condition": res.condition, "seed": args.seed, "chains": args.chains,
               "steps": args.steps, "updates": args.steps + 1, "eps": [args.eps1, args.eps2, args.eps3],
               "save_every": args.save_every, "reset_every": args.reset_every, "threshold": args.threshold,

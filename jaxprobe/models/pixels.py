@@ -105,3 +105,34 @@ def adapt_images(images, src: PixelConvention | None, dst: PixelConvention | Non
     if shape is not None and len(shape) == 3 and images.shape[1] != shape[0]:
         images = center_crop(images, int(shape[0]))
     return images
+
+
+def image_bridge(generator, classifier) -> dict:
+    """The rule that takes `generator`'s images to `classifier`'s input, as `adapt_images` applies
+    it, written out for a result file: the two pixel conventions (or null where a model records
+    none: values then pass unchanged), the channel change, and the centre crop (DeePSim's 256 to
+    CaffeNet's 227 at offset 14). Raises one line when the sizes cannot be bridged (an output
+    smaller than the input, not square where a crop is needed, or channels that differ with no
+    convention to convert them)."""
+    out = tuple(generator.output_shape())
+    inp = tuple(classifier.input_shape)
+    src, dst = generator.pixels, classifier.pixels
+    names = f"{getattr(generator, 'name', 'generator')!r} to {getattr(classifier, 'name', 'classifier')!r}"
+    if len(out) != 3 or len(inp) != 3:
+        raise JaxprobeError(f"generator: its output {out} and the classifier's input {inp} must both be images "
+                            f"(H, W, C) to bridge {names}")
+    if (src is None or dst is None) and out[2] != inp[2]:
+        raise JaxprobeError(f"generator: {out[2]} channel(s) out, {inp[2]} in, and no pixel convention recorded to "
+                            f"convert them ({names}); convert the models with --channels")
+    crop = None
+    if out[:2] != inp[:2]:
+        if out[0] != out[1] or inp[0] != inp[1] or out[0] < inp[0]:
+            raise JaxprobeError(f"generator: images of {out[0]}x{out[1]} cannot be centre-cropped to the classifier's "
+                                f"{inp[0]}x{inp[1]} ({names}); expected square images at least as large")
+        top = (out[0] - inp[0]) // 2
+        crop = {"from": [out[0], out[1]], "to": [inp[0], inp[1]], "offset": [top, top]}
+    return {"generator_pixels": None if src is None else src.to_dict(),
+            "classifier_pixels": None if dst is None else dst.to_dict(),
+            "channels": None if src is None or dst is None or src.channels == dst.channels
+            else f"{src.channels} -> {dst.channels}",
+            "center_crop": crop}
