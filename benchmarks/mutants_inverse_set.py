@@ -1,9 +1,11 @@
 """Mutation check of the inverse-set sampler: does the test suite catch a broken update line?
 
-Each mutant changes one line of the sampler (Hada & Carreira-Perpiñán 2019, eq. 7-10) or of its
-augmented-Lagrangian solver: the repulsion term and its sign, the diversity term, the set C0 the
-codes move away from, the seed margin, the step, the acceptance test, the slack and the
-multiplier update. For each, a copy of the package and the tests with that one change runs
+Each mutant changes one line of the sampler kernel (`jaxprobe.inverse_sets.sampling`), the problem
+(`problem`: constraints, acceptance, diversity terms), the checked defaults (`options`) or the
+augmented-Lagrangian kernel (`auglag`) (Hada & Carreira-Perpiñán 2019, eq. 7-10): the repulsion
+term and its sign, the diversity term, the set C0 the codes move away from, the seed margin, the
+step, the acceptance test, the slack and the multiplier update. For each, a copy of the package
+and the tests with that one change runs
 `pytest -x` on the inverse-set and solver tests; the mutant is killed when a test fails (exit
 status 1) and survives when all pass. A mutant whose copy does not even import would be "killed"
 for the wrong reason, so any other exit status is reported as an error.
@@ -31,10 +33,12 @@ sys.path.insert(0, str(REPO))
 
 from jaxprobe.io import write_json, write_text  # noqa: E402
 
-SAMPLER = "jaxprobe/inverse_sets/inverse_set.py"
+SAMPLER = "jaxprobe/inverse_sets/sampling.py"
+PROBLEM = "jaxprobe/inverse_sets/problem.py"
+OPTIONS = "jaxprobe/inverse_sets/options.py"
 SOLVER = "jaxprobe/inverse_sets/auglag.py"
 TESTS = ("tests/test_inverse_set.py", "tests/test_auglag.py")
-COPIED = ("jaxprobe", "weights_convert", "tests", "pyproject.toml")
+COPIED = ("jaxprobe", "weights_convert", "tests", "docs", "pyproject.toml")  # docs: a test runs its example
 
 
 class Mutant(NamedTuple):
@@ -65,16 +69,16 @@ MUTANTS = (
     Mutant("c0_includes_rejected", "C0's sum takes every row, accepted or not", SAMPLER,
            "new = (jnp.sum(w), jnp.sum(w * feats, axis=0), jnp.sum(w * feats * feats))",
            "new = (jnp.sum(w), jnp.sum(feats, axis=0), jnp.sum(w * feats * feats))"),
-    Mutant("repulsion_not_a_mean", "the distance to C0 is not divided by |C0|", SAMPLER,
+    Mutant("repulsion_not_a_mean", "the distance to C0 is not divided by |C0|", PROBLEM,
            "return r / (feats.shape[0] * jnp.maximum(m, 1.0) * feature_scale) if normalize else r",
            "return r / (feats.shape[0] * feature_scale) if normalize else r"),
-    Mutant("margin_lower_dropped", "seed constraint f >= z1 instead of z1 + m", SAMPLER,
+    Mutant("margin_lower_dropped", "seed constraint f >= z1 instead of z1 + m", PROBLEM,
            "(v - (z1 + margin)) / unit", "(v - z1) / unit"),
-    Mutant("margin_lower_sign", "seed constraint f >= z1 - m", SAMPLER,
+    Mutant("margin_lower_sign", "seed constraint f >= z1 - m", PROBLEM,
            "(v - (z1 + margin)) / unit", "(v - (z1 - margin)) / unit"),
-    Mutant("margin_upper_dropped", "seed constraint f <= z2 instead of z2 - m", SAMPLER,
+    Mutant("margin_upper_dropped", "seed constraint f <= z2 instead of z2 - m", PROBLEM,
            "((z2 - margin) - v) / unit", "(z2 - v) / unit"),
-    Mutant("margin_default_halved", "default margin (z2 - z1)/8", SAMPLER,
+    Mutant("margin_default_halved", "default margin (z2 - z1)/8", OPTIONS,
            "        m = width / 4.0\n", "        m = width / 8.0\n"),
     Mutant("step_sign", "the step climbs L_sample", SAMPLER,
            "new_c = c - step_length * direction.reshape(c.shape)",
@@ -84,9 +88,9 @@ MUTANTS = (
            "direction = g2"),
     Mutant("accept_twice", "a row at rest is accepted again at every step", SAMPLER,
            "ok = problem.in_range(v) & state.fresh", "ok = problem.in_range(v)"),
-    Mutant("accept_upper_unchecked", "acceptance tests z1 <= f only", SAMPLER,
+    Mutant("accept_upper_unchecked", "acceptance tests z1 <= f only", PROBLEM,
            "return jnp.all((v >= z1) & (v <= z2), axis=-1)", "return jnp.all(v >= z1, axis=-1)"),
-    Mutant("accept_with_tolerance", "acceptance within 10% of the width outside [z1, z2]", SAMPLER,
+    Mutant("accept_with_tolerance", "acceptance within 10% of the width outside [z1, z2]", PROBLEM,
            "return jnp.all((v >= z1) & (v <= z2), axis=-1)",
            "return jnp.all((v >= z1 - 0.1 * (z2 - z1)) & (v <= z2 + 0.1 * (z2 - z1)), axis=-1)"),
     Mutant("slack_ignores_lambda", "s = max(0, g) instead of max(0, g - lambda/mu)", SOLVER,
@@ -100,7 +104,7 @@ MUTANTS = (
     Mutant("multiplier_frozen", "lambda never updated", SOLVER,
            "lam = jnp.maximum(lam - mu * g, 0.0)", "lam = lam"),
     Mutant("penalty_not_growing", "mu <- mu instead of a mu", SOLVER,
-           "return AugLagState(x, lam, mu * growth, opt_state", "return AugLagState(x, lam, mu, opt_state"),
+           "new = AugLagState(x, lam, mu * growth, opt_state", "new = AugLagState(x, lam, mu, opt_state"),
 )
 
 

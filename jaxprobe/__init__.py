@@ -29,17 +29,19 @@ _EXPORTS = {
     "jaxprobe.train.quality": "classifier_accuracy generator_quality reconstruction_accuracy",
     # Methods (middle floor).
     "jaxprobe.gbas.boundaries": "check_indicator halfspace layer_size preactivation region_margin region_membership",
-    "jaxprobe.gbas.beropt": "beropt BerOptResult default_lambda",
-    "jaxprobe.gbas.gbrrt": "GBRRT gbrrt gbrrt_kernel gbrrt_queries gbrrt_run gbrrt_sequential gbrrt_sequential_run GBRRTResult "
-                           "GBRRTState stop_reason_name",
+    "jaxprobe.gbas.beropt": "beropt BerOptOptions BerOptResult BerOptState default_lambda",
+    "jaxprobe.gbas.gbrrt": "GBRRT gbrrt gbrrt_kernel gbrrt_queries gbrrt_run GBRRTOptions GBRRTResult GBRRTState "
+                           "stop_reason_name",
     "jaxprobe.gbas.epsball": "eps_l2 eps_linf log_ball_volume sample_l2_ball sample_linf_ball",
-    "jaxprobe.gbas.egbas": "egbas EGBASResult",
+    "jaxprobe.gbas.egbas": "egbas EGBASOptions EGBASResult",
     "jaxprobe.gbas.metrics": "feature_similarity sample_sigma",
     "jaxprobe.inverse_sets.auglag": "AugLag auglag_run=run AugLagState augmented_lagrangian feasible",
-    "jaxprobe.inverse_sets.inverse_set": "default_embedding Embedding inverse_set InverseSet mean_pairwise_distance",
-    "jaxprobe.codespace.dgn_am": "dgn_am dgn_am_kernel dgn_am_run DGNAMResult",
-    "jaxprobe.codespace.ppgn": "Denoiser encoder_prior ppgn ppgn_kernel ppgn_run PPGNResult",
-    "jaxprobe.codespace.excite": "excite excite_run excite_step ExciteResult",
+    "jaxprobe.inverse_sets.inverse_set": "default_embedding Embedding inverse_set InverseSet InverseSetNets "
+                                         "InverseSetOptions mean_pairwise_distance",
+    "jaxprobe.codespace.dgn_am": "dgn_am dgn_am_kernel dgn_am_run DGNAMNets DGNAMOptions DGNAMResult DGNAMState",
+    "jaxprobe.codespace.ppgn": "Denoiser encoder_prior ppgn ppgn_kernel ppgn_run PPGNNets PPGNOptions PPGNResult "
+                               "PPGNState",
+    "jaxprobe.codespace.excite": "excite excite_run excite_step ExciteNets ExciteOptions ExciteResult ExciteState",
 }
 # public name -> (module, attribute)
 _WHERE = {public: (module, private or public)

@@ -21,6 +21,8 @@ import importlib
 # The module, not the function `jaxprobe.inverse_sets.inverse_set` that the package re-exports under its name.
 inv = importlib.import_module("jaxprobe.inverse_sets.inverse_set")
 from jaxprobe.errors import JaxprobeError
+from jaxprobe.inverse_sets import problem as prob
+from jaxprobe.inverse_sets import sampling
 from jaxprobe.models.neurons import neuron_values
 from jaxprobe.models.pixels import PixelConvention, convert_pixels
 from jaxprobe.models.probe import Model
@@ -117,9 +119,9 @@ def test_pairwise_identity_matches_double_loop():
     e = rng.normal(size=(7, 5))
     a = rng.normal(size=(11, 5))
     brute = sum(np.sum((e[i] - e[j]) ** 2) for i in range(7) for j in range(7))
-    np.testing.assert_allclose(float(inv.pairwise_sq_sum(jnp.asarray(e))), brute, rtol=1e-5)
+    np.testing.assert_allclose(float(prob.pairwise_sq_sum(jnp.asarray(e))), brute, rtol=1e-5)
     cross = sum(np.sum((e[i] - a[y]) ** 2) for i in range(7) for y in range(11))
-    got = inv.cross_sq_sum(jnp.asarray(e), jnp.asarray(a.sum(0)), jnp.asarray(np.sum(a * a)), 11.0)
+    got = prob.cross_sq_sum(jnp.asarray(e), jnp.asarray(a.sum(0)), jnp.asarray(np.sum(a * a)), 11.0)
     np.testing.assert_allclose(float(got), cross, rtol=1e-5)
     d = np.sqrt(((e[:, None] - e[None]) ** 2).sum(-1))
     np.testing.assert_allclose(inv.mean_pairwise_distance(e), d[np.triu_indices(7, 1)].mean(), rtol=1e-10)
@@ -144,16 +146,18 @@ def test_sampling_step_follows_the_finite_difference_gradient_of_l_sample(prior_
     feats = e if diversity == "embedding" else c.astype(np.float64)
     scale = np.float32(np.mean(np.sum(feats * feats, axis=1)))
     earlier = rng.normal(size=(3, feats.shape[1])).astype(np.float32)  # an earlier accepted set
-    problem = inv.make_problem(gen, gen.params, cls, cls.params, (4,), np.array([3]), np.array([[z1, z2]]),
-                               inv.Embedding(cls, "fc1"), cls.params, margin=np.array([margin]),
-                               diversity=diversity, feature_scale=scale)
+    nets = prob.InverseSetNets(gen, cls, prob.Embedding(cls, "fc1"))
+    targets = prob.Targets((4,), np.array([3]), np.array([[z1, z2]]), np.array([margin]))
+    problem = prob.make_problem(nets, targets, diversity=diversity, feature_scale=scale)
     in_range = (v >= z1) & (v <= z2)
     fresh = ~(in_range & (np.cumsum(in_range) == 1))  # the first in-range row was judged before
-    state = inv.sample_init(problem, jnp.asarray(c), 8)._replace(
+    step = 0.01
+    kernel = sampling.build(problem, 8, jnp.asarray(lam), mu, step, repel)
+    state = kernel.init(jnp.asarray(c))._replace(
         fresh=jnp.asarray(fresh), rep_count=jnp.float32(3), sum_a=jnp.asarray(earlier.sum(0)),
         sumsq_a=jnp.float32(np.sum(earlier * earlier)))
-    step = 0.01
-    out = jax.jit(lambda st: inv.sample_step(problem, st, jnp.asarray(lam), mu, step, repel))(state)
+    out, info = jax.jit(kernel.step)(jax.random.key(0), state)
+    assert int(info.accepted) == 2
 
     accepted = in_range & fresh
     assert in_range.sum() == 3 and accepted.sum() == 2 and int(out.count) == 2
@@ -426,3 +430,109 @@ def test_fc_generator_has_no_prior(fc_setup, no_work):
     with pytest.raises(JaxprobeError, match=r"classifier: expected a model with role 'classifier' or 'critic', "
                                             r"got 'fcgen' \(generator\)"):
         inv.inverse_set(jax.random.key(0), gen, gen, "logits:1", (0.0, 1.0), n=10, k=5)
+
+
+# ---------------------------------------------------------------- the kernel protocol
+
+
+def _tiny_problem(prior_setup):
+    """The prior setup's problem for logits:3 in its (0.4, 0.6) quantiles, E = fc1, and 2 x K codes."""
+    gen, cls, codes = prior_setup
+    rg = np.quantile(_values(gen, cls, codes, ["logits:3"])[:, 0], [0.4, 0.6])
+    nets = prob.InverseSetNets(gen, cls, prob.Embedding(cls, "fc1"))
+    targets = prob.Targets((4,), jnp.array([3]), jnp.asarray([rg], jnp.float32))
+    return prob.make_problem(nets, targets, feature_scale=jnp.float32(1.0)), jnp.asarray(codes[:10]).reshape(2, 5, 8)
+
+
+def test_seed_kernel_composes_with_vmap_scan_jit_traces_once_and_matches_the_driver(prior_setup):
+    import chex
+    import optax
+
+    from jaxprobe.inverse_sets import auglag, seeds
+
+    problem, c0 = _tiny_problem(prior_setup)
+    solver = seeds.seed_solver(problem, optax.adam(0.01), inner_steps=5)
+    step = chex.assert_max_traces(solver.step, n=1)
+
+    @jax.jit
+    def solve(c, mu0):  # user code: K seeds, 3 outer iterations in a scan
+        def body(s, t):
+            s, info = step(jax.random.key(0), s)
+            return s, (info, s.x)
+        return jax.lax.scan(body, solver.init(c, mu0=mu0), jnp.arange(3))
+
+    try:
+        a, (info, xs) = solve(c0[0], jnp.float32(10.0))
+        b, _ = solve(c0[1], jnp.float32(3.0))  # other codes and mu0: the same trace
+    finally:
+        chex.clear_trace_counter()
+    assert info.violation.shape == (3,) and int(a.outer) == 3 and int(a.inner) == 15
+    np.testing.assert_allclose(np.asarray(info.mu), [10.0, 100.0, 1000.0], rtol=1e-6)
+    np.testing.assert_allclose(float(b.mu), 3e3, rtol=1e-6)
+    # vmap over the two seed sets: each run equals the one alone.
+    both, _ = jax.jit(jax.vmap(lambda c: solve(c, jnp.float32(10.0))))(c0)
+    np.testing.assert_allclose(np.asarray(both.x[0]), np.asarray(a.x), rtol=1e-5, atol=1e-5)
+    # The driver (through auglag.run) takes the same steps and stops at the first feasible iterate.
+    assert not bool(auglag.feasible(solver.init(c0[0], mu0=10.0)))
+    stopped = auglag.run(solver, solver.init(c0[0], mu0=10.0), 3)
+    first = next((t for t in range(3) if float(info.violation[t]) == 0.0), 2) + 1
+    assert int(stopped.outer) == first and bool(auglag.feasible(stopped)) == (float(info.violation[first - 1]) == 0)
+    np.testing.assert_allclose(np.asarray(stopped.x), np.asarray(xs[first - 1]), rtol=1e-5, atol=1e-5)
+
+
+def test_sampler_kernel_composes_with_vmap_scan_jit_traces_once_and_matches_the_driver(prior_setup):
+    import chex
+
+    from jaxprobe import driver
+
+    problem, c0 = _tiny_problem(prior_setup)
+    lam = jnp.full((10,), 0.05, jnp.float32)
+    kernel = sampling.build(problem, 12, lam, jnp.float32(10.0), 0.05)
+    step = chex.assert_max_traces(kernel.step, n=1)
+
+    @jax.jit
+    def sample(c):  # user code: 6 steps in a scan
+        def body(s, t):
+            s, info = step(jax.random.fold_in(jax.random.key(0), t), s)
+            return s, (info.accepted, s.codes, sampling.done(s))
+        return jax.lax.scan(body, kernel.init(c), jnp.arange(6))
+
+    try:
+        a, (accepted, codes, done) = sample(c0[0])
+        b, _ = sample(c0[1])
+    finally:
+        chex.clear_trace_counter()
+    # Every accepted row is in range, each counted once, recomputed here from its code.
+    count = int(a.count)
+    assert count == min(12, int(accepted.sum())) and int(a.steps) == 6
+    gen, cls, _ = prior_setup
+    again = _values(gen, cls, np.asarray(a.buf_codes)[:count], ["logits:3"])
+    np.testing.assert_allclose(again, np.asarray(a.buf_values)[:count], rtol=1e-5, atol=1e-5)
+    both, _ = jax.jit(jax.vmap(sample))(c0)
+    assert int(both.count[1]) == int(b.count)
+    np.testing.assert_allclose(np.asarray(both.codes[1]), np.asarray(b.codes), rtol=1e-5, atol=1e-5)
+    # The driver with the sampler's stopping rule stops after the first step whose state is done.
+    out = driver.run(kernel, jax.random.key(0), kernel.init(c0[0]), 6, trace=None, until=sampling.done)
+    steps = next((t + 1 for t in range(6) if bool(done[t])), 6)
+    assert int(out.steps) == steps and int(out.state.count) == min(12, int(accepted[:steps].sum()))
+    np.testing.assert_allclose(np.asarray(out.state.codes), np.asarray(codes[steps - 1]), rtol=1e-5, atol=1e-5)
+
+
+def test_composing_the_kernel_docs_example():
+    """docs/methods/inverse-set.md's "Composing the kernel" block, run as written on the shipped
+    models; what it accepted is in range by a fresh forward pass."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "methods" / "inverse-set.md").read_text()
+    after = text[text.index("## Composing the kernel"):]
+    start = after.index("```python\n") + len("```python\n")
+    ns = {}
+    exec(compile(after[start:after.index("```", start)], "inverse-set.md", "exec"), ns)
+    samples, state, g, c = ns["samples"], ns["state"], ns["g"], ns["c"]
+    assert np.asarray(samples.count).shape == (2,) and np.all(np.asarray(state.outer) == 4)
+    assert np.all(np.asarray(state.lam) >= 0) and int(ns["out"].steps) >= 1
+    for r in range(2):
+        m = int(samples.count[r])
+        assert m > 0 and m == min(32, int(ns["accepted"][r].sum()))
+        v = _values(g, c, np.asarray(samples.buf_codes[r, :m]), ["logits:3"])[:, 0]
+        assert np.all((v >= -1e-5) & (v <= 2.0 + 1e-5)), v

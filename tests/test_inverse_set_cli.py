@@ -92,6 +92,8 @@ def test_cli_writes_json_and_figures_checked_by_a_fresh_forward_pass(model_dirs,
     _assert_in_ranges(fresh, rec["ranges"])
     np.testing.assert_allclose(fresh, rec["activations"], atol=1e-5, rtol=1e-5)
     assert rec["fresh_forward_check"]["all_in_range"] is True
+    # The summary line names the stop message; feasible seeds add no warning.
+    assert rec["seeds_feasible"] is True and rec["stop_message"] in cap.out and "infeasible" not in cap.out
     for png in (cmd.SAMPLES_PNG, cmd.HISTOGRAM_PNG):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
@@ -183,6 +185,22 @@ def test_cli_with_no_sample_writes_the_json_with_the_reason_and_exits_2(models, 
     assert sorted(p.name for p in out.iterdir()) == [".jaxprobe-output", cmd.OUT_FILE]
 
 
+def test_infeasible_seeds_are_named_in_the_summary_line(models):
+    """Issue 26 point 6: seeds that end infeasible (one outer iteration of one step here) are said
+    so in the line `jaxprobe inverse-set` prints, while the samples still lie in their range."""
+    from jaxprobe.inverse_sets.inverse_set import InverseSetOptions
+
+    gen, clf = models
+    z1, z2 = _reachable_range(gen, clf, "logits:3")
+    run = repro.inverse_set_run(jax.random.key(3), gen, clf, "logits:3", (z1, z2),
+                                InverseSetOptions(n=N, k=K, inner_steps=1, max_outer=1), seed=3)
+    assert run.record["seeds_feasible"] is False and run.result.outer_iterations == 1
+    assert run.summary.startswith(run.result.stop_message)
+    assert "the seeds ended infeasible after 1 outer iterations (mu 100)" in run.summary, run.summary
+    if run.result.n_accepted:
+        _assert_in_ranges(_recompute(gen, clf, run.result.codes, ["logits:3"]), [(z1, z2)])
+
+
 def test_reproduce_command_small(model_dirs, models, tmp_path, capsys):
     gen, clf = models
     z1, z2 = _reachable_range(gen, clf, "logits:3")
@@ -246,7 +264,7 @@ def test_converted_caffe_lenet_is_a_target(fixtures_dir, tmp_path, capsys, monke
     generator's [-1, 1] pixels reach LeNet's [0, 1] input through `adapt_images`."""
     import sys
 
-    inv_mod = sys.modules["jaxprobe.inverse_sets.inverse_set"]  # the package exports a function of that name
+    inv_mod = sys.modules["jaxprobe.inverse_sets.problem"]  # where the sampler's forward pass converts pixels
 
     lenet = tmp_path / "lenet"
     rc, cap = _run(["convert", "caffe", "--prototxt", fixtures_dir / "caffe/lenet/lenet.prototxt",
@@ -264,8 +282,8 @@ def test_converted_caffe_lenet_is_a_target(fixtures_dir, tmp_path, capsys, monke
     monkeypatch.setattr(inv_mod, "adapt_images",
                         lambda x, src, dst, shape: seen.append((src, dst)) or real(x, src, dst, shape))
     out = tmp_path / "out"
-    rc, cap = _run(["inverse-set", "--generator", gen_dir, "--classifier", lenet, "--neuron", "ip2:3", "--range", z1, z2,
-                    "--n", N, "--k", K, "--out", out], capsys)
+    rc, cap = _run(["inverse-set", "--generator", gen_dir, "--classifier", lenet, "--neuron", "ip2:3",
+                    "--range", z1, z2, "--n", N, "--k", K, "--out", out], capsys)
     assert rc == 0, cap.err
     assert (gen.pixels, clf.pixels) in seen  # the sampler converts pixels with adapt_images
     rec = json.loads((out / cmd.OUT_FILE).read_text())

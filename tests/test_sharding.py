@@ -127,8 +127,13 @@ INVSET_SCRIPT = textwrap.dedent("""
             jax.debug.inspect_array_sharding(pick(*a), callback=lambda s: seen.setdefault(name, s))
             return fn(*a, **kw)
         return wrapped
-    inv.sample_init = spy("seeds", inv.sample_init, lambda problem, seeds, n: seeds)
-    inv.sample_step = spy("sampler", inv.sample_step, lambda problem, state, *r: state.codes)
+    sampling = importlib.import_module("jaxprobe.inverse_sets.sampling")
+    real_build = sampling.build
+    def build(*a, **kw):
+        k = real_build(*a, **kw)
+        return k._replace(init=spy("seeds", k.init, lambda seeds: seeds),
+                          step=spy("sampler", k.step, lambda key, state: state.codes))
+    sampling.build = build
 
     codes = gen.sample_prior(jax.random.key(100), 256)
     images = convert_pixels(gen.forward(gen.params, codes), gen.pixels, cls.pixels)

@@ -1,12 +1,13 @@
 """`jaxprobe inverse-set` and `jaxprobe reproduce inverse-set` (Hada & Carreira-Perpiñán 2019).
 
 `jaxprobe inverse-set` samples n images of a generator whose constrained neurons of a classifier lie
-in their ranges (`jaxprobe.inverse_sets.inverse_set.inverse_set`), rechecks them by a fresh forward
-pass (`jaxprobe.experiments.rechecks`) and writes DIR/inverse_set.json plus two PNGs: the samples
-sorted by activation, labelled with their values, and a histogram of the activations with [z1, z2]
-marked. When no sample is accepted (an unreachable range, or one-sided seeds above it) it writes
-the JSON alone, with the stop reason, and exits with status 2 on one line saying why.
-`jaxprobe reproduce inverse-set` runs `jaxprobe.experiments.inverse_set_repro`'s reproduction and
+in their ranges and rechecks them by a fresh forward pass
+(`jaxprobe.experiments.inverse_set_repro.inverse_set_run`), then writes DIR/inverse_set.json plus
+two PNGs: the samples sorted by activation, labelled with their values, and a histogram of the
+activations with [z1, z2] marked; it prints one summary line (which says so when the seeds ended
+infeasible). When no sample is accepted (an unreachable range, or one-sided seeds above it) it
+writes the JSON alone, with the stop reason, and exits with status 2 on one line saying why.
+`jaxprobe reproduce inverse-set` runs `jaxprobe.experiments.inverse_set_repro.reproduction` and
 writes DIR/reproduce_inverse_set.{json,md}. Both replace DIR only when it is new, empty or written
 by jaxprobe, unless --force (`jaxprobe.io.check_replaceable`).
 """
@@ -14,7 +15,6 @@ by jaxprobe, unless --force (`jaxprobe.io.check_replaceable`).
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 # Nothing here imports JAX at module level: `jaxprobe --help` builds every command's parser without it.
@@ -83,65 +83,51 @@ def write_outputs(out, result, generator, record, *, force: bool = False) -> Pat
 def _cmd_inverse_set(args) -> None:
     import jax
 
-    from jaxprobe.experiments.inverse_set_repro import result_record
-    from jaxprobe.experiments.rechecks import independent_check
-    from jaxprobe.inverse_sets.inverse_set import default_embedding, inverse_set
+    from jaxprobe.experiments.inverse_set_repro import inverse_set_run
+    from jaxprobe.inverse_sets.inverse_set import InverseSetOptions
     from jaxprobe.io import check_replaceable
 
     neurons, ranges = pair_neurons_ranges(args.neuron, args.range)
     check_replaceable(args.out, force=args.force, name="--out")
     generator = load_model(args.generator, "--generator", "generator")
     classifier = load_model(args.classifier, "--classifier", "classifier")
-    embedding = default_embedding(generator, classifier)
-    t0 = time.perf_counter()
+    options = InverseSetOptions(n=args.n, k=args.k, diversity=args.diversity, nonlinear=not args.pre_activation,
+                                one_sided=args.one_sided, max_outer=args.max_outer,
+                                max_sampling_steps=args.max_sampling_steps, repel=args.repel)
     # Every check of neurons, ranges, n and k happens inside inverse_set before any work; its
     # messages name the function's arguments, which the command line spells as flags.
     try:
         with progress_bar("inverse-set", "step") as bar:  # the seeds' inner steps, then the sampling steps
-            result = inverse_set(jax.random.key(args.seed), generator, classifier, neurons, ranges, n=args.n,
-                                 k=args.k, embedding=embedding, diversity=args.diversity,
-                                 nonlinear=not args.pre_activation, one_sided=args.one_sided,
-                                 max_outer=args.max_outer, max_sampling_steps=args.max_sampling_steps,
-                                 repel=args.repel, progress=bar)
+            run = inverse_set_run(jax.random.key(args.seed), generator, classifier, neurons, ranges, options,
+                                  seed=args.seed, progress=bar)
     except JaxprobeError as e:
         raise JaxprobeError(flag_names(str(e))) from None
-    wall = time.perf_counter() - t0
-    check = independent_check(result, generator, classifier)
-    record = result_record(result, generator=generator, classifier=classifier, embedding=embedding,
-                           seed=args.seed, check=check, wall_s=wall)
-    path = write_outputs(args.out, result, generator, record, force=args.force) / OUT_FILE
+    result = run.result
+    path = write_outputs(args.out, result, generator, run.record, force=args.force) / OUT_FILE
     if not result.n_accepted:
         raise JaxprobeError(f"--range: {result.stop_reason}: {result.stop_message}; wrote {path}")
-    print(f"{result.stop_message}; outer iterations {result.outer_iterations}, sampling steps "
-          f"{result.sampling_steps}; fresh forward pass: all in range = {check['all_in_range']}")
+    print(run.summary)
     print(f"wrote {path}")
 
 
 def _cmd_reproduce(args) -> None:
-    import jax
-
-    from jaxprobe.experiments.inverse_set_repro import reproduce_inverse_set, reproduction_table
+    from jaxprobe.experiments.inverse_set_repro import reproduction
     from jaxprobe.io import atomic_dir, check_replaceable, write_json, write_text
 
     check_replaceable(args.out, force=args.force, name="--out")
     generator = load_model(args.generator, "--generator", "generator")
     classifier = load_model(args.classifier, "--classifier", "classifier")
-    t0 = time.perf_counter()
     try:
         with progress_bar("reproduce inverse-set", "step") as bar:
-            rep = reproduce_inverse_set(jax.random.key(args.seed), generator, classifier, neuron=args.neuron,
-                                        value_range=None if args.range is None else tuple(args.range), n=args.n,
-                                        k=args.k, progress=bar)
+            rep = reproduction(args.seed, generator, classifier, neuron=args.neuron,
+                               value_range=None if args.range is None else tuple(args.range), n=args.n, k=args.k,
+                               progress=bar)
     except JaxprobeError as e:
         raise JaxprobeError(flag_names(str(e))) from None
-    rep["seed"] = args.seed
-    rep["wall_s"] = round(time.perf_counter() - t0, 2)
-    table = reproduction_table(rep)
     with atomic_dir(args.out, force=args.force, name="--out") as tmp:
-        write_json(tmp / REPRO_JSON, rep)
-        write_text(tmp / REPRO_MD, "# Inverse set: reproduction (Hada & Carreira-Perpiñán 2019)\n\n" + table
-                   + f"\nTotal wall time {rep['wall_s']} s (compilation included).\n")
-    print(table, end="")
+        write_json(tmp / REPRO_JSON, rep.report)
+        write_text(tmp / REPRO_MD, rep.markdown)
+    print(rep.table, end="")
     print(f"wrote {Path(args.out).resolve() / REPRO_JSON}")
 
 

@@ -5,7 +5,8 @@ iterations, the sampling steps for the other n - K samples (paper: about 85, the
 ceil((n - K)/K) = 49), and the mean pairwise E-distance of the samples for eq. 5, eq. 13 and
 eq. 14 from a shared initialization (paper section 4.2: eq. 5 the most diverse);
 `reproduction_table` writes it as markdown. `result_record` is the JSON record of one
-`InverseSet`.
+`InverseSet`; `inverse_set_run` is what `jaxprobe inverse-set` runs (the sampler, a fresh forward
+check, the record and the summary line).
 
 Ranges are not tuned: they are quantiles (`quantile_range`) of the neuron's value over G(codes)
 for reference codes (`reference_codes`: E of MNIST test digits when the generator inverts E, as
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +26,8 @@ import numpy as np
 
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.experiments.rechecks import fresh_activations, independent_check, range_check
-from jaxprobe.inverse_sets.inverse_set import default_embedding, init_mode, inverse_set, mean_pairwise_distance
+from jaxprobe.inverse_sets.inverse_set import (InverseSet, InverseSetOptions, default_embedding, init_mode,
+                                               inverse_set, mean_pairwise_distance)
 from jaxprobe.io import fmt_number, jsonable
 from jaxprobe.models.neurons import resolve_neuron
 
@@ -160,6 +163,48 @@ def result_record(result, *, generator, classifier, embedding, seed, check=None,
     return jsonable(record)
 
 
+class InverseSetRun(NamedTuple):
+    """What `inverse_set_run` returns.
+
+    Attributes:
+      result: the `InverseSet`.
+      record: its JSON record (`result_record`, with the fresh forward check and the wall time).
+      summary: one line saying what happened: the stop message, the counts, the fresh check, and
+        whether the seeds ended infeasible (`seeds_feasible` false: the sampler then started from
+        codes outside the seed constraints, with mu at its last value).
+    """
+
+    result: InverseSet
+    record: dict
+    summary: str
+
+
+def inverse_set_run(key, generator, classifier, neurons, ranges, options: InverseSetOptions, *, seed=None,
+                    progress=None) -> InverseSetRun:
+    """`inverse_set` with the default embedding, then an independent forward check of its samples,
+    its JSON record and its summary line (what `jaxprobe inverse-set` writes and prints)."""
+    embedding = default_embedding(generator, classifier)
+    t0 = time.perf_counter()
+    result = inverse_set(key, generator, classifier, neurons, ranges, options, embedding=embedding,
+                         progress=progress)
+    wall = time.perf_counter() - t0
+    check = independent_check(result, generator, classifier)
+    record = result_record(result, generator=generator, classifier=classifier, embedding=embedding, seed=seed,
+                           check=check, wall_s=wall)
+    return InverseSetRun(result, record, summary_line(result, check))
+
+
+def summary_line(result, check) -> str:
+    """One line: the stop message, the seeds' and the sampler's counts, the fresh forward check, and
+    a warning when the seeds ended infeasible."""
+    line = (f"{result.stop_message}; outer iterations {result.outer_iterations}, sampling steps "
+            f"{result.sampling_steps}; fresh forward pass: all in range = {check['all_in_range']}")
+    if not result.seeds_feasible:
+        line += (f"; the seeds ended infeasible after {result.outer_iterations} outer iterations "
+                 f"(mu {result.mu:.3g}): a larger max_outer or a reachable range may help")
+    return line
+
+
 # ---------------------------------------------------------------- reproduction
 
 
@@ -272,6 +317,30 @@ def _reproduction_run(k_run, generator, classifier, neuron, value_range, n, k, e
         "all_in_range_fresh_forward": check["all_in_range"],
         "wall_s": round(wall, 2),
     }
+
+
+class Reproduction(NamedTuple):
+    """What `reproduction` returns: the report (`reproduce_inverse_set`'s, with the seed and the wall
+    time), its markdown table, and the markdown page that holds it."""
+
+    report: dict
+    table: str
+    markdown: str
+
+
+def reproduction(seed: int, generator, classifier, *, neuron: str = "logits:3", value_range=None, n: int = 500,
+                 k: int = 10, progress=None) -> Reproduction:
+    """`reproduce_inverse_set` from `jax.random.key(seed)`, timed, with its table and page (what
+    `jaxprobe reproduce inverse-set` writes and prints)."""
+    t0 = time.perf_counter()
+    rep = reproduce_inverse_set(jax.random.key(seed), generator, classifier, neuron=neuron, value_range=value_range,
+                                n=n, k=k, progress=progress)
+    rep["seed"] = seed
+    rep["wall_s"] = round(time.perf_counter() - t0, 2)
+    table = reproduction_table(rep)
+    page = ("# Inverse set: reproduction (Hada & Carreira-Perpiñán 2019)\n\n" + table
+            + f"\nTotal wall time {rep['wall_s']} s (compilation included).\n")
+    return Reproduction(rep, table, page)
 
 
 def reproduction_table(rep: dict) -> str:

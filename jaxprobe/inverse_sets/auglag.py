@@ -13,11 +13,14 @@ objective is a function of x alone:
     psi(x) = f(x) + sum_i { -lambda_i g_i + mu/2 g_i^2    if g_i <= lambda_i / mu
                            { -lambda_i^2 / (2 mu)          otherwise.
 
-One outer iteration (`update`): `inner_steps` optax steps on psi (lax.scan), then
+The solver is a `jaxprobe.driver.Kernel`: `init(x0, *, mu0, lam0) -> AugLagState` and one outer
+iteration per `step(key, state) -> (state, AugLagInfo)` (the key is unused: the solver is
+deterministic): `inner_steps` optax steps on psi (an inner lax.scan, part of the one step), then
 lambda_i <- max(lambda_i - mu g_i(x), 0) at the new x (the paper's printed update is garbled;
 this is the standard first-order multiplier update, N&W 17.4), then mu <- a mu. The penalty mu
-lives in the state, so raising it never recompiles. `run` repeats `update` with lax.while_loop
-until every constraint holds (the paper's stopping rule) or `max_outer` iterations are spent.
+lives in the state, so raising it never recompiles. `run` drives the steps with
+`jaxprobe.driver.run` until every constraint holds (`feasible`, the paper's stopping rule) or
+`max_outer` outer iterations are spent.
 
 Examples:
   >>> import jax.numpy as jnp, optax
@@ -40,6 +43,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from jaxprobe import driver
 from jaxprobe.checks import check_count, check_number
 from jaxprobe.models.convs import canonical_convs
 
@@ -69,18 +73,38 @@ class AugLagState(NamedTuple):
     inner: jax.Array
 
 
+class AugLagInfo(NamedTuple):
+    """What one outer iteration reports.
+
+    Attributes:
+      value: () f at the new x.
+      violation: () max_i max(-g_i(x), 0) at the new x (0 when feasible).
+      mu: () the penalty the iteration's inner steps used.
+    """
+
+    value: jax.Array
+    violation: jax.Array
+    mu: jax.Array
+
+
 class AugLag(NamedTuple):
-    """An augmented-Lagrangian solver as pure functions (like optax's GradientTransformation).
+    """An augmented-Lagrangian solver as pure functions: a `jaxprobe.driver.Kernel` (its first two
+    fields) plus the slack-eliminated objective.
 
     Attributes:
       init: `init(x0, *, mu0=10.0, lam0=None) -> AugLagState`.
-      update: `update(state) -> AugLagState`, one outer iteration (inner steps, lambda, mu).
+      step: `step(key, state) -> (AugLagState, AugLagInfo)`, one outer iteration (inner steps,
+        lambda, mu); the key is unused.
       lagrangian: `lagrangian(x, lam, mu) -> (psi, (f, g))`, the slack-eliminated objective.
     """
 
     init: Callable
-    update: Callable
+    step: Callable
     lagrangian: Callable
+
+    def update(self, state: AugLagState) -> AugLagState:
+        """One outer iteration without its info: `step(None, state)[0]`."""
+        return self.step(None, state)[0]
 
 
 def slack_terms(g, lam, mu):
@@ -98,7 +122,7 @@ def slack_terms(g, lam, mu):
 def augmented_lagrangian(objective: Callable, constraints: Callable | None = None, *,
                          optimizer: optax.GradientTransformation, inner_steps: int = 100,
                          growth=10.0, reset_optimizer: bool = True) -> AugLag:
-    """Build an augmented-Lagrangian solver for min f(x) s.t. g(x) >= 0.
+    """Build an augmented-Lagrangian solver (a kernel) for min f(x) s.t. g(x) >= 0.
 
     Args:
       objective: f(x) -> scalar to minimize; or, when `constraints` is None, x -> (f, g) so one
@@ -115,7 +139,8 @@ def augmented_lagrangian(objective: Callable, constraints: Callable | None = Non
         makes moment estimates and curvature pairs from the previous psi stale.
 
     Returns:
-      An `AugLag` (init, update, lagrangian). Nothing is jitted: jit the driver that uses it.
+      An `AugLag` (init, step, lagrangian). Nothing is jitted: `run`, or the user's own
+      `jax.jit`, compiles it.
     """
     inner_steps = check_count("inner_steps", inner_steps, 1)
     if not isinstance(growth, jax.core.Tracer):
@@ -142,7 +167,8 @@ def augmented_lagrangian(objective: Callable, constraints: Callable | None = Non
         return AugLagState(x0, lam, jnp.asarray(mu0, g.dtype), tx.init(x0), f, g,
                            jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
-    def update(state: AugLagState) -> AugLagState:
+    def step(key, state: AugLagState):
+        del key  # deterministic
         lam, mu = state.lam, state.mu
         opt_state = tx.init(state.x) if reset_optimizer else state.opt_state
 
@@ -152,7 +178,8 @@ def augmented_lagrangian(objective: Callable, constraints: Callable | None = Non
         def inner(carry, _):
             x, opt_state = carry
             # canonical_convs: XLA CPU leaves a loop body's input-gradient convolutions on its slow
-            # path otherwise (2.6x slower per step, see jaxprobe.models.convs).
+            # path otherwise (2.6x slower per step, see jaxprobe.models.convs); the driver rewrites
+            # only the outer body, not this inner scan's.
             value, grad = canonical_convs(jax.value_and_grad(psi))(x)
             updates, opt_state = tx.update(grad, opt_state, x, value=value, grad=grad, value_fn=psi)
             return (optax.apply_updates(x, updates), opt_state), None
@@ -161,10 +188,11 @@ def augmented_lagrangian(objective: Callable, constraints: Callable | None = Non
         f, g = evaluate(x)
         # Multiplier update at the new x; max(., 0) keeps lambda a valid inequality multiplier.
         lam = jnp.maximum(lam - mu * g, 0.0)
-        return AugLagState(x, lam, mu * growth, opt_state, f, g, state.outer + 1,
-                           state.inner + inner_steps)
+        new = AugLagState(x, lam, mu * growth, opt_state, f, g, state.outer + 1,
+                          state.inner + inner_steps)
+        return new, AugLagInfo(f, jnp.max(jnp.maximum(-g, 0.0), initial=0.0), mu)
 
-    return AugLag(init, update, lagrangian)
+    return AugLag(init, step, lagrangian)
 
 
 def feasible(state: AugLagState, tol=0.0):
@@ -172,28 +200,28 @@ def feasible(state: AugLagState, tol=0.0):
     return jnp.all(state.g >= -tol)
 
 
-def run(solver: AugLag, state: AugLagState, max_outer, *, until_feasible: bool = True,
-        tol=0.0) -> AugLagState:
-    """Apply `solver.update` until all constraints hold or `max_outer` outer iterations are done.
+def run(solver: AugLag, state: AugLagState, max_outer: int, *, until_feasible: bool = True,
+        tol=0.0, progress: Callable | None = None, mesh=None) -> AugLagState:
+    """Apply `solver.step` until all constraints hold or `max_outer` outer iterations are done.
 
     Args:
       solver: from `augmented_lagrangian`.
-      state: from `solver.init` (or a previous `run`); the budget counts from `state.outer`.
-      max_outer: outer-iteration budget (may be traced: changing it does not recompile).
+      state: from `solver.init` (or a previous `run`); the budget counts from here.
+      max_outer: outer-iteration budget (a static Python int >= 1).
       until_feasible: stop as soon as every g_i >= -tol (the inverse-set paper's rule, checked
         before each iteration, so a feasible start does no work). False runs the whole budget,
         which is what convergence to a KKT point needs.
       tol: feasibility tolerance for the stopping test (0: exact).
+      progress: None or progress(outer iterations done, max_outer) on the host after each one.
+      mesh: passed to `jaxprobe.driver.run` (the state replicated on it).
 
     Returns:
       The final state; `state.outer` counts the outer iterations done.
     """
-    stop_at = state.outer + jnp.asarray(max_outer, jnp.int32)
-
-    def cond(s):
-        more = s.outer < stop_at
-        if until_feasible:
-            more = more & ~feasible(s, tol)
-        return more
-
-    return lax.while_loop(cond, solver.update, state)
+    until = (lambda s: feasible(s, tol)) if until_feasible else None
+    # One outer iteration is a long step (inner_steps gradient steps): with progress, one compiled
+    # step per chunk reports after each, and the program does not depend on the callback.
+    chunk = None if progress is None else 1
+    out = driver.run(solver, jax.random.key(0), state, max_outer, trace=None, until=until,
+                     progress=progress, chunk=chunk, mesh=mesh)
+    return out.state
