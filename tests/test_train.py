@@ -12,8 +12,8 @@ from jaxprobe.models.probe import Model
 from jaxprobe.train.data import Mnist, Split
 from jaxprobe.train.classifier import train_classifier
 from jaxprobe.train.dae import dae_quality, train_dae
-from jaxprobe.train.inverter import train_inverter
-from jaxprobe.train.wgan import train_wgan
+from jaxprobe.train.inverter import InverterSettings, train_inverter
+from jaxprobe.train.wgan import WGANSettings, train_wgan
 from jaxprobe.train.loop import EpochSampler
 from conftest import tiny_classifier, tiny_critic, tiny_generator
 
@@ -101,6 +101,40 @@ def test_inverter_lowers_reconstruction_loss(tmp_path):
                                    b2=0.999, image_weight=1.0, feature_weight=1.0, adversarial_weight=0.01,
                                    work_dir=tmp_path / "inv", progress=False)
     assert image_loss(gp) < 0.7 * image_loss(gen.params)
+
+
+def test_trainer_settings_defaults_are_the_recipes_and_unknown_names_are_refused(tmp_path):
+    """InverterSettings / WGANSettings default to the fc_generator / dcgan recipes' hyperparameters
+    (the seed aside); a keyword that is no setting, or options of the wrong type, is one JaxprobeError
+    line naming it, before any training."""
+    from jaxprobe import JaxprobeError
+    from jaxprobe.train.recipes import RECIPES
+
+    for cls, recipe in ((InverterSettings, "fc_generator"), (WGANSettings, "dcgan"), (WGANSettings, "dcgan2d")):
+        assert {k: v for k, v in cls()._asdict().items() if k != "seed"} == RECIPES[recipe]["hyper"], cls
+    gen, critic, clf = tiny_generator(latent_dim=4), tiny_critic(), tiny_classifier()
+    data = _toy_data(n=32)
+    with pytest.raises(JaxprobeError, match=r"^learning_rate, noise: not a setting of WGANSettings \(expected one of"):
+        train_wgan(gen, critic, data, work_dir=tmp_path / "w", learning_rate=1e-3, noise=0.1)
+    with pytest.raises(JaxprobeError, match=r"^n_critic: not a setting of InverterSettings"):
+        train_inverter(gen, critic, clf, "fc1", data, work_dir=tmp_path / "i", n_critic=5)
+    with pytest.raises(JaxprobeError, match="^options: expected a WGANSettings or None, got InverterSettings"):
+        train_wgan(gen, critic, data, InverterSettings(), work_dir=tmp_path / "w")
+    assert not (tmp_path / "w").exists() and not (tmp_path / "i").exists()
+
+
+def test_wgan_options_and_keywords_train_the_same(tmp_path):
+    """Settings given as a WGANSettings, as keywords, or as a WGANSettings with keywords replacing
+    some of its fields, are the same run."""
+    data, g, c = _toy_data(n=64), tiny_generator(latent_dim=4), tiny_critic()
+    kw = dict(seed=3, steps=2, batch_size=8, n_critic=2, gradient_penalty=5.0, lr=1e-3, b1=0.5, b2=0.9)
+    by_keywords, _, _ = train_wgan(g, c, data, work_dir=tmp_path / "a", progress=False, **kw)
+    by_options, _, _ = train_wgan(g, c, data, WGANSettings(**kw), work_dir=tmp_path / "b", progress=False)
+    mixed, _, _ = train_wgan(g, c, data, WGANSettings(**dict(kw, lr=0.5, seed=9)), work_dir=tmp_path / "c",
+                             progress=False, lr=1e-3, seed=3)
+    other_seed, _, _ = train_wgan(g, c, data, WGANSettings(**kw), work_dir=tmp_path / "d", progress=False, seed=4)
+    assert _leaves_equal(by_keywords, by_options) and _leaves_equal(by_keywords, mixed)
+    assert not _leaves_equal(by_keywords, other_seed)
 
 
 def test_train_rejects_bad_arguments(tmp_path):

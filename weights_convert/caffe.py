@@ -212,50 +212,109 @@ def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | No
         recorded in the manifest; for --prototxt networks only (a known arch records its own).
     Its manifest records the sources (path, sha256, format), the mapping and the preprocessing.
     """
-    if (prototxt is None) == (arch is None):
-        raise JaxprobeError("prototxt: give either a prototxt or a known --arch, not both or neither")
-    spec_arch = None
-    if arch is not None:
-        if arch not in mapping.CAFFE_ARCHITECTURES:
-            raise JaxprobeError(f"arch: unknown Caffe architecture {arch!r}; expected one of "
-                                f"{', '.join(sorted(mapping.CAFFE_ARCHITECTURES))}")
-        spec_arch = mapping.CAFFE_ARCHITECTURES[arch]
+    spec_arch = _known_arch(prototxt, arch)
     role = role or (spec_arch.role if spec_arch else "classifier")
     if role not in ("classifier", "generator", "critic"):
         raise JaxprobeError(f"role: expected classifier, generator or critic, got {role!r}")
     tensors = read_caffemodel(caffemodel)
     if spec_arch is not None:
-        from jaxprobe.models import archs_paper
-
-        kwargs = dict(spec_arch.kwargs, **spec_arch.infer(tensors))
-        text = {"caffenet": archs_paper.caffenet_prototxt, "deepsim_fc6": archs_paper.deepsim_prototxt}[arch](**kwargs)
-        spec = caffe_spec.parse_prototxt(text, f"<{arch}>")
-        architecture = {"builder": spec_arch.builder,
-                        "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
-        graphdef, abstract, names = mapping.abstract_network(spec_arch.builder, kwargs)
-        p = spec_arch.pixels
+        net = _arch_net(arch, spec_arch, tensors, caffemodel)
+        p = spec_arch.pixels  # the arch's convention fills in what was not given
         channels = channels or p["channels"]
         mean = mean if mean is not None else p.get("mean")
         scale = scale if scale is not None else p.get("scale", 1.0)
         value_range = value_range if value_range is not None else (p["low"], p["high"])
-        sources = [mapping.source_record(caffemodel, "caffemodel")]
     else:
-        spec = caffe_spec.read_prototxt(prototxt)
-        architecture = {"builder": "caffe_prototxt", "kwargs": {"prototxt": PROTOTXT_NAME}}
-        resolved = Path(prototxt).resolve()
-        graphdef, abstract, names = mapping.abstract_network("caffe_prototxt", {"prototxt": resolved.name},
-                                                             resolved.parent)
-        sources = [mapping.source_record(prototxt, "prototxt"), mapping.source_record(caffemodel, "caffemodel")]
+        net = _prototxt_net(prototxt, caffemodel)
+    spec = net.spec
     pixels = default_pixels(spec, channels, mean, 1.0 if scale is None else scale, value_range)
     tensors, bn_factors = batch_norm_statistics(spec, tensors)
-    state, records = mapping.map_weights(caffe_rules(spec), tensors, graphdef, abstract, names, legacy_shapes=True,
-                                         what=f"caffemodel {Path(caffemodel).name}")
-    input_shape = caffe_spec.input_shape(spec)
+    state, records = mapping.map_weights(caffe_rules(spec), tensors, net.graphdef, net.abstract, net.names,
+                                         legacy_shapes=True, what=f"caffemodel {Path(caffemodel).name}")
+    manifest = _manifest(net, arch, role, records, bn_factors)
+    if spec_arch is not None and spec_arch.latent:
+        manifest["latent"] = dict(mapping.resolve(spec_arch.latent, net.kwargs))
+    if spec_arch is not None and spec_arch.encoder:
+        manifest["encoder"] = dict(spec_arch.encoder)
+    if arch is None:
+        record = latent_record(latent, role, caffe_spec.input_shape(spec))
+        if record:
+            manifest["latent"] = record
+    elif latent is not None:
+        raise JaxprobeError(f"latent: --arch {arch} records its own latent prior; --latent is for --prototxt networks")
+    if role == "generator" and arch is None:
+        # The prototxt's input is a code: the convention given describes the output image.
+        shape = mapping.make_model("shape", net.graphdef, state, net.names, dict(manifest)).output_shape()
+        pixels = _output_pixels(shape, channels, mean, scale, value_range)
+    if pixels is not None:
+        manifest["pixels"] = pixels.to_dict()
+        manifest["preprocessing"] = {"channel_order": pixels.channels, "mean": list(pixels.mean),
+                                     "scale": pixels.scale, "range": [pixels.low, pixels.high]}
+    return mapping.make_model(name or Path(caffemodel).stem, net.graphdef, state, net.names, manifest)
+
+
+class _Net(NamedTuple):
+    """A Caffe network before its weights: its spec, the manifest's architecture record, the abstract
+    jaxprobe network (graphdef, abstract state, layer names), the source files' records and the
+    builder's keyword arguments (a known arch's; empty for a prototxt)."""
+
+    spec: caffe_spec.NetSpec
+    architecture: dict
+    graphdef: object
+    abstract: object
+    names: list
+    sources: list
+    kwargs: dict
+
+
+def _known_arch(prototxt, arch):
+    """The `mapping.CAFFE_ARCHITECTURES` entry of `arch` (None without one); exactly one of
+    `prototxt` and `arch` must be given."""
+    if (prototxt is None) == (arch is None):
+        raise JaxprobeError("prototxt: give either a prototxt or a known --arch, not both or neither")
+    if arch is None:
+        return None
+    if arch not in mapping.CAFFE_ARCHITECTURES:
+        raise JaxprobeError(f"arch: unknown Caffe architecture {arch!r}; expected one of "
+                            f"{', '.join(sorted(mapping.CAFFE_ARCHITECTURES))}")
+    return mapping.CAFFE_ARCHITECTURES[arch]
+
+
+def _arch_net(arch: str, spec_arch, tensors: dict, caffemodel) -> _Net:
+    """A known arch's network, its widths read off the caffemodel's `tensors`; the prototxt is the one
+    `jaxprobe.models.archs_paper` writes."""
+    from jaxprobe.models import archs_paper
+
+    kwargs = dict(spec_arch.kwargs, **spec_arch.infer(tensors))
+    text = {"caffenet": archs_paper.caffenet_prototxt, "deepsim_fc6": archs_paper.deepsim_prototxt}[arch](**kwargs)
+    spec = caffe_spec.parse_prototxt(text, f"<{arch}>")
+    architecture = {"builder": spec_arch.builder,
+                    "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+    graphdef, abstract, names = mapping.abstract_network(spec_arch.builder, kwargs)
+    return _Net(spec, architecture, graphdef, abstract, names, [mapping.source_record(caffemodel, "caffemodel")],
+                kwargs)
+
+
+def _prototxt_net(prototxt, caffemodel) -> _Net:
+    """The network of a user's deploy prototxt (built from the copy the model directory keeps)."""
+    spec = caffe_spec.read_prototxt(prototxt)
+    architecture = {"builder": "caffe_prototxt", "kwargs": {"prototxt": PROTOTXT_NAME}}
+    resolved = Path(prototxt).resolve()
+    graphdef, abstract, names = mapping.abstract_network("caffe_prototxt", {"prototxt": resolved.name},
+                                                         resolved.parent)
+    sources = [mapping.source_record(prototxt, "prototxt"), mapping.source_record(caffemodel, "caffemodel")]
+    return _Net(spec, architecture, graphdef, abstract, names, sources, {})
+
+
+def _manifest(net: _Net, arch, role: str, records, bn_factors) -> dict:
+    """The converted model's manifest: architecture, role, input shape, sources, Caffe names and the
+    weight mapping (`records`), with the batch-norm factors applied (if any)."""
+    spec = net.spec
     manifest = {
-        "architecture": architecture,
+        "architecture": net.architecture,
         "role": role,
-        "input_shape": list(input_shape),
-        "source": {"format": "caffe", "files": sources, "converter": "weights_convert.caffe",
+        "input_shape": list(caffe_spec.input_shape(spec)),
+        "source": {"format": "caffe", "files": net.sources, "converter": "weights_convert.caffe",
                    "architecture": arch or f"caffe prototxt {spec.name!r}"},
         "caffe": {"name": spec.name, "input": spec.input_name, "output": spec.layers[-1].name,
                   "softmax": spec.layers[-1].type == "Softmax"},
@@ -263,32 +322,19 @@ def caffe_model(prototxt, caffemodel, *, arch: str | None = None, role: str | No
     }
     if bn_factors:  # mean and variance blobs were multiplied by these (1 / blob 2)
         manifest["caffe"]["batch_norm_factors"] = bn_factors
-    if spec_arch is not None and spec_arch.latent:
-        manifest["latent"] = dict(mapping.resolve(spec_arch.latent, kwargs))
-    if spec_arch is not None and spec_arch.encoder:
-        manifest["encoder"] = dict(spec_arch.encoder)
-    if arch is None:
-        record = latent_record(latent, role, input_shape)
-        if record:
-            manifest["latent"] = record
-    elif latent is not None:
-        raise JaxprobeError(f"latent: --arch {arch} records its own latent prior; --latent is for --prototxt networks")
-    if role == "generator" and arch is None:
-        # The prototxt's input is a code: the convention given describes the output image.
-        shape = mapping.make_model("shape", graphdef, state, names, dict(manifest)).output_shape()
-        given = any(v is not None for v in (channels, mean, value_range)) or scale is not None
-        if len(shape) != 3 or shape[-1] not in (1, 3):
-            if given:
-                raise JaxprobeError(f"channels: the generator's output of shape {tuple(shape)} is not an image of 1 or "
-                                    "3 channels; --channels, --mean, --scale and --range describe an output image")
-            pixels = None
-        else:
-            pixels = pixel_convention(shape[-1], channels, mean, 1.0 if scale is None else scale, value_range)
-    if pixels is not None:
-        manifest["pixels"] = pixels.to_dict()
-        manifest["preprocessing"] = {"channel_order": pixels.channels, "mean": list(pixels.mean),
-                                     "scale": pixels.scale, "range": [pixels.low, pixels.high]}
-    return mapping.make_model(name or Path(caffemodel).stem, graphdef, state, names, manifest)
+    return manifest
+
+
+def _output_pixels(shape, channels, mean, scale, value_range):
+    """The pixel convention of a prototxt generator's output of `shape` (batch excluded): None when it
+    is not an image of 1 or 3 channels (then a convention given is an error)."""
+    given = any(v is not None for v in (channels, mean, value_range)) or scale is not None
+    if len(shape) != 3 or shape[-1] not in (1, 3):
+        if given:
+            raise JaxprobeError(f"channels: the generator's output of shape {tuple(shape)} is not an image of 1 or "
+                                "3 channels; --channels, --mean, --scale and --range describe an output image")
+        return None
+    return pixel_convention(shape[-1], channels, mean, 1.0 if scale is None else scale, value_range)
 
 
 def convert_caffe(prototxt, caffemodel, out, *, force: bool = False, **options):

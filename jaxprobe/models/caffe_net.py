@@ -116,104 +116,125 @@ def build(spec: NetSpec, *, rngs: nnx.Rngs) -> CaffeNetwork:
     shape = spec.input_shape  # Caffe order (C,H,W) or (D,)
     groups: list = []
     before: list = []
-
-    def hw(s):
-        return (s[1], s[2]) if len(s) == 3 else None
-
-    def image(what):
-        if len(shape) != 3:
-            raise JaxprobeError(f"prototxt: {what}: needs a C,H,W input, got a blob of shape {shape}")
-
     for s in spec.layers:
         t, what = s.type, f"layer {s.name!r} ({s.type})"
         if t in LEARNED:
-            if t == "InnerProduct":
-                fan_in = int(np.prod(shape))
-                mod = CaffeInnerProduct(fan_in, s.get("num_output"), s.get("bias"), before, rngs=rngs)
-                shape = (s.get("num_output"),)
-            else:
-                image(what)
-                c, h, w = shape
-                kernel, stride, pad, dil = s.get("kernel"), s.get("stride"), s.get("pad"), s.get("dilation")
-                group, out = s.get("group"), s.get("num_output")
-                if c % group:
-                    raise JaxprobeError(f"prototxt: {what}: group {group} does not divide the {c} input channels")
-                eff = [d * (k - 1) + 1 for d, k in zip(dil, kernel)]
-                if t == "Convolution":
-                    size = [(n + 2 * p - e) // st + 1 for n, p, e, st in zip((h, w), pad, eff, stride)]
-                    mod = CaffeConv(c, out, kernel, stride, pad, dil, group, s.get("bias"), before, rngs=rngs)
-                else:
-                    size = [(n - 1) * st + e - 2 * p for n, p, e, st in zip((h, w), pad, eff, stride)]
-                    mod = CaffeDeconv(c, out, kernel, stride, pad, dil, group, s.get("bias"), before, rngs=rngs)
-                if min(size) < 1:
-                    raise JaxprobeError(f"prototxt: {what}: output size {size} from input {h}x{w} is empty")
-                shape = (out, size[0], size[1])
+            mod, shape = _learned(s, shape, before, what, rngs)
             before = []  # ops before the first learned map run inside it (no taps of their own)
             groups.append(_Group(s, mod, shape[0], taps=[(s.name, -2)]))
-            continue
-        if t in NORMALIZATION:
+        elif t in NORMALIZATION:
             if not groups:
                 raise JaxprobeError(f"prototxt: {what}: a {t} before any learned layer; it must directly follow a "
                                     "Convolution, Deconvolution or InnerProduct")
             groups[-1].normalization(s, what)
-            continue
-        # parameter-free ops
-        op = None
-        if t == "Dropout":
-            op = "identity"
-        elif t in NONLINEAR:
-            if t == "ReLU":
-                slope = s.get("negative_slope")
-                op = Act("leaky_relu", slope) if slope else Act("relu")
-            else:
-                op = Act("sigmoid" if t == "Sigmoid" else "tanh")
-        elif t == "Pooling":
-            image(what)
-            op = CaffePool(s.get("mode"), s.get("kernel"), s.get("stride"), s.get("pad"), s.get("ceil"),
-                           s.get("global_pooling"))
-            if s.get("global_pooling"):
-                shape = (shape[0], 1, 1)
-            else:
-                try:
-                    oh, ow = (pool_pads(n, k, st, p, s.get("ceil"))[0]
-                              for n, k, st, p in zip(hw(shape), s.get("kernel"), s.get("stride"), s.get("pad")))
-                except JaxprobeError as e:
-                    raise JaxprobeError(f"prototxt: {what}: {e}") from None
-                if oh < 1 or ow < 1:
-                    raise JaxprobeError(f"prototxt: {what}: kernel {s.get('kernel')} does not fit {hw(shape)}")
-                shape = (shape[0], oh, ow)
-        elif t == "Upsample":
-            image(what)
-            op = Upsample(s.get("mode"), s.get("scale"), s.get("align_corners"))
-            shape = (shape[0], shape[1] * op.scale[0], shape[2] * op.scale[1])
-        elif t == "LRN":
-            image(what)
-            op = CaffeLRN(s.get("region"), s.get("local_size"), s.get("alpha"), s.get("beta"), s.get("k"))
-        elif t == "Softmax":
-            axis = s.get("axis")
-            if not (axis == 1 or (len(shape) == 1 and axis == -1) or (len(shape) == 3 and axis == -3)):
-                raise JaxprobeError(f"prototxt: {what}: only softmax over the channel axis (1) is supported")
-            op = Softmax()
-        elif t == "Flatten":
-            op = Flatten("CHW")
-            shape = (int(np.prod(shape)),)
-        elif t == "Reshape":
-            op, shape = _reshape(s, shape, what)
-        if not groups:
-            if op != "identity":
-                before.append(op)
-            continue
-        g = groups[-1]
-        if op == "identity":
-            g.taps.append((s.name, "last"))
-        elif isinstance(op, Act) and g.act is None and not g.after:
-            g.act = op
-            g.taps.append((s.name, 0))
         else:
-            g.after.append(op)
-            g.taps.append((s.name, len(g.after)))
+            op, shape = _parameter_free(s, shape, what)
+            if groups:
+                _attach(groups[-1], s.name, op)
+            elif op != "identity":
+                before.append(op)
     if before:
         raise JaxprobeError("prototxt: operations after the input but no learned layer follows them")
+    return _network(groups, rngs)
+
+
+def _image(shape, what) -> None:
+    """Refuse a layer that needs an image blob on a (D,) blob."""
+    if len(shape) != 3:
+        raise JaxprobeError(f"prototxt: {what}: needs a C,H,W input, got a blob of shape {shape}")
+
+
+def _learned(s, shape, before, what, rngs):
+    """(module, output shape) of an InnerProduct, Convolution or Deconvolution on a blob of `shape`,
+    running the parameter-free ops `before` first."""
+    t = s.type
+    if t == "InnerProduct":
+        fan_in = int(np.prod(shape))
+        return CaffeInnerProduct(fan_in, s.get("num_output"), s.get("bias"), before, rngs=rngs), (s.get("num_output"),)
+    _image(shape, what)
+    c, h, w = shape
+    kernel, stride, pad, dil = s.get("kernel"), s.get("stride"), s.get("pad"), s.get("dilation")
+    group, out = s.get("group"), s.get("num_output")
+    if c % group:
+        raise JaxprobeError(f"prototxt: {what}: group {group} does not divide the {c} input channels")
+    eff = [d * (k - 1) + 1 for d, k in zip(dil, kernel)]
+    if t == "Convolution":
+        size = [(n + 2 * p - e) // st + 1 for n, p, e, st in zip((h, w), pad, eff, stride)]
+        mod = CaffeConv(c, out, kernel, stride, pad, dil, group, s.get("bias"), before, rngs=rngs)
+    else:
+        size = [(n - 1) * st + e - 2 * p for n, p, e, st in zip((h, w), pad, eff, stride)]
+        mod = CaffeDeconv(c, out, kernel, stride, pad, dil, group, s.get("bias"), before, rngs=rngs)
+    if min(size) < 1:
+        raise JaxprobeError(f"prototxt: {what}: output size {size} from input {h}x{w} is empty")
+    return mod, (out, size[0], size[1])
+
+
+def _parameter_free(s, shape, what):
+    """(op, output shape) of a parameter-free layer on a blob of `shape`; the op is "identity" for
+    Dropout (inference) and None for a type that changes nothing here."""
+    t, op = s.type, None
+    if t == "Dropout":
+        op = "identity"
+    elif t in NONLINEAR:
+        if t == "ReLU":
+            slope = s.get("negative_slope")
+            op = Act("leaky_relu", slope) if slope else Act("relu")
+        else:
+            op = Act("sigmoid" if t == "Sigmoid" else "tanh")
+    elif t == "Pooling":
+        _image(shape, what)
+        op = CaffePool(s.get("mode"), s.get("kernel"), s.get("stride"), s.get("pad"), s.get("ceil"),
+                       s.get("global_pooling"))
+        shape = _pooled(s, shape, what)
+    elif t == "Upsample":
+        _image(shape, what)
+        op = Upsample(s.get("mode"), s.get("scale"), s.get("align_corners"))
+        shape = (shape[0], shape[1] * op.scale[0], shape[2] * op.scale[1])
+    elif t == "LRN":
+        _image(shape, what)
+        op = CaffeLRN(s.get("region"), s.get("local_size"), s.get("alpha"), s.get("beta"), s.get("k"))
+    elif t == "Softmax":
+        axis = s.get("axis")
+        if not (axis == 1 or (len(shape) == 1 and axis == -1) or (len(shape) == 3 and axis == -3)):
+            raise JaxprobeError(f"prototxt: {what}: only softmax over the channel axis (1) is supported")
+        op = Softmax()
+    elif t == "Flatten":
+        op = Flatten("CHW")
+        shape = (int(np.prod(shape)),)
+    elif t == "Reshape":
+        op, shape = _reshape(s, shape, what)
+    return op, shape
+
+
+def _pooled(s, shape, what):
+    """The (C, H, W) output shape of Pooling layer `s` on a blob of (C, H, W) `shape`."""
+    if s.get("global_pooling"):
+        return (shape[0], 1, 1)
+    try:
+        oh, ow = (pool_pads(n, k, st, p, s.get("ceil"))[0]
+                  for n, k, st, p in zip(shape[1:], s.get("kernel"), s.get("stride"), s.get("pad")))
+    except JaxprobeError as e:
+        raise JaxprobeError(f"prototxt: {what}: {e}") from None
+    if oh < 1 or ow < 1:
+        raise JaxprobeError(f"prototxt: {what}: kernel {s.get('kernel')} does not fit {shape[1], shape[2]}")
+    return (shape[0], oh, ow)
+
+
+def _attach(g: _Group, name: str, op) -> None:
+    """Add parameter-free `op` (layer `name`) to group `g`: an identity only taps the group's last
+    output, the first activation right after the learned map is the group's own, others run after it."""
+    if op == "identity":
+        g.taps.append((name, "last"))
+    elif isinstance(op, Act) and g.act is None and not g.after:
+        g.act = op
+        g.taps.append((name, 0))
+    else:
+        g.after.append(op)
+        g.taps.append((name, len(g.after)))
+
+
+def _network(groups, rngs) -> CaffeNetwork:
+    """The CaffeNetwork of the groups, each Caffe layer name tapping (group index, stage)."""
     layers, names, taps = [], [], []
     for i, g in enumerate(groups, 1):
         layers.append(g.layer(rngs))

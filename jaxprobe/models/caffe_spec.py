@@ -130,98 +130,126 @@ def check_limits(spec: NetSpec) -> None:
     """
     if len(spec.layers) > MAX_LAYERS:
         raise JaxprobeError(f"the net has {len(spec.layers)} layers, over the limit of {MAX_LAYERS}")
-
-    def check_shape(where, shape):
-        if any(d > MAX_DIM for d in shape):
-            raise JaxprobeError(f"{where}: blob shape {list(shape)} has a dimension over the limit of {MAX_DIM:,}")
-        n = math.prod(shape)
-        if n > MAX_ELEMENTS:
-            raise JaxprobeError(f"{where}: blob shape {list(shape)} holds {n:,} values per sample "
-                                f"({4 * n:,} bytes as float32), over the limit of {MAX_ELEMENTS:,}")
-
     shape = tuple(int(d) for d in spec.input_shape)
-    check_shape(f"input {spec.input_name!r}", shape)
+    _check_blob(f"input {spec.input_name!r}", shape)
     for s in spec.layers:
-        what, get = f"layer {s.name!r} ({s.type})", s.get
-        image = len(shape) == 3
-        if s.type in ("Convolution", "Deconvolution"):
-            if not image:
-                return
-            c, h, w = shape
-            kernel, stride, pad, dil = get("kernel"), get("stride"), get("pad"), get("dilation")
-            eff = [d * (k - 1) + 1 for d, k in zip(dil, kernel)]
-            params = get("num_output") * (c // get("group") if c % get("group") == 0 else c) * kernel[0] * kernel[1]
-            if params > MAX_PARAMETERS:
-                raise JaxprobeError(f"{what}: {params:,} weights, over the limit of {MAX_PARAMETERS:,}")
-            if s.type == "Convolution":
-                for n, p, e in zip((h, w), pad, eff):
-                    if e > n + 2 * p:
-                        raise JaxprobeError(f"{what}: the window {e} (kernel {list(kernel)}, dilation {list(dil)}) "
-                                            f"is larger than the padded input {n} + 2*{p}")
-                size = [(n + 2 * p - e) // st + 1 for n, p, e, st in zip((h, w), pad, eff, stride)]
-            else:
-                size = [(n - 1) * st + e - 2 * p for n, p, e, st in zip((h, w), pad, eff, stride)]
-            if min(size) < 1:
-                return
-            shape = (get("num_output"), size[0], size[1])
-        elif s.type == "InnerProduct":
-            params = math.prod(shape) * get("num_output")
-            if params > MAX_PARAMETERS:
-                raise JaxprobeError(f"{what}: {params:,} weights, over the limit of {MAX_PARAMETERS:,}")
-            shape = (get("num_output"),)
-        elif s.type == "Pooling":
-            if not image:
-                return
-            if get("global_pooling"):
-                shape = (shape[0], 1, 1)
-            else:
-                size = []
-                for n, k, st, p in zip(shape[1:], get("kernel"), get("stride"), get("pad")):
-                    if k > n + 2 * p:
-                        raise JaxprobeError(f"{what}: kernel {list(get('kernel'))} is larger than the padded input "
-                                            f"{list(shape[1:])} + 2*{list(get('pad'))}")
-                    num = n + 2 * p - k
-                    size.append((-(-num // st) if get("ceil") else num // st) + 1)
-                shape = (shape[0], *size)
-        elif s.type == "LRN":
-            if not image:
-                return
-            if get("region") == "ACROSS_CHANNELS" and get("local_size") > shape[0]:
-                raise JaxprobeError(f"{what}: local_size {get('local_size')} is wider than the {shape[0]} channels "
-                                    "of its input")
-            if get("region") == "WITHIN_CHANNEL" and get("local_size") > 2 * max(shape[1:]) + 1:
-                raise JaxprobeError(f"{what}: local_size {get('local_size')} is wider than its padded "
-                                    f"{shape[1]}x{shape[2]} input")
-        elif s.type == "Upsample":
-            scale = get("scale")
-            if max(scale) > MAX_UPSAMPLE:
-                raise JaxprobeError(f"{what}: scale {list(scale)} over the limit of {MAX_UPSAMPLE} per axis")
-            if not image:
-                return
-            shape = (shape[0], shape[1] * scale[0], shape[2] * scale[1])
-        elif s.type == "Flatten":
-            shape = (math.prod(shape),)
-        elif s.type == "Reshape":
-            raw = get("shape")
-            if any(abs(d) > MAX_ELEMENTS for d in raw):
-                raise JaxprobeError(f"{what}: reshape dims {list(raw)} over the limit of {MAX_ELEMENTS:,}")
-            # the builder's rule (0 copies the input's dimension, one -1 is inferred); what it
-            # refuses ends the propagation
-            if len(raw) < 2 or any(d == 0 and i > len(shape) for i, d in enumerate(raw)):
-                return
-            dims = [shape[i - 1] if d == 0 else d for i, d in enumerate(raw)][1:]
-            total = math.prod(shape)
-            if dims.count(-1) > 1 or any(d < -1 or d == 0 for d in dims):
-                return
-            if -1 in dims:
-                known = math.prod(d for d in dims if d != -1)
-                if total % known:
-                    return
-                dims[dims.index(-1)] = total // known
-            if math.prod(dims) != total or len(dims) not in (1, 3):
-                return
-            shape = tuple(dims)
-        check_shape(what, shape)
+        what = f"layer {s.name!r} ({s.type})"
+        rule = _LIMIT_RULES.get(s.type)
+        shape = rule(s, shape, what) if rule else shape
+        if shape is None:
+            return
+        _check_blob(what, shape)
+
+
+def _check_blob(where: str, shape: tuple) -> None:
+    """Refuse a blob (batch excluded) with a dimension over MAX_DIM or over MAX_ELEMENTS values."""
+    if any(d > MAX_DIM for d in shape):
+        raise JaxprobeError(f"{where}: blob shape {list(shape)} has a dimension over the limit of {MAX_DIM:,}")
+    n = math.prod(shape)
+    if n > MAX_ELEMENTS:
+        raise JaxprobeError(f"{where}: blob shape {list(shape)} holds {n:,} values per sample "
+                            f"({4 * n:,} bytes as float32), over the limit of {MAX_ELEMENTS:,}")
+
+
+# check_limits' rules: each takes (layer, input blob shape, the layer's name for errors), refuses a
+# size over a limit, and returns the output blob shape, or None where the builder will refuse the
+# layer (which ends the propagation). A type without a rule keeps the shape.
+
+def _conv_limits(s, shape, what):
+    if len(shape) != 3:
+        return None
+    get = s.get
+    c, h, w = shape
+    kernel, stride, pad, dil = get("kernel"), get("stride"), get("pad"), get("dilation")
+    eff = [d * (k - 1) + 1 for d, k in zip(dil, kernel)]
+    params = get("num_output") * (c // get("group") if c % get("group") == 0 else c) * kernel[0] * kernel[1]
+    if params > MAX_PARAMETERS:
+        raise JaxprobeError(f"{what}: {params:,} weights, over the limit of {MAX_PARAMETERS:,}")
+    if s.type == "Convolution":
+        for n, p, e in zip((h, w), pad, eff):
+            if e > n + 2 * p:
+                raise JaxprobeError(f"{what}: the window {e} (kernel {list(kernel)}, dilation {list(dil)}) "
+                                    f"is larger than the padded input {n} + 2*{p}")
+        size = [(n + 2 * p - e) // st + 1 for n, p, e, st in zip((h, w), pad, eff, stride)]
+    else:
+        size = [(n - 1) * st + e - 2 * p for n, p, e, st in zip((h, w), pad, eff, stride)]
+    return None if min(size) < 1 else (get("num_output"), size[0], size[1])
+
+
+def _inner_product_limits(s, shape, what):
+    params = math.prod(shape) * s.get("num_output")
+    if params > MAX_PARAMETERS:
+        raise JaxprobeError(f"{what}: {params:,} weights, over the limit of {MAX_PARAMETERS:,}")
+    return (s.get("num_output"),)
+
+
+def _pooling_limits(s, shape, what):
+    get = s.get
+    if len(shape) != 3:
+        return None
+    if get("global_pooling"):
+        return (shape[0], 1, 1)
+    size = []
+    for n, k, st, p in zip(shape[1:], get("kernel"), get("stride"), get("pad")):
+        if k > n + 2 * p:
+            raise JaxprobeError(f"{what}: kernel {list(get('kernel'))} is larger than the padded input "
+                                f"{list(shape[1:])} + 2*{list(get('pad'))}")
+        num = n + 2 * p - k
+        size.append((-(-num // st) if get("ceil") else num // st) + 1)
+    return (shape[0], *size)
+
+
+def _lrn_limits(s, shape, what):
+    get = s.get
+    if len(shape) != 3:
+        return None
+    if get("region") == "ACROSS_CHANNELS" and get("local_size") > shape[0]:
+        raise JaxprobeError(f"{what}: local_size {get('local_size')} is wider than the {shape[0]} channels "
+                            "of its input")
+    if get("region") == "WITHIN_CHANNEL" and get("local_size") > 2 * max(shape[1:]) + 1:
+        raise JaxprobeError(f"{what}: local_size {get('local_size')} is wider than its padded "
+                            f"{shape[1]}x{shape[2]} input")
+    return shape
+
+
+def _upsample_limits(s, shape, what):
+    scale = s.get("scale")
+    if max(scale) > MAX_UPSAMPLE:
+        raise JaxprobeError(f"{what}: scale {list(scale)} over the limit of {MAX_UPSAMPLE} per axis")
+    if len(shape) != 3:
+        return None
+    return (shape[0], shape[1] * scale[0], shape[2] * scale[1])
+
+
+def _flatten_limits(s, shape, what):
+    return (math.prod(shape),)
+
+
+def _reshape_limits(s, shape, what):
+    raw = s.get("shape")
+    if any(abs(d) > MAX_ELEMENTS for d in raw):
+        raise JaxprobeError(f"{what}: reshape dims {list(raw)} over the limit of {MAX_ELEMENTS:,}")
+    # the builder's rule (0 copies the input's dimension, one -1 is inferred); what it
+    # refuses ends the propagation
+    if len(raw) < 2 or any(d == 0 and i > len(shape) for i, d in enumerate(raw)):
+        return None
+    dims = [shape[i - 1] if d == 0 else d for i, d in enumerate(raw)][1:]
+    total = math.prod(shape)
+    if dims.count(-1) > 1 or any(d < -1 or d == 0 for d in dims):
+        return None
+    if -1 in dims:
+        known = math.prod(d for d in dims if d != -1)
+        if total % known:
+            return None
+        dims[dims.index(-1)] = total // known
+    if math.prod(dims) != total or len(dims) not in (1, 3):
+        return None
+    return tuple(dims)
+
+
+_LIMIT_RULES = {"Convolution": _conv_limits, "Deconvolution": _conv_limits, "InnerProduct": _inner_product_limits,
+                "Pooling": _pooling_limits, "LRN": _lrn_limits, "Upsample": _upsample_limits,
+                "Flatten": _flatten_limits, "Reshape": _reshape_limits}
 
 
 def input_shape(spec: NetSpec) -> tuple:

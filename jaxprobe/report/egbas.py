@@ -139,34 +139,46 @@ def plane_figure(gen2, r, lim: float = 3.0, side: int = 256, zoom_side: int = 12
     """Figures 2-5 of the paper for a 2-D latent generator at layer r.layer (see module docstring):
     (Figure, {"selected_boundaries_in_zoom", "walls_in_zoom"})."""
     plt = pyplot()
-    from matplotlib.collections import LineCollection
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Circle, Patch, Rectangle
+    from matplotlib.patches import Patch
 
-    params, l, v = gen2.params, r.layer, r.v_star
     z0 = r.query.reshape(-1)
     nodes = r.samples.reshape(len(r.samples), -1)
     rej = r.rejected.reshape(len(r.rejected), z0.size)  # (0, 2) when nothing was rejected
+    lo, hi = _zoom_box(np.concatenate([nodes, rej, z0[None]]))
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), dpi=100)
+    _whole_plane(axes[0], gen2, r, lim, side, lo, hi)
+    crossing, walls = _zoom(axes[1], gen2, r, lo, hi, zoom_side)
+    handles = axes[1].get_legend_handles_labels()[0] + [Patch(color=plt.get_cmap("Blues")(1 / 3), label="GR_V*")]
+    axes[1].legend(handles=handles, fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig, {"selected_boundaries_in_zoom": crossing, "walls_in_zoom": walls}
 
-    # (a) the whole plane: cells of the selected units' sign pattern, GR_V* bright.
-    axis = np.linspace(-lim, lim, side, dtype=np.float32)
-    plane = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
-    ids, margin = plane_fields(gen2, params, plane, l, v)
-    _, cell = np.unique(ids, return_inverse=True)
-    colours = np.random.default_rng(0).random((cell.max() + 1, 3)) * 0.35 + 0.55
-    img = colours[cell]
-    img[margin >= 0] = (0.35, 0.55, 1.0)
-    ax = axes[0]
-    ax.imshow(img.reshape(side, side, 3), origin="lower", extent=(-lim, lim, -lim, lim), interpolation="nearest")
-    ax.plot(*z0, "r*", ms=12, mec="k")
-    pts = np.concatenate([nodes, rej, z0[None]])
+
+def _zoom_box(pts):
+    """(lo, hi) corners of the zoom: the square around `pts` (N, 2) with a 15% margin (at least 0.06)."""
     lo, hi = pts.min(0), pts.max(0)
     pad = 0.15 * max(float((hi - lo).max()), 0.4)
     lo, hi = lo - pad, hi + pad
     half = 0.5 * float((hi - lo).max())
     mid = 0.5 * (lo + hi)
-    lo, hi = mid - half, mid + half
+    return mid - half, mid + half
+
+
+def _whole_plane(ax, gen2, r, lim, side, lo, hi):
+    """Panel (a), the whole plane: cells of the selected units' sign pattern, GR_V* bright, the zoom's box."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch, Rectangle
+
+    l, v, z0 = r.layer, r.v_star, r.query.reshape(-1)
+    axis = np.linspace(-lim, lim, side, dtype=np.float32)
+    plane = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
+    ids, margin = plane_fields(gen2, gen2.params, plane, l, v)
+    _, cell = np.unique(ids, return_inverse=True)
+    colours = np.random.default_rng(0).random((cell.max() + 1, 3)) * 0.35 + 0.55
+    img = colours[cell]
+    img[margin >= 0] = (0.35, 0.55, 1.0)
+    ax.imshow(img.reshape(side, side, 3), origin="lower", extent=(-lim, lim, -lim, lim), interpolation="nearest")
+    ax.plot(*z0, "r*", ms=12, mec="k")
     ax.add_patch(Rectangle(lo, *(hi - lo), fill=False, ec="k", lw=1))
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="z[0]", ylabel="z[1]")
     ax.set_title(f"SSGBS cells at layer {l} ({int(np.count_nonzero(v))}/{v.size} units selected);\n"
@@ -176,13 +188,20 @@ def plane_figure(gen2, r, lim: float = 3.0, side: int = 256, zoom_side: int = 12
                        Line2D([], [], color="r", marker="*", ms=10, mec="k", ls="", label="query"),
                        Patch(fill=False, ec="k", label="zoomed at right")], fontsize=7, loc="lower right")
 
-    # (b) the zoom: GR_V*, the selected boundaries that delimit it, the tree, rejected points and
-    # the eps balls.
-    ax = axes[1]
+
+def _zoom(ax, gen2, r, lo, hi, zoom_side):
+    """Panel (b), the zoom: GR_V*, the selected boundaries that delimit it, the tree, rejected points
+    and the eps balls; returns (selected boundaries crossing the view, walls drawn)."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.patches import Circle, Rectangle
+
+    v, z0 = r.v_star, r.query.reshape(-1)
+    nodes = r.samples.reshape(len(r.samples), -1)
+    rej = r.rejected.reshape(len(r.rejected), z0.size)
     za = np.linspace(lo[0], hi[0], zoom_side, dtype=np.float32)
     zb = np.linspace(lo[1], hi[1], zoom_side, dtype=np.float32)
     grid = np.stack(np.meshgrid(za, zb), -1).reshape(-1, 2)
-    h, _ = selected_values(gen2, params, grid, l, v)
+    h, _ = selected_values(gen2, gen2.params, grid, r.layer, v)
     vh = h.reshape(zoom_side, zoom_side, -1) * np.asarray(v).reshape(-1)[np.flatnonzero(v)]
     # With no unit selected (an empty V*) the region is the whole plane and nothing walls it in;
     # `initial` keeps the reductions defined over the zero selected units.
@@ -191,14 +210,7 @@ def plane_figure(gen2, r, lim: float = 3.0, side: int = 256, zoom_side: int = 12
               interpolation="nearest", alpha=0.9)
     crossing = int(np.count_nonzero((vh.min(axis=(0, 1), initial=np.inf) < 0)
                                     & (vh.max(axis=(0, 1), initial=-np.inf) > 0)))
-    # The region's own walls: at grid points just outside GR_V* (next to a member), the most
-    # violated selected unit. Contouring every crossing boundary (hundreds) took seconds.
-    near = np.zeros_like(member)
-    near[1:] |= member[:-1]
-    near[:-1] |= member[1:]
-    near[:, 1:] |= member[:, :-1]
-    near[:, :-1] |= member[:, 1:]
-    walls = np.unique(np.argmin(vh[near & ~member], axis=1)) if vh.shape[2] else np.zeros(0, int)
+    walls = _walls(vh, member)
     for i in walls:  # one zero contour per wall
         ax.contour(za, zb, vh[:, :, i], levels=[0.0], colors="0.25", linewidths=0.9)
     parents = r.tree.accepted_parents()
@@ -216,10 +228,18 @@ def plane_figure(gen2, r, lim: float = 3.0, side: int = 256, zoom_side: int = 12
     ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xlabel="z[0]", ylabel="z[1]", aspect="equal")
     ax.set_title(f"GB-RRT in GR_V* (delta {PLANE['delta']}); lines: the {len(walls)} selected\n"
                  f"boundaries that wall it in view ({crossing} cross the view)", fontsize=9)
-    handles = ax.get_legend_handles_labels()[0] + [Patch(color=plt.get_cmap("Blues")(1 / 3), label="GR_V*")]
-    ax.legend(handles=handles, fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig, {"selected_boundaries_in_zoom": crossing, "walls_in_zoom": int(len(walls))}
+    return crossing, int(len(walls))
+
+
+def _walls(vh, member):
+    """The selected units walling GR_V* in: at grid points just outside it (next to a member), the
+    most violated one. Contouring every crossing boundary (hundreds) took seconds."""
+    near = np.zeros_like(member)
+    near[1:] |= member[:-1]
+    near[:-1] |= member[1:]
+    near[:, 1:] |= member[:, :-1]
+    near[:, :-1] |= member[:, 1:]
+    return np.unique(np.argmin(vh[near & ~member], axis=1)) if vh.shape[2] else np.zeros(0, int)
 
 
 def egbas_section(ctx) -> Section:

@@ -171,9 +171,31 @@ def foundation_section(ctx) -> Section:
     out = ctx.out_dir
     clf, gen, gen2, inv = (ctx.model(n) for n in ("classifier", "dcgan", "dcgan2d", "fc_generator"))
     results, figures, rows = {}, [], []
+    _generator_grids(out, gen, gen2, ctx.key("dcgan samples"), figures)
+    _layer1_regions(out, gen2, figures, results)
+    _reconstructions(out, clf, inv, figures, rows, results)
 
-    # Generators' samples, on the canonical [0, 1] scale.
-    z = gen.sample_prior(ctx.key("dcgan samples"), 64)
+    from jaxprobe.train.quality import generator_quality
+
+    for name, g in (("dcgan", gen), ("dcgan2d", gen2)):
+        q = generator_quality(g, clf, ctx.key(f"{name} quality"), n=1000)
+        results[f"{name}_quality"] = q
+        rows.append((f"{name}: mean max class probability (1000 samples)", f"{q['mean_max_prob']:.3f}"))
+        rows.append((f"{name}: rarest digit's share", f"{q['min_digit_fraction']:.3f}"))
+    results["models"] = {m.name: {"layers": list(m.layer_names),
+                                  "training": m.manifest.get("training", {}).get("command")}
+                         for m in (clf, gen, gen2, inv)}
+    return Section("models", "Default models", render("models.html.j2", rows=rows), figures, results,
+                   models_conclusion(results))
+
+
+# foundation_section's parts: each saves its figures into `out` and appends their (file, caption)
+# to `figures`, its table rows to `rows` and its figures to `results`.
+
+def _generator_grids(out, gen, gen2, key, figures: list) -> None:
+    """64 dcgan samples (latents from `key`) and dcgan2d's output over a 12 x 12 latent grid, on the
+    canonical [0, 1] scale."""
+    z = gen.sample_prior(key, 64)
     images = CANONICAL.from_canonical(gen.pixels.to_canonical(jax.jit(gen.forward)(gen.params, z)))
     save_grid(out / "dcgan_samples.png", images, 8, "dcgan: 64 samples from N(0, I)")
     figures.append(("dcgan_samples.png", "64 dcgan images from random latent vectors: they should look like "
@@ -188,6 +210,10 @@ def foundation_section(ctx) -> Section:
     figures.append(("dcgan2d_manifold.png", "dcgan2d's output over a 12 x 12 grid of its 2-D latent plane: "
                                             "neighbouring images should morph smoothly from one digit into another"))
 
+
+def _layer1_regions(out, gen2, figures: list, results: dict) -> None:
+    """dcgan2d's latent plane [-3, 3]^2 split into its layer-1 activation regions; where they are
+    finer than the grid, the count of active units and a zoom where single regions show."""
     side, lim = 200, 3.0
     axis = np.linspace(-lim, lim, side, dtype=np.float32)
     plane = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
@@ -196,15 +222,7 @@ def foundation_section(ctx) -> Section:
     counts = zoom = None
     if regions > RESOLVED * len(ids):  # too fine to see: a count map, and a zoom where regions show
         counts = active_counts(gen2, gen2.params, plane, 1)
-        cx, cy, width = quiet_window(ids, side, (-lim, lim, -lim, lim))
-        for _ in range(4):  # halve the window until its regions show (at most RESOLVED of its points)
-            zx = np.linspace(cx - width / 2, cx + width / 2, side, dtype=np.float32)
-            zy = np.linspace(cy - width / 2, cy + width / 2, side, dtype=np.float32)
-            zids = activation_pattern_ids(gen2, gen2.params, np.stack(np.meshgrid(zx, zy), -1).reshape(-1, 2), 1)
-            if len(np.unique(zids)) <= RESOLVED * len(zids):
-                break
-            width /= 2
-        zoom = (zids, (float(zx[0]), float(zx[-1]), float(zy[0]), float(zy[-1])), side)
+        zoom = _resolved_zoom(gen2, ids, side, lim)
     plots.save_figure(regions_figure(ids, (-lim, lim, -lim, lim), side, counts=counts, zoom=zoom),
                       out / "dcgan2d_layer1_regions.png")
     figures.append(("dcgan2d_layer1_regions.png",
@@ -217,41 +235,44 @@ def foundation_section(ctx) -> Section:
     if zoom is not None:
         results["dcgan2d_layer1_zoom"] = {"extent": list(zoom[1]), "regions_in_view": int(len(np.unique(zoom[0])))}
 
-    # The fc generator inverts the classifier's fc1 features: x, then G(E(x)).
+
+def _resolved_zoom(gen2, ids, side: int, lim: float):
+    """(region ids, extent, side) of a side x side window of the plane, centred where the regions are
+    fewest and halved (at most 4 times) until its regions show (at most RESOLVED of its points)."""
+    cx, cy, width = quiet_window(ids, side, (-lim, lim, -lim, lim))
+    for _ in range(4):
+        zx = np.linspace(cx - width / 2, cx + width / 2, side, dtype=np.float32)
+        zy = np.linspace(cy - width / 2, cy + width / 2, side, dtype=np.float32)
+        zids = activation_pattern_ids(gen2, gen2.params, np.stack(np.meshgrid(zx, zy), -1).reshape(-1, 2), 1)
+        if len(np.unique(zids)) <= RESOLVED * len(zids):
+            break
+        width /= 2
+    return zids, (float(zx[0]), float(zx[-1]), float(zy[0]), float(zy[-1])), side
+
+
+def _reconstructions(out, clf, inv, figures: list, rows: list, results: dict) -> None:
+    """The fc generator inverts the classifier's fc1 features: x, then G(E(x)), on MNIST test digits,
+    with the classifier's accuracy on both (skipped, and said in `results`, without MNIST)."""
     try:
         from jaxprobe.train.data import load_mnist
 
         test = load_mnist().test
         x, y = test.images, test.labels
     except JaxprobeError as e:
-        x = y = None
         results["mnist"] = f"unavailable ({e})"
-    if x is not None:
-        from jaxprobe.train.quality import classifier_accuracy, reconstruction_accuracy
+        return
+    from jaxprobe.train.quality import classifier_accuracy, reconstruction_accuracy
 
-        layer = inv.manifest["encoder"]["layer"]
-        results["classifier_test_accuracy"] = classifier_accuracy(clf, x, y)
-        results["fc_generator_reconstruction_accuracy"] = reconstruction_accuracy(inv, clf, layer, x[:2000], y[:2000])
-        codes = clf.activation(clf.params, x[:16], layer)
-        recon = inv.pixels.to_canonical(jax.jit(inv.forward)(inv.params, codes))
-        save_grid(out / "fc_generator_reconstructions.png", np.concatenate([x[:16], recon]), 16,
-                  "MNIST test digits (top) and fc_generator(E(x)) (bottom)")
-        figures.append(("fc_generator_reconstructions.png", "16 test digits (top) and fc_generator's image of "
-                                                            "their classifier features (bottom): each pair should "
-                                                            "show the same digit"))
-        rows.append(("classifier test accuracy (10000 test digits)", f"{results['classifier_test_accuracy']:.4f}"))
-        rows.append(("classifier accuracy on fc_generator(E(x)) (2000 test digits)",
-                     f"{results['fc_generator_reconstruction_accuracy']:.4f}"))
-
-    from jaxprobe.train.quality import generator_quality
-
-    for name, g in (("dcgan", gen), ("dcgan2d", gen2)):
-        q = generator_quality(g, clf, ctx.key(f"{name} quality"), n=1000)
-        results[f"{name}_quality"] = q
-        rows.append((f"{name}: mean max class probability (1000 samples)", f"{q['mean_max_prob']:.3f}"))
-        rows.append((f"{name}: rarest digit's share", f"{q['min_digit_fraction']:.3f}"))
-    results["models"] = {m.name: {"layers": list(m.layer_names),
-                                  "training": m.manifest.get("training", {}).get("command")}
-                         for m in (clf, gen, gen2, inv)}
-    return Section("models", "Default models", render("models.html.j2", rows=rows), figures, results,
-                   models_conclusion(results))
+    layer = inv.manifest["encoder"]["layer"]
+    results["classifier_test_accuracy"] = classifier_accuracy(clf, x, y)
+    results["fc_generator_reconstruction_accuracy"] = reconstruction_accuracy(inv, clf, layer, x[:2000], y[:2000])
+    codes = clf.activation(clf.params, x[:16], layer)
+    recon = inv.pixels.to_canonical(jax.jit(inv.forward)(inv.params, codes))
+    save_grid(out / "fc_generator_reconstructions.png", np.concatenate([x[:16], recon]), 16,
+              "MNIST test digits (top) and fc_generator(E(x)) (bottom)")
+    figures.append(("fc_generator_reconstructions.png", "16 test digits (top) and fc_generator's image of "
+                                                        "their classifier features (bottom): each pair should "
+                                                        "show the same digit"))
+    rows.append(("classifier test accuracy (10000 test digits)", f"{results['classifier_test_accuracy']:.4f}"))
+    rows.append(("classifier accuracy on fc_generator(E(x)) (2000 test digits)",
+                 f"{results['fc_generator_reconstruction_accuracy']:.4f}"))

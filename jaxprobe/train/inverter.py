@@ -9,6 +9,8 @@ its weight does not depend on the classifier's feature scale.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -16,14 +18,36 @@ from flax import nnx
 
 from jaxprobe.models.pixels import convert_pixels
 from jaxprobe.train.loop import EpochSampler, run
+from jaxprobe.train.settings import with_settings
 
 
-def train_inverter(generator, discriminator, encoder, layer, data, *, seed: int, steps: int, batch_size: int,
-                   lr: float, b1: float, b2: float, image_weight: float, feature_weight: float,
-                   adversarial_weight: float, work_dir, progress: bool = True):
-    """Returns ((generator params, discriminator params), history, wall seconds)."""
+class InverterSettings(NamedTuple):
+    """`train_inverter`'s hyperparameters; the defaults are the "fc_generator" recipe's
+    (`jaxprobe.train.recipes.RECIPES`)."""
+
+    seed: int = 0  # seeds the data order
+    steps: int = 2000  # generator (and discriminator) updates
+    batch_size: int = 64
+    lr: float = 2e-4  # Adam's learning rate, for both networks
+    b1: float = 0.5  # Adam's first-moment decay
+    b2: float = 0.999  # Adam's second-moment decay
+    image_weight: float = 1.0  # weight of ||G(h) - x||^2 (x in [-1, 1])
+    feature_weight: float = 1.0  # weight of ||E(G(h)) - h||^2 / mean(h^2)
+    adversarial_weight: float = 0.01  # weight of softplus(-D(G(h)))
+
+
+def train_inverter(generator, discriminator, encoder, layer, data, options: InverterSettings | None = None, *,
+                   work_dir, progress: bool = True, **settings):
+    """Train `generator` to invert `encoder`'s features at `layer` (the module docstring's loss)
+    against `discriminator`, on `data.train.images` ([0, 1], (N, 28, 28, 1)).
+
+    `options` (default `InverterSettings()`) with any of its fields replaced by `settings` (an
+    unknown name is a JaxprobeError); `work_dir` holds resumable checkpoints.
+    Returns ((generator params, discriminator params), history, wall seconds)."""
+    s = with_settings(InverterSettings, options, settings)
+    image_weight, feature_weight, adversarial_weight = s.image_weight, s.feature_weight, s.adversarial_weight
     gdef, ddef = generator.graphdef, discriminator.graphdef
-    tx_g, tx_d = optax.adam(lr, b1, b2), optax.adam(lr, b1, b2)
+    tx_g, tx_d = optax.adam(s.lr, s.b1, s.b2), optax.adam(s.lr, s.b1, s.b2)
     state = {"g": generator.params, "d": discriminator.params, "og": tx_g.init(generator.params),
              "od": tx_d.init(discriminator.params)}
     enc_params = encoder.params
@@ -62,7 +86,7 @@ def train_inverter(generator, discriminator, encoder, layer, data, *, seed: int,
         return ({"g": g, "d": optax.apply_updates(state["d"], updates), "og": og, "od": od},
                 {"image": image, "feature": feature, "d_loss": dl})
 
-    sampler = EpochSampler(len(data.train.labels), batch_size, seed)
-    state, history, wall = run(state, step, lambda i: data.train.images[sampler.indices(i)], steps, work_dir,
+    sampler = EpochSampler(len(data.train.labels), s.batch_size, s.seed)
+    state, history, wall = run(state, step, lambda i: data.train.images[sampler.indices(i)], s.steps, work_dir,
                                desc="fc_generator", progress=progress)
     return (state["g"], state["d"]), history, wall

@@ -6,22 +6,44 @@ of real and generated images, n_critic critic steps per generator step, Adam(b1=
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
 from jaxprobe.train.loop import EpochSampler, run
+from jaxprobe.train.settings import with_settings
 
 
-def train_wgan(generator, critic, data, *, seed: int, steps: int, batch_size: int, n_critic: int,
-               gradient_penalty: float, lr: float, b1: float, b2: float, work_dir, progress: bool = True):
-    """Train (generator, critic) on MNIST scaled to [-1, 1]; returns ((g, c) params, history, wall)."""
+class WGANSettings(NamedTuple):
+    """`train_wgan`'s hyperparameters; the defaults are the "dcgan" recipe's
+    (`jaxprobe.train.recipes.RECIPES`), the optimizer Gulrajani et al. 2017's Algorithm 1."""
+
+    seed: int = 0  # seeds the data order, latents and interpolation weights
+    steps: int = 3000  # generator updates
+    batch_size: int = 64
+    n_critic: int = 5  # critic updates per generator update
+    gradient_penalty: float = 10.0  # lambda
+    lr: float = 2e-4  # Adam's learning rate, for both networks
+    b1: float = 0.5  # Adam's first-moment decay
+    b2: float = 0.9  # Adam's second-moment decay
+
+
+def train_wgan(generator, critic, data, options: WGANSettings | None = None, *, work_dir, progress: bool = True,
+               **settings):
+    """Train (generator, critic) on MNIST scaled to [-1, 1]; returns ((g, c) params, history, wall).
+
+    `options` (default `WGANSettings()`) with any of its fields replaced by `settings` (an unknown
+    name is a JaxprobeError); `work_dir` holds resumable checkpoints."""
+    s = with_settings(WGANSettings, options, settings)
+    gradient_penalty, n_critic, batch_size = s.gradient_penalty, s.n_critic, s.batch_size
     gdef, cdef = generator.graphdef, critic.graphdef
     latent_shape = generator.input_shape
-    tx_g, tx_c = optax.adam(lr, b1, b2), optax.adam(lr, b1, b2)
+    tx_g, tx_c = optax.adam(s.lr, s.b1, s.b2), optax.adam(s.lr, s.b1, s.b2)
     state = {"g": generator.params, "c": critic.params, "og": tx_g.init(generator.params),
-             "oc": tx_c.init(critic.params), "key": jax.random.key_data(jax.random.PRNGKey(seed))}
+             "oc": tx_c.init(critic.params), "key": jax.random.key_data(jax.random.PRNGKey(s.seed))}
 
     def G(p, z):
         return nnx.merge(gdef, p)(z)
@@ -63,10 +85,10 @@ def train_wgan(generator, critic, data, *, seed: int, steps: int, batch_size: in
         return new, {"w_distance": distances[-1], "g_loss": g_loss}
 
     images = data.train.images * 2.0 - 1.0
-    sampler = EpochSampler(len(images), batch_size * n_critic, seed)
+    sampler = EpochSampler(len(images), batch_size * n_critic, s.seed)
 
     def batch(i):
         return images[sampler.indices(i)].reshape(n_critic, batch_size, 28, 28, 1)
 
-    state, history, wall = run(state, step, batch, steps, work_dir, desc="wgan", progress=progress)
+    state, history, wall = run(state, step, batch, s.steps, work_dir, desc="wgan", progress=progress)
     return (state["g"], state["c"]), history, wall
