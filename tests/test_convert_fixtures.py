@@ -21,6 +21,7 @@ import pytest
 import jaxprobe
 from jaxprobe import JaxprobeError
 from jaxprobe.models import caffe_net
+import torch_zip_writer
 from weights_convert import caffe, mapping, torch_files
 from weights_convert.__main__ import main as convert_main
 
@@ -202,7 +203,7 @@ def test_every_problem_reported_in_one_error(fx, tmp_path):
     sd["conv2.weight"] = sd["conv2.weight"][:, :5]  # misshaped
     sd["fc3.bias"] = sd["fc3.bias"].astype(np.int32)  # wrong dtype
     sd["fc1.bias"] = np.full_like(sd["fc1.bias"], np.nan)  # non-finite
-    torch_files.save_torch_zip(tmp_path / "bad.pth", sd)
+    torch_zip_writer.save_torch_zip(tmp_path / "bad.pth", sd)
     with pytest.raises(JaxprobeError) as info:
         torch_files.convert_torch(tmp_path / "bad.pth", "lenet5", tmp_path / "out")
     msg = str(info.value)
@@ -234,7 +235,7 @@ def test_bad_arguments(fx, tmp_path):
         torch_files.load_state_dict(fx / TORCH["lenet5"][0], key="netG")
     # a checkpoint holding a state dict under a key converts with --key
     sd = dict(torch_files.load_state_dict(fx / TORCH["lenet5"][0]).tensors)
-    torch_files.save_torch_zip(tmp_path / "ckpt.pth", {"model": sd, "epoch": 7})
+    torch_zip_writer.save_torch_zip(tmp_path / "ckpt.pth", {"model": sd, "epoch": 7})
     with pytest.raises(JaxprobeError, match=r"choose a state dict with --key \(model\)"):
         torch_files.torch_model(tmp_path / "ckpt.pth", "lenet5")
     model = torch_files.torch_model(tmp_path / "ckpt.pth", "lenet5", key="model")

@@ -25,6 +25,7 @@ from jaxprobe.io import MARKER
 from jaxprobe.models import archs_paper, caffe_net, caffe_spec
 from jaxprobe.models.pixels import PixelConvention, center_crop, convert_pixels
 from jaxprobe.models.probe import Model
+import torch_zip_writer
 from weights_convert import caffe, torch_files
 from jaxprobe.models.caffe_schema import NetParameter
 
@@ -134,7 +135,7 @@ def test_zip_reader_agrees_with_torch_load(tmp_path):
     assert got["nested"]["n"] == 3
     # and torch reads what save_torch_zip writes
     sd = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "h": np.ones(2, np.float16), "s": np.array(2.5)}
-    torch_files.save_torch_zip(tmp_path / "ours.pth", {"model": sd, "epoch": 4})
+    torch_zip_writer.save_torch_zip(tmp_path / "ours.pth", {"model": sd, "epoch": 4})
     back = torch.load(tmp_path / "ours.pth", weights_only=True)
     assert back["epoch"] == 4
     for k, v in sd.items():

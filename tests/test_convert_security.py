@@ -30,8 +30,9 @@ import numpy as np
 import pytest
 
 from jaxprobe import JaxprobeError
+import torch_zip_writer
 from weights_convert import caffe, torch_files
-from weights_convert.torch_files import _pickle_global, _pickle_int, _pickle_str, write_torch_zip
+from torch_zip_writer import _pickle_global, _pickle_int, _pickle_str, write_torch_zip
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
@@ -103,7 +104,7 @@ def test_round_trip_of_the_writer(tmp_path):
     rng = np.random.default_rng(0)
     sd = {"a": rng.normal(size=(3, 4, 2)).astype(np.float32), "b": np.arange(5, dtype=np.int64),
           "c": rng.normal(size=(2,)).astype(np.float16), "d": np.array(1.5, np.float64)}
-    torch_files.save_torch_zip(tmp_path / "x.pth", sd)
+    torch_zip_writer.save_torch_zip(tmp_path / "x.pth", sd)
     back = torch_files.load_state_dict(tmp_path / "x.pth")
     assert back.format == "pytorch-zip" and list(back.tensors) == list(sd)
     for k in sd:
@@ -156,7 +157,7 @@ def legacy_bytes(main: bytes, storages: dict) -> bytes:
 
 
 def legacy_state_dict(tensors: dict) -> bytes:
-    main, _ = torch_files.state_dict_pickle(tensors, legacy=True)
+    main, _ = torch_zip_writer.state_dict_pickle(tensors, legacy=True)
     return legacy_bytes(main, {str(i): np.ravel(a) for i, a in enumerate(_arrays_in_order(tensors))})
 
 
@@ -454,14 +455,14 @@ def fuzz_sources(tmp_path, rng) -> dict:
     lenet5 = {"conv1.weight": normal(6, 1, 5, 5), "conv1.bias": normal(6), "conv2.weight": normal(16, 6, 5, 5),
               "conv2.bias": normal(16), "fc1.weight": normal(120, 256), "fc1.bias": normal(120),
               "fc2.weight": normal(84, 120), "fc2.bias": normal(84), "fc3.weight": normal(10, 84), "fc3.bias": normal(10)}
-    torch_files.save_torch_zip(tmp_path / "gen_lenet.pth", lenet5)
+    torch_zip_writer.save_torch_zip(tmp_path / "gen_lenet.pth", lenet5)
     gen = {}
     for i, (cin, cout, k) in enumerate([(64, 256, 3), (256, 128, 4), (128, 64, 3), (64, 1, 4)]):
         gen[f"gen.{i}.0.weight"], gen[f"gen.{i}.0.bias"] = normal(cin, cout, k, k), normal(cout)
         if i < 3:
             gen[f"gen.{i}.1.weight"], gen[f"gen.{i}.1.bias"] = 1 + normal(cout), normal(cout)
             gen[f"gen.{i}.1.running_mean"], gen[f"gen.{i}.1.running_var"] = normal(cout), 1 + np.abs(normal(cout))
-    torch_files.save_torch_zip(tmp_path / "gen_dcgan.pth", gen)
+    torch_zip_writer.save_torch_zip(tmp_path / "gen_dcgan.pth", gen)
     cnn = {"conv1.weight": normal(8, 1, 3, 3), "conv1.bias": normal(8), "conv2.weight": normal(16, 8, 3, 3),
            "conv2.bias": normal(16), "fc1.weight": normal(10, 784), "fc1.bias": normal(10)}
     proto = GENERATED_LENET.encode()
@@ -556,7 +557,7 @@ def test_fuzz_only_documented_errors(tmp_path):
             sd[key] = sd[key].astype(np.float16)  # a float dtype: converts (to float32)
             expect = "ok"
         path = tmp_path / f"shape{i}.pth"
-        torch_files.save_torch_zip(path, sd)
+        torch_zip_writer.save_torch_zip(path, sd)
         cases.append((f"{key} changed ({kind})", expect, lambda p=path: torch_files.torch_model(p, "lenet5")))
     # crafted pickles: storages out of range, wrong record sizes, bad persistent ids
     def tensor_pickle(numel, offset, size, stride, storage_type="FloatStorage", pid=None):

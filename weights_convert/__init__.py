@@ -17,8 +17,7 @@ _EXPORTS = {
     "jaxprobe.models.caffe_spec": ("read_prototxt",),
     "weights_convert.caffe": ("caffe_model", "convert_caffe", "read_caffemodel"),
     "weights_convert.mapping": ("ARCHITECTURES", "Arch", "Rule", "map_weights"),
-    "weights_convert.torch_files": ("convert_torch", "load_state_dict", "read_torch_zip", "save_torch_zip",
-                                    "torch_model"),
+    "weights_convert.torch_files": ("convert_torch", "load_state_dict", "read_torch_zip", "torch_model"),
     "weights_convert.user_network": ("convert_torch_prototxt", "read_key_map", "torch_prototxt_model"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
