@@ -22,6 +22,7 @@ Writes OUT/model (the converted model directory) and OUT/caffe_dgn_am.png.
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import jax
 import numpy as np
 
 import jaxprobe
+from jaxprobe.io import atomic_dir
 from jaxprobe.experiments.figures import save_grid
 from jaxprobe.models.caffe_schema import NetParameter
 from weights_convert import convert_caffe, read_caffemodel
@@ -56,6 +58,7 @@ BLOBS = {"conv1": (8, 1, 5, 5), "conv2": (16, 8, 5, 5), "ip1": (64, 256), "ip2":
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="examples-out/caffe", help="directory for the model and the figure")
+    p.add_argument("--force", action="store_true", help="replace --out even if jaxprobe did not write it")
     p.add_argument("--prototxt", default=None, help="your deploy prototxt (default: the example's own net)")
     p.add_argument("--caffemodel", default=None, help="your caffemodel (with --prototxt)")
     p.add_argument("--neurons", nargs="+", default=["ip2:0", "ip2:1", "ip2:2", "ip2:3"],
@@ -97,33 +100,36 @@ def check_conv1_unit(model, caffemodel, rng) -> float:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if (args.prototxt is None) != (args.caffemodel is None):
-        raise SystemExit("give both --prototxt and --caffemodel, or neither")
-    if args.prototxt is None:
-        prototxt, caffemodel = write_small_caffe_net(out, args.seed)
-    else:
-        prototxt, caffemodel = Path(args.prototxt), Path(args.caffemodel)
+    with atomic_dir(args.out, force=args.force, name="--out") as out:
+        if (args.prototxt is None) != (args.caffemodel is None):
+            raise SystemExit("give both --prototxt and --caffemodel, or neither")
+        if args.prototxt is None:
+            prototxt, caffemodel = write_small_caffe_net(out, args.seed)
+        else:
+            prototxt, caffemodel = Path(args.prototxt), Path(args.caffemodel)
 
-    convert_caffe(prototxt, caffemodel, out / "model", force=False)
-    net = jaxprobe.load(out / "model")
-    print(f"converted {caffemodel.name}: input {net.input_shape}, pixels {net.pixels.channels} "
-          f"[{net.pixels.low:g}, {net.pixels.high:g}]")
-    for i, name in enumerate(net.layer_names, 1):
-        print(f"  layer {i} {name}: pre-activation {net.layer_shape(i)}")
-    if args.prototxt is None:
-        print(f"conv1:3@10,12 by hand vs jaxprobe: |difference| = "
-              f"{check_conv1_unit(net, caffemodel, np.random.default_rng(args.seed)):.2e}")
+        convert_caffe(prototxt, caffemodel, out / "model", force=False)
+        net = jaxprobe.load(out / "model")
+        print(f"converted {caffemodel.name}: input {net.input_shape}, pixels {net.pixels.channels} "
+              f"[{net.pixels.low:g}, {net.pixels.high:g}]")
+        for i, name in enumerate(net.layer_names, 1):
+            print(f"  layer {i} {name}: pre-activation {net.layer_shape(i)}")
+        if args.prototxt is None:
+            print(f"conv1:3@10,12 by hand vs jaxprobe: |difference| = "
+                  f"{check_conv1_unit(net, caffemodel, np.random.default_rng(args.seed)):.2e}")
 
-    g = jaxprobe.load("fc_generator")
-    r = jaxprobe.dgn_am(jax.random.PRNGKey(args.seed), g, net, args.neurons, steps=5 if args.smoke else 200,
-                        step_size=(1.0, 1e-10), lower=0.0)
-    save_grid(out / "caffe_dgn_am.png", np.asarray(g.pixels.to_canonical(r.images)), len(args.neurons),
-              "DGN-AM on the converted net: " + ", ".join(f"{n} {v:.2f}" for n, v in zip(r.neurons, r.values)))
-    print("DGN-AM, last values: " + ", ".join(f"{n} {v:.3f}" for n, v in zip(r.neurons, np.asarray(r.values))))
-    print(f"wrote {out / 'model'} and {out / 'caffe_dgn_am.png'}")
+        g = jaxprobe.load("fc_generator")
+        r = jaxprobe.dgn_am(jax.random.PRNGKey(args.seed), g, net, args.neurons, steps=5 if args.smoke else 200,
+                            step_size=(1.0, 1e-10), lower=0.0)
+        save_grid(out / "caffe_dgn_am.png", np.asarray(g.pixels.to_canonical(r.images)), len(args.neurons),
+                  "DGN-AM on the converted net: " + ", ".join(f"{n} {v:.2f}" for n, v in zip(r.neurons, r.values)))
+        print("DGN-AM, last values: " + ", ".join(f"{n} {v:.3f}" for n, v in zip(r.neurons, np.asarray(r.values))))
+        print(f"wrote {Path(args.out) / 'model'} and {Path(args.out) / 'caffe_dgn_am.png'}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except jaxprobe.JaxprobeError as e:  # bad input: one line and status 2, as the command line gives
+        print(f"{Path(__file__).name}: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -14,6 +14,7 @@ Writes to OUT:
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 from pathlib import Path
 
@@ -22,12 +23,14 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 
 import jaxprobe
+from jaxprobe.io import atomic_dir
 from jaxprobe.experiments.figures import pyplot, save_figure, save_grid
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="examples-out/egbas", help="directory for the figures")
+    p.add_argument("--force", action="store_true", help="replace --out even if jaxprobe did not write it")
     p.add_argument("--layer", default="2", help="generator layer, a number 1..4 or a name (default 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", default=os.environ.get("JAXPROBE_EXAMPLES_SMOKE") == "1",
@@ -89,47 +92,50 @@ def region_picture(path, g, result, axes, side: int):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    layer = int(args.layer) if args.layer.isdigit() else args.layer
+    with atomic_dir(args.out, force=args.force, name="--out") as out:
+        layer = int(args.layer) if args.layer.isdigit() else args.layer
 
-    g = jaxprobe.load("dcgan")
-    k_query, k_run = jax.random.split(jax.random.PRNGKey(args.seed))
-    z0 = g.sample_prior(k_query, 1)[0]
-    if args.smoke:
-        settings = dict(capacity=16, max_candidates=64, batch=16, beropt_options={"steps": 10})
-    else:
-        settings = dict(capacity=256, max_candidates=4096, batch=64, beropt_options={"steps": 300})
-    # delta 0.5 as `jaxprobe reproduce egbas`: large enough that trees at every layer reach the
-    # region's boundary and reject candidates, so both eps-ball baselines exist.
-    r = jaxprobe.egbas(k_run, g, g.params, z0, layer, delta=0.5, **settings)
+        g = jaxprobe.load("dcgan")
+        k_query, k_run = jax.random.split(jax.random.PRNGKey(args.seed))
+        z0 = g.sample_prior(k_query, 1)[0]
+        if args.smoke:
+            settings = dict(capacity=16, max_candidates=64, batch=16, beropt_options={"steps": 10})
+        else:
+            settings = dict(capacity=256, max_candidates=4096, batch=64, beropt_options={"steps": 300})
+        # delta 0.5 as `jaxprobe reproduce egbas`: large enough that trees at every layer reach the
+        # region's boundary and reject candidates, so both eps-ball baselines exist.
+        r = jaxprobe.egbas(k_run, g, g.params, z0, layer, delta=0.5, **settings)
 
-    fraction = region_picture(out / "egbas_region.png", g, r, slice_axes(r, np.random.default_rng(args.seed)),
-                              side=24 if args.smoke else 96)
-    shown = 4 if args.smoke else 12
-    sets = [("query", r.query[None]), ("E-GBAS", r.samples[1:]), ("L2 ball", r.l2_samples),
-            ("Linf cube", r.linf_samples)]
-    sets = [(label, np.asarray(z)) for label, z in sets if len(z) and np.all(np.isfinite(z))]
-    # One forward pass for every set (eager calls compile each operation anew per batch shape).
-    images = np.asarray(g.forward(g.params, np.concatenate([z for _, z in sets])))
-    per_set = np.split(images, np.cumsum([len(z) for _, z in sets])[:-1])
-    rows = []
-    for x in per_set:
-        x = np.asarray(g.pixels.to_canonical(x[:shown]))
-        rows.append(np.concatenate([x, np.ones((shown - len(x),) + x.shape[1:], x.dtype)]))
-    save_grid(out / "egbas_samples.png", np.concatenate(rows), shown,
-              f"dcgan layer {r.layer}: the query, then samples of each set", row_labels=[lb for lb, _ in sets])
+        fraction = region_picture(out / "egbas_region.png", g, r, slice_axes(r, np.random.default_rng(args.seed)),
+                                  side=24 if args.smoke else 96)
+        shown = 4 if args.smoke else 12
+        sets = [("query", r.query[None]), ("E-GBAS", r.samples[1:]), ("L2 ball", r.l2_samples),
+                ("Linf cube", r.linf_samples)]
+        sets = [(label, np.asarray(z)) for label, z in sets if len(z) and np.all(np.isfinite(z))]
+        # One forward pass for every set (eager calls compile each operation anew per batch shape).
+        images = np.asarray(g.forward(g.params, np.concatenate([z for _, z in sets])))
+        per_set = np.split(images, np.cumsum([len(z) for _, z in sets])[:-1])
+        rows = []
+        for x in per_set:
+            x = np.asarray(g.pixels.to_canonical(x[:shown]))
+            rows.append(np.concatenate([x, np.ones((shown - len(x),) + x.shape[1:], x.dtype)]))
+        save_grid(out / "egbas_samples.png", np.concatenate(rows), shown,
+                  f"dcgan layer {r.layer}: the query, then samples of each set", row_labels=[lb for lb, _ in sets])
 
-    # Table 1's sigma (eq. 3): the mean over pixels of the per-pixel population std over a set.
-    sigma = {label: float(np.mean(np.std(x, axis=0))) for (label, _), x in zip(sets, per_set)
-             if label != "query" and len(x) > 1}
-    print(f"layer {r.layer}: {int(np.count_nonzero(r.v_star))} of {r.v_star.size} boundaries selected; "
-          f"tree {int(r.tree.count)} nodes, {int(r.tree.n_rejected)} rejected ({r.tree.stop_reason_name()}); "
-          f"eps_L2 {r.eps_l2:.3f}, eps_Linf {r.eps_linf:.4f}; slice inside the region: {fraction:.0%}")
-    if sigma:
-        print("sigma (Table 1, lower = more consistent): " + ", ".join(f"{k} {v:.4f}" for k, v in sigma.items()))
-    print(f"wrote {out / 'egbas_region.png'} and {out / 'egbas_samples.png'}")
+        # Table 1's sigma (eq. 3): the mean over pixels of the per-pixel population std over a set.
+        sigma = {label: float(np.mean(np.std(x, axis=0))) for (label, _), x in zip(sets, per_set)
+                 if label != "query" and len(x) > 1}
+        print(f"layer {r.layer}: {int(np.count_nonzero(r.v_star))} of {r.v_star.size} boundaries selected; "
+              f"tree {int(r.tree.count)} nodes, {int(r.tree.n_rejected)} rejected ({r.tree.stop_reason_name()}); "
+              f"eps_L2 {r.eps_l2:.3f}, eps_Linf {r.eps_linf:.4f}; slice inside the region: {fraction:.0%}")
+        if sigma:
+            print("sigma (Table 1, lower = more consistent): " + ", ".join(f"{k} {v:.4f}" for k, v in sigma.items()))
+        print(f"wrote {Path(args.out) / 'egbas_region.png'} and {Path(args.out) / 'egbas_samples.png'}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except jaxprobe.JaxprobeError as e:  # bad input: one line and status 2, as the command line gives
+        print(f"{Path(__file__).name}: error: {e}", file=sys.stderr)
+        sys.exit(2)

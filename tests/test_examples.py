@@ -66,3 +66,15 @@ def test_caffe_example_reproduces_a_unit_by_hand(runs):
     result, _ = runs["caffe_convert_probe.py"]
     line = next(x for x in result.stdout.splitlines() if x.startswith("conv1:3@10,12 by hand vs jaxprobe"))
     assert float(line.rsplit("=", 1)[1]) < 1e-4, line
+
+
+def test_an_example_never_writes_into_a_users_folder(tmp_path):
+    """The examples write their --out through the same rule as the commands: a folder jaxprobe did
+    not write is refused in one line (status 2) and left as it was."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "NOTES.txt").write_text("mine")
+    r = run_example("dgn_am_digits.py", victim)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "--force" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert sorted(p.name for p in victim.iterdir()) == ["NOTES.txt"] and (victim / "NOTES.txt").read_text() == "mine"
