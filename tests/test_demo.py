@@ -1,6 +1,7 @@
 """`jaxprobe demo` end to end on the shipped models: the report's files and figures."""
 
 import json
+import shutil
 
 from jaxprobe.cli import main
 from test_report import check_report
@@ -26,3 +27,15 @@ def test_demo_writes_report(tmp_path, capsys):
                 "fc_generator_reconstructions.png", "dgn_am_classes.png", "ppgn_chains.png"):
         assert (out / png).stat().st_size > 1000 and f'src="{png}"' in page
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # written atomically
+    # The page a reader opens: headless Chromium on the report served from 127.0.0.1 only (no console
+    # error, nothing requested from outside the machine, every image loaded), where chromium exists
+    # (CI installs it; tests/test_browser.py errors under CI without it).
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        import test_browser
+
+        browser = test_browser.Browser(tmp_path.parent / f"{tmp_path.name}-profile")
+        try:
+            test_browser.check_report_in_browser(browser, out)
+        finally:
+            browser.close()
+
