@@ -74,3 +74,19 @@ def check_count(name: str, value, minimum: int) -> int:
 
 def _fmt(shape) -> str:
     return ", ".join(str(d) for d in shape)
+
+
+def with_settings(cls, options, settings: dict, *, what: str | None = None):
+    """`options` (an instance of the NamedTuple `cls`, or None for its defaults) with the fields
+    named in `settings` replaced: how every method's entry point takes its options tuple's fields by
+    keyword. A name that is not a field of `cls` is one `JaxprobeError` line naming it ("NAME: not
+    `what`", `what` defaulting to "a setting of CLS"), as is an `options` of another type."""
+    if options is None:
+        options = cls()
+    elif not isinstance(options, cls):
+        raise JaxprobeError(f"options: expected a {cls.__name__} or None, got {type(options).__name__}")
+    unknown = sorted(set(settings) - set(cls._fields))
+    if unknown:
+        raise JaxprobeError(f"{', '.join(unknown)}: not {what or f'a setting of {cls.__name__}'} (expected one of "
+                            f"{', '.join(cls._fields)})")
+    return options._replace(**settings)

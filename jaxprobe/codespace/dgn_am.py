@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.checks import check_count, check_finite, check_number
+from jaxprobe.checks import check_count, check_finite, check_number, with_settings
 from jaxprobe.driver import Kernel, call, run
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neurons, values_at
@@ -173,19 +173,6 @@ class DGNAMResult(NamedTuple):
     steps_taken: Any = None
 
 
-def with_settings(options, settings: dict, cls=DGNAMOptions):
-    """`options` (default `cls()`) with the fields named in `settings` replaced; raise naming any
-    name that is not a field of `cls`."""
-    options = cls() if options is None else options
-    if not isinstance(options, cls):
-        raise JaxprobeError(f"options: expected a {cls.__name__} or None, got {type(options).__name__}")
-    unknown = sorted(set(settings) - set(cls._fields))
-    if unknown:
-        raise JaxprobeError(f"{', '.join(unknown)}: not a setting of {cls.__name__} (expected one of "
-                            f"{', '.join(cls._fields)})")
-    return options._replace(**settings)
-
-
 def step_sizes(steps: int, start, end):
     """s_t = start + (end - start) t / steps for t = 0..steps-1 (the reference's linear ramp)."""
     t = jnp.arange(steps, dtype=jnp.float32)
@@ -220,7 +207,7 @@ def dgn_am_kernel(objective: Callable, options: DGNAMOptions | None = None, **se
       g stops the chain (no update, no clip, no decay: the reference's loop breaks there), else
       y <- decay clip(y + s_t g / mean|g|, lower, upper) (or the optimizer's update).
     """
-    o = with_settings(options, settings)
+    o = with_settings(DGNAMOptions, options, settings)
     start, end = _pair(o.step_size)
     ramp = step_sizes(int(o.steps), jnp.float32(start), jnp.float32(end))
     opt = o.optimizer
@@ -456,7 +443,7 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, options: DGNAMOpti
       `DGNAMResult`: last and best codes with their objectives, every neuron's value at the last
       codes, the objective's history, the last images, and which chains stopped (zero gradient).
     """
-    options = with_settings(options, settings)
+    options = with_settings(DGNAMOptions, options, settings)
     checked = check_arguments(key, generator, classifier, neurons, options, weights, init, mesh)
     nets = DGNAMNets(generator, classifier, gen_params, cls_params)
     res = dgn_am_run(nets, checked.options, checked.readout, checked.codes, checked.weights, mesh=mesh,
@@ -513,4 +500,4 @@ def real_bounds(generator: Model, images, *, multiple: float = 3.0, encoder: Mod
 __all__ = ["DGNAM", "DGNAMChecked", "DGNAMInfo", "DGNAMNets", "DGNAMOptions", "DGNAMResult", "DGNAMState",
            "NeuronReadout", "as_float32", "build", "check_arguments", "check_bounds", "check_step_size", "dgn_am",
            "dgn_am_kernel", "dgn_am_run", "keep_best", "neuron_objective", "neuron_readout", "neuron_values_fn",
-           "real_bounds", "recorded_encoder", "start_codes", "step_sizes", "with_settings"]
+           "real_bounds", "recorded_encoder", "start_codes", "step_sizes"]

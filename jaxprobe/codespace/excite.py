@@ -619,10 +619,10 @@ def excite(key, targets, options: ExciteOptions | None = None, *, classifier: Mo
     Returns:
       `ExciteResult`.
     """
-    from jaxprobe.codespace.dgn_am import with_settings
+    from jaxprobe.checks import with_settings
     from jaxprobe.models.store import load
 
-    options = with_settings(options, settings, ExciteOptions)
+    options = with_settings(ExciteOptions, options, settings)
     classifier = load("classifier") if classifier is None else classifier
     check_output_layer(classifier)
     targets = [targets] if isinstance(targets, str) else list(targets)

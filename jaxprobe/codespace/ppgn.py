@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprobe.checks import check_count, check_number
+from jaxprobe.checks import check_count, check_number, with_settings
 from jaxprobe.codespace.dgn_am import recorded_encoder, start_codes
 from jaxprobe.driver import Kernel, call, run
 from jaxprobe.errors import JaxprobeError
@@ -218,7 +218,7 @@ def ppgn_kernel(terms: Callable, options: PPGNOptions | None = None, **settings)
     Settings: `options` with `settings` (PPGNOptions field names) replaced into it; the networks
     and the condition are in `terms`, so `gradient` and `nonlinear` do not apply here.
     """
-    opts = options_with(options, settings)
+    opts = with_settings(PPGNOptions, options, settings, what="a PPGN setting")
 
     def init(code) -> PPGNState:
         code = jnp.asarray(code, jnp.float32)
@@ -302,18 +302,6 @@ def build(nets: PPGNNets, options: PPGNOptions, condition) -> Kernel:
 
 
 # ---- settings and checks -------------------------------------------------------------------------
-
-def options_with(options: PPGNOptions | None, settings: dict) -> PPGNOptions:
-    """`options` (default `PPGNOptions()`) with `settings` replaced into it; unknown names raise."""
-    options = PPGNOptions() if options is None else options
-    if not isinstance(options, PPGNOptions):
-        raise JaxprobeError(f"options: expected a PPGNOptions, got {type(options).__name__}")
-    unknown = sorted(set(settings) - set(PPGNOptions._fields))
-    if unknown:
-        raise JaxprobeError(f"{', '.join(unknown)}: not a PPGN setting; expected one of "
-                            f"{', '.join(PPGNOptions._fields)}")
-    return options._replace(**settings)
-
 
 def _pair(step_size):
     return tuple(step_size) if isinstance(step_size, (tuple, list)) else (step_size, step_size)
@@ -485,7 +473,7 @@ def ppgn(key, generator: Model, classifier: Model, prior, *, label=None, neuron=
       last codes. `jaxprobe.load`'s generator maps samples to images.
     """
     params = {k: settings.pop(k) for k in PARAMS if k in settings}
-    opts = options_with(options, settings)
+    opts = with_settings(PPGNOptions, options, settings, what="a PPGN setting")
     nets = check_nets(generator, classifier, prior, params)
     resolved, condition = resolve_condition(classifier, label, neuron)
     opts = check_options(opts, int(np.prod(generator.input_shape)))
@@ -502,5 +490,5 @@ def ppgn(key, generator: Model, classifier: Model, prior, *, label=None, neuron=
 
 __all__ = ["Condition", "Denoiser", "GRADIENTS", "PPGNInfo", "PPGNNets", "PPGNOptions", "PPGNResult", "PPGNState",
            "Terms", "build", "check_float32", "check_nets", "check_options", "check_prior", "condition_terms",
-           "draw_noise", "encoder_prior", "options_with", "ppgn", "ppgn_kernel", "ppgn_run", "resolve_condition",
+           "draw_noise", "encoder_prior", "ppgn", "ppgn_kernel", "ppgn_run", "resolve_condition",
            "step_size_at", "summarize"]

@@ -20,7 +20,7 @@ from jaxprobe.experiments.egbas_tables import REPRO_DEFAULTS, METHOD_NAMES
 from jaxprobe.gbas.beropt import default_lambda
 from jaxprobe.gbas.egbas import EGBASOptions, beropt_settings, egbas
 from jaxprobe.gbas.metrics import METHODS, egbas_metrics
-from jaxprobe.gbas.options import with_settings
+from jaxprobe.checks import with_settings
 
 
 def egbas_lambda_sweep(key, generator, critic, lambdas, options: EGBASOptions | None = None, *, layer=1,

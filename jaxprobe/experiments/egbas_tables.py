@@ -28,7 +28,7 @@ from jaxprobe.checks import check_count
 from jaxprobe.gbas.egbas import EGBASOptions, beropt_settings, egbas
 from jaxprobe.gbas.gbrrt import check_delta, check_interval
 from jaxprobe.gbas.metrics import METHODS, egbas_metrics
-from jaxprobe.gbas.options import with_settings
+from jaxprobe.checks import with_settings
 from jaxprobe.io import fmt_number
 
 METHOD_NAMES = {"egbas": "E-GBAS", "l2": "L2-based", "linf": "Linf-based"}

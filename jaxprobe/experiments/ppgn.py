@@ -19,7 +19,8 @@ import jax
 import numpy as np
 
 from jaxprobe.codespace.dgn_am import dgn_am
-from jaxprobe.codespace.ppgn import PPGNOptions, check_options, encoder_prior, options_with, ppgn
+from jaxprobe.checks import with_settings
+from jaxprobe.codespace.ppgn import PPGNOptions, check_options, encoder_prior, ppgn
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.codespace.dgn_am import real_bounds
 from jaxprobe.experiments.codespace import (_has_real, class_neurons, code_bounds, mean_pairwise_distance, penultimate,
@@ -156,7 +157,7 @@ def ppgn_command(key, generator, classifier, *, prior: str = "dae", encoder=None
     "kept_rate", "diversity", "diversity_samples", "timing": {"seconds_per_step", "first_chunk_s",
     "load_s", "wall_s"}}."""
     t_start = time.perf_counter()
-    options = options_with(None, {k: v for k, v in settings.items() if k in PPGNOptions._fields})
+    options = with_settings(PPGNOptions, None, {k: v for k, v in settings.items() if k in PPGNOptions._fields})
     check_options(options, int(np.prod(generator.input_shape)))  # bad numbers fail before any loading
     if bounds is None:
         at_hand = images is not None and (encoder is not None or "encoder" in generator.manifest)

@@ -45,7 +45,7 @@ from jaxprobe.checks import check_count, check_number
 from jaxprobe.driver import Kernel
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.gbas.boundaries import check_query, layer_size
-from jaxprobe.gbas.options import with_settings
+from jaxprobe.checks import with_settings
 
 
 class BerOptResult(NamedTuple):

@@ -22,7 +22,7 @@ from jaxprobe.gbas.boundaries import check_query
 from jaxprobe.gbas.epsball import eps_l2, eps_linf, sample_l2_ball, sample_linf_ball
 from jaxprobe.gbas.exploration import box_reach, default_delta, exploration, region_extent
 from jaxprobe.gbas.gbrrt import CAPACITY_FULL, GBRRTOptions, GBRRTResult, check_delta, check_interval, gbrrt
-from jaxprobe.gbas.options import with_settings
+from jaxprobe.checks import with_settings
 
 
 class EGBASResult(NamedTuple):

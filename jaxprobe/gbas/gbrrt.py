@@ -42,7 +42,7 @@ from jaxprobe.errors import JaxprobeError
 from jaxprobe.gbas.boundaries import region_membership
 from jaxprobe.gbas.gbrrt_checks import (EPS32, REJECTED_CAPACITY, REL_TOL, GBRRTArguments, check_arguments,
                                         check_delta, check_interval, check_queries, min_delta)
-from jaxprobe.gbas.options import with_settings
+from jaxprobe.checks import with_settings
 from jaxprobe.sharding import check_mesh
 
 RUNNING, CAPACITY_FULL, CANDIDATE_BUDGET = 0, 1, 2

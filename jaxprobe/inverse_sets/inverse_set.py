@@ -33,7 +33,8 @@ from jax import lax
 
 from jaxprobe import driver
 from jaxprobe.inverse_sets import auglag, sampling
-from jaxprobe.inverse_sets.options import Checked, InverseSetOptions, check_inputs, with_settings
+from jaxprobe.checks import with_settings
+from jaxprobe.inverse_sets.options import Checked, InverseSetOptions, check_inputs
 from jaxprobe.inverse_sets.problem import (DIVERSITY, Embedding, InverseProblem, InverseSetNets, Targets,
                                            default_embedding, encoder_layer, feature_scale, make_problem)
 from jaxprobe.inverse_sets.sampling import REPEL
@@ -84,7 +85,7 @@ def inverse_set(key, generator: Model, classifier: Model, neurons, ranges, optio
       >>> res = inverse_set(jax.random.key(0), generator, classifier, "logits:3", (4.0, 6.0), n=100)
       >>> res.n_accepted, res.stop_reason, res.activations.min() >= 4.0
     """
-    chk = check_inputs(generator, classifier, neurons, ranges, embedding, with_settings(options, settings), mesh)
+    chk = check_inputs(generator, classifier, neurons, ranges, embedding, with_settings(InverseSetOptions, options, settings), mesh)
     static, args = _program(chk, generator, classifier, mesh)
     # With a mesh, every input goes on all its devices (parameters committed to one device by
     # `jaxprobe.load` would clash with the program's sharding); the K codes are split inside.

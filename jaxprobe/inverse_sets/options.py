@@ -68,18 +68,6 @@ class InverseSetOptions(NamedTuple):
     repel: str = "new"
 
 
-def with_settings(options: InverseSetOptions | None, settings: dict) -> InverseSetOptions:
-    """`options` (default `InverseSetOptions()`) with the named `settings` replaced; unknown names
-    raise one JaxprobeError line naming them."""
-    options = InverseSetOptions() if options is None else options
-    if not isinstance(options, InverseSetOptions):
-        raise JaxprobeError(f"options: expected an InverseSetOptions, got {type(options).__name__}")
-    unknown = sorted(set(settings) - set(InverseSetOptions._fields))
-    if unknown:
-        raise JaxprobeError(f"settings: expected InverseSetOptions fields, got unknown {', '.join(unknown)}")
-    return options._replace(**settings)
-
-
 class Checked(NamedTuple):
     """`inverse_set`'s inputs, checked.
 

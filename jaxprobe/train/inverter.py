@@ -18,7 +18,7 @@ from flax import nnx
 
 from jaxprobe.models.pixels import convert_pixels
 from jaxprobe.train.loop import EpochSampler, run
-from jaxprobe.train.settings import with_settings
+from jaxprobe.checks import with_settings
 
 
 class InverterSettings(NamedTuple):

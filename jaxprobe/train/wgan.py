@@ -14,7 +14,7 @@ import optax
 from flax import nnx
 
 from jaxprobe.train.loop import EpochSampler, run
-from jaxprobe.train.settings import with_settings
+from jaxprobe.checks import with_settings
 
 
 class WGANSettings(NamedTuple):
