@@ -145,6 +145,9 @@ def _alexnet_infer(t):
 
 
 def _pggan_infer(t):
+    if "formatLayer.weight" not in t and "decisionLayer.weight" in t:
+        raise JaxprobeError("arch: the state dict is pytorch_GAN_zoo's PGAN discriminator (decisionLayer, "
+                            "fromRGBLayers), not its generator: convert it with --arch pggan_d")
     depths = [_shape(t, "groupScale0.0.weight", 0, 512)]
     i = 0
     while f"scaleLayers.{i}.0.weight" in t:
@@ -165,6 +168,40 @@ def _pggan_rules(kw):
 def _pggan_ignore(kw):
     # the lower-resolution RGB heads only blend in while a scale fades in (alpha > 0)
     return tuple(f"toRGBLayers.{j}.*" for j in range(len(kw["depths"]) - 1))
+
+
+def _pggan_d_infer(t):
+    """DNet's hyperparameters off its tensors: depths (scalesDepth: groupScaleZero.0's output, then
+    each scaleLayers.i.0's), channels (the last fromRGB layer's input), decision (the decision
+    layer's outputs) and whether the minibatch stddev channel is there (groupScaleZero.0 reads
+    depths[0] + 1 channels)."""
+    if "decisionLayer.weight" not in t and "formatLayer.weight" in t:
+        raise JaxprobeError("arch: the state dict is pytorch_GAN_zoo's PGAN generator (formatLayer, toRGBLayers), "
+                            "not its discriminator: convert it with --arch pggan (--key netG)")
+    d0 = _shape(t, "groupScaleZero.0.weight", 0, 512)
+    depths = [d0]
+    i = 0
+    while f"scaleLayers.{i}.0.weight" in t:
+        depths.append(_shape(t, f"scaleLayers.{i}.0.weight", 0, 0))
+        i += 1
+    # Neither d0 nor d0 + 1 input channels: built with the channel, so the mapping reports the shape.
+    mbstd = _shape(t, "groupScaleZero.0.weight", 1, d0 + 1) != d0
+    return {"depths": tuple(depths), "channels": _shape(t, f"fromRGBLayers.{len(depths) - 1}.weight", 1, 3),
+            "decision": _shape(t, "decisionLayer.weight", 0, 1), "minibatch_std": mbstd}
+
+
+def _pggan_d_rules(kw):
+    n = len(kw["depths"])
+    rules = _conv(f"fromRGBLayers.{n - 1}", "from_rgb")
+    for i in range(n - 1, 0, -1):  # scaleLayers[i - 1] was added for scale i
+        rules += _conv(f"scaleLayers.{i - 1}.0", f"scale{i}_conv1") + _conv(f"scaleLayers.{i - 1}.1", f"scale{i}_conv2")
+    return rules + _conv("groupScaleZero.0", "scale0_conv") + _linear("groupScaleZero.1", "scale0_linear") \
+        + _linear("decisionLayer", "decision")
+
+
+def _pggan_d_ignore(kw):
+    # the lower-resolution fromRGB heads only blend in while a scale fades in (alpha > 0)
+    return tuple(f"fromRGBLayers.{j}.*" for j in range(len(kw["depths"]) - 1))
 
 
 _TORCHVISION_PIXELS = dict(low=0.0, high=1.0, channels="RGB", mean=(0.485, 0.456, 0.406), scale=1.0)
@@ -214,6 +251,17 @@ ARCHITECTURES = {
         rename=((r"^module\.", ""), (r"\.module\.", ".")),
         description="facebookresearch/pytorch_GAN_zoo PGAN generator (formatLayer, groupScale0, scaleLayers, "
                     "toRGBLayers; with or without `.module.`); use --key netG for a full checkpoint",
+    ),
+    "pggan_d": Arch(
+        builder="pggan_discriminator",
+        kwargs={"depths": (512, 512, 512, 512, 256, 128, 64), "channels": 3, "decision": 1, "minibatch_std": True,
+                "minibatch_group": 1},
+        role="critic", input_shape=lambda kw: (4 * 2 ** (len(kw["depths"]) - 1),) * 2 + (kw["channels"],),
+        pixels=dict(low=-1.0, high=1.0, channels="RGB"), rules=_pggan_d_rules, ignore=_pggan_d_ignore,
+        infer=_pggan_d_infer, rename=((r"^module\.", ""), (r"\.module\.", ".")),
+        description="facebookresearch/pytorch_GAN_zoo PGAN discriminator DNet (fromRGBLayers, scaleLayers, "
+                    "groupScaleZero, decisionLayer; with or without `.module.`) as a critic; use --key netD for a "
+                    "full checkpoint. The minibatch stddev channel is computed per image (minibatch_group 1)",
     ),
 }
 

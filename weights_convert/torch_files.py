@@ -486,6 +486,9 @@ def torch_model(path, arch, *, key: str | None = None, name: str | None = None):
         raise JaxprobeError(f"{e} | {OWN_NETWORK}" if spec is not arch else str(e)) from None
     for r in records:
         r["source"] = origin.get(r["source"], r["source"])
+    # What the table leaves out on purpose (PGAN's fading-in RGB heads) is named, never dropped unseen.
+    mapped = {r["source"] for r in records}
+    ignored = sorted(origin.get(k, k) for k in tensors if origin.get(k, k) not in mapped)
     if spec.fold_input_std:
         state = mapping.fold_input_std(state, spec.fold_input_std)
     manifest = {
@@ -494,7 +497,8 @@ def torch_model(path, arch, *, key: str | None = None, name: str | None = None):
         "role": spec.role,
         "input_shape": list(mapping.resolve(spec.input_shape, kwargs)),
         "source": {"format": loaded.format, "files": [mapping.source_record(path, loaded.format)],
-                   "converter": "weights_convert.torch_files", "architecture": arch_name, "key": key},
+                   "converter": "weights_convert.torch_files", "architecture": arch_name, "key": key,
+                   **({"ignored": ignored} if ignored else {})},
         "mapping": records,
     }
     if spec.pixels is not None:

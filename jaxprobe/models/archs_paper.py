@@ -1,4 +1,4 @@
-"""Paper-scale models: CaffeNet, the DeePSim fc6 generator, VGG-16, AlexNet and a PGGAN generator.
+"""Paper-scale models: CaffeNet, the DeePSim fc6 generator, VGG-16, AlexNet and a PGGAN generator and discriminator.
 
 All are probe-able `Network`s (the probe protocol, docs/probe-protocol.md) registered in `jaxprobe.models.zoo`, so `jaxprobe.load`
 rebuilds them from a manifest. Widths are parameters: the defaults are the published sizes, and
@@ -19,6 +19,10 @@ tests use narrow versions with the same layer structure and parameter names.
   constant sqrt(2 / fan_in) applied at run time to the output, bias included), leaky ReLU 0.2,
   pixel norm after every layer, nearest-neighbour 2x upsampling between scales, a 1x1 toRGB head.
   The resolution is 4 * 2**(len(depths) - 1).
+- `pggan_discriminator`: its discriminator (pytorch_GAN_zoo's `DNet`, alpha = 0): a 1x1 fromRGB
+  head, two 3x3 convolutions and a 2x2 average pooling per scale from the finest down, the
+  minibatch standard deviation channel, a 3x3 convolution and a dense layer at 4x4, and the
+  decision layer; equalized learning rate and leaky ReLU 0.2 as in the generator.
 """
 
 from __future__ import annotations
@@ -273,8 +277,116 @@ def pggan_generator(*, latent_dim: int = 512, depths=PGGAN_DEPTHS, channels: int
     return Network(layers, names)
 
 
+# ================================================================ PGGAN discriminator
+
+
+@dataclasses.dataclass(frozen=True)
+class AvgPool2x:
+    """2x2 average pooling, stride 2, of NHWC images (PyTorch's `AvgPool2d((2, 2))`, even sides)."""
+
+    def __call__(self, x):
+        n, h, w, c = x.shape
+        return jnp.mean(x[:, :h - h % 2, :w - w % 2].reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+@dataclasses.dataclass(frozen=True)
+class MinibatchStdDev:
+    """Append the minibatch standard deviation channel (Karras et al. 2018, section 3), NHWC.
+
+    pytorch_GAN_zoo's `miniBatchStdDev(x, subGroupSize)` rule on the batch given: the group size
+    is g = min(batch, `group`), or the whole batch when g does not divide it; consecutive rows
+    form the groups. Per group, the unbiased variance over its g images of every activation, plus
+    1e-8, square-rooted and averaged over channels and positions, is one number, broadcast as an
+    extra channel to the group's images. A group of one image (g = 1, `group` = 1 or a batch of
+    one) gets a channel of zeros, as in the reference.
+    """
+
+    group: int = 4
+    eps: float = 1e-8
+
+    def __call__(self, x):
+        n, h, w, _ = x.shape
+        g = min(n, self.group)
+        if g > 1 and n % g:
+            g = n
+        if g <= 1:
+            return jnp.concatenate([x, jnp.zeros((n, h, w, 1), x.dtype)], axis=-1)
+        y = x.reshape((n // g, g) + x.shape[1:])
+        s = jnp.mean(jnp.sqrt(jnp.var(y, axis=1, ddof=1) + self.eps).reshape(n // g, -1), axis=1)  # (n // g,)
+        channel = jnp.broadcast_to(s[:, None, None, None, None], (n // g, g, h, w, 1)).reshape(n, h, w, 1)
+        return jnp.concatenate([x, channel.astype(x.dtype)], axis=-1)
+
+
+def pggan_discriminator(*, depths=PGGAN_DEPTHS, channels: int = 3, decision: int = 1, minibatch_std: bool = True,
+                        minibatch_group: int = 1, slope: float = 0.2, rngs: nnx.Rngs) -> Network:
+    """PGAN discriminator (R, R, channels) in [-1, 1] -> (decision,) scores, R = 4 * 2**(len(depths) - 1).
+
+    pytorch_GAN_zoo's `DNet` at its final scale (alpha = 0, so only the last fromRGB layer is
+    used), `depths` being the generator's (DNet's `scalesDepth`, 4x4 first). Layers, in the order
+    the image meets them: from_rgb (1x1 conv to depths[-1]); for each scale i = len(depths) - 1
+    down to 1, scale{i}_conv1 (3x3, depths[i] -> depths[i]) and scale{i}_conv2 (3x3, depths[i] ->
+    depths[i - 1]) followed by a 2x2 average pooling (DNet's `scaleLayers[i - 1]`, explored in
+    reverse order of addition); scale0_conv (3x3 at 4x4 on depths[0] + 1 channels: the minibatch
+    standard deviation channel is appended before it, as the last operation of the layer before);
+    scale0_linear (dense 16 depths[0] -> depths[0], after a C,H,W flatten); decision (dense to
+    `decision` scores, no nonlinearity). Every learned map is equalized (sqrt(2 / fan_in) applied
+    to its output, bias included) and followed by a leaky ReLU of slope `slope` but the last.
+
+    The minibatch standard deviation (`MinibatchStdDev`) is the one operation that reads other
+    images of the batch: in DNet it is a function of the batch, and with `minibatch_group` = 4
+    (DNet's `subGroupSize`) `forward` on a batch equals DNet on that batch. Every layer up to and
+    including the last scale's scale{1}_conv2 is per-sample either way; scale0_conv, scale0_linear
+    and decision are not. The default `minibatch_group` = 1 makes every image its own minibatch
+    (DNet on a batch of one, whose extra channel is zero), so that like every probed model (batch
+    norm runs in evaluation mode for the same reason) a point's activations never depend on the
+    other points of its batch: E-GBAS's critic similarity (Jeon et al. 2020, eq. 2) reads every
+    layer but `decision` on batches mixing the query, three sample sets and padding. The
+    converted model records which in its manifest (`architecture.kwargs.minibatch_group`);
+    `pggan_minibatch_group(model, 4)` gives the batch rule. `minibatch_std` False: DNet built
+    without it (`miniBatchNormalization=False`, scale0_conv on depths[0] channels).
+    """
+    depths = tuple(int(d) for d in depths)
+    if not depths or min(depths) < 1 or channels < 1 or decision < 1 or int(minibatch_group) < 1:
+        raise JaxprobeError(f"pggan_discriminator: positive depths, channels, decision and minibatch_group expected, "
+                            f"got {depths}, {channels}, {decision}, {minibatch_group}")
+    lrelu, pool = Act("leaky_relu", slope), AvgPool2x()
+    mbstd = (MinibatchStdDev(int(minibatch_group)),) if minibatch_std else ()
+    n = len(depths)
+    layers = [Layer(EqualizedConv(channels, depths[-1], 1, 0, rngs=rngs), lrelu, () if n > 1 else mbstd)]
+    names = ["from_rgb"]
+    for i in range(n - 1, 0, -1):
+        d, below = depths[i], depths[i - 1]
+        layers.append(Layer(EqualizedConv(d, d, 3, 1, rngs=rngs), lrelu))
+        layers.append(Layer(EqualizedConv(d, below, 3, 1, rngs=rngs), lrelu, (pool,) + (mbstd if i == 1 else ())))
+        names += [f"scale{i}_conv1", f"scale{i}_conv2"]
+    d0 = depths[0]
+    layers += [Layer(EqualizedConv(d0 + (1 if minibatch_std else 0), d0, 3, 1, rngs=rngs), lrelu, (Flatten("CHW"),)),
+               Layer(EqualizedLinear(16 * d0, d0, rngs=rngs), lrelu),
+               Layer(EqualizedLinear(d0, decision, rngs=rngs))]
+    names += ["scale0_conv", "scale0_linear", "decision"]
+    return Network(layers, names)
+
+
+def pggan_minibatch_group(model, group: int):
+    """A `pggan_discriminator` model whose minibatch standard deviation takes groups of `group`
+    images by DNet's rule (`MinibatchStdDev`): `group` = 4 is DNet's own batch statistic, 1 each
+    image alone. Same parameters; the manifest's architecture records the new group."""
+    arch = model.manifest.get("architecture") or {}
+    if arch.get("builder") != "pggan_discriminator":
+        raise JaxprobeError(f"model: {model.name!r} is not a pggan_discriminator (its builder is "
+                            f"{arch.get('builder')!r})")
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+        raise JaxprobeError(f"group: expected a positive int, got {group!r}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.get("kwargs", {}).items()}
+    kwargs["minibatch_group"] = group
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: pggan_discriminator(**kwargs, rngs=nnx.Rngs(0))))
+    record = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+    return model.replace(graphdef=graphdef, manifest=dict(model.manifest, architecture=dict(arch, kwargs=record)))
+
+
 zoo.register("caffenet", caffenet)
 zoo.register("deepsim_fc6", deepsim_fc6)
 zoo.register("vgg16", vgg16)
 zoo.register("alexnet", alexnet)
 zoo.register("pggan_generator", pggan_generator)
+zoo.register("pggan_discriminator", pggan_discriminator)
