@@ -60,11 +60,23 @@ def masked_sigma(images, counts):
     return jnp.where(total > 0, sigma, jnp.nan), std
 
 
+# Images per forward pass in `set_metrics` and `masked_similarity`: the sets hold up to
+# 3 x capacity + 1 images, and at paper scale (a 256 x 256 PGGAN and its discriminator) one pass
+# over all of them asks for tens of GB of activations; in chunks only one chunk's are alive.
+CHUNK = 64
+
+
+def _chunked(f, xs):
+    """f over the rows of xs (f maps one row to one result), CHUNK rows vectorized at a time."""
+    return jax.lax.map(f, xs, batch_size=min(CHUNK, xs.shape[0]))
+
+
 def masked_similarity(critic, params, ref, images, counts):
     """Critic feature similarity (Jeon et al. 2020, eq. 2) of S padded image sets to one reference.
 
     The features of layer k are the critic's activation after its nonlinearity
-    (`critic.activation`), flattened; one forward pass serves every layer (XLA shares the prefixes).
+    (`critic.activation`), flattened; the images pass through the critic `CHUNK` at a time, each
+    chunk's features reduced to cosines before the next (XLA shares the layers' prefixes).
 
     Args:
       critic, params: a probe-able critic (static under jit) and its parameters.
@@ -78,14 +90,19 @@ def masked_similarity(critic, params, ref, images, counts):
     """
     s, n = images.shape[:2]
     w, total = _row_weights(counts, n, images.dtype)
-    x = jnp.concatenate([ref, images.reshape((s * n,) + images.shape[2:])])
-    sims = []
-    for k in range(1, critic.n_layers):
-        f = critic.activation(params, x, k).reshape(x.shape[0], -1)
-        norms = jnp.linalg.norm(f, axis=1)
-        cos = (f[1:] @ f[0]) / jnp.maximum(norms[1:] * norms[0], 1e-12)
-        sims.append(jnp.sum(w * cos.reshape(s, n), axis=1) / jnp.maximum(total, 1.0))
-    return jnp.where(total[:, None] > 0, jnp.stack(sims, axis=1), jnp.nan)
+    layers = range(1, critic.n_layers)
+    refs = [critic.activation(params, ref, k).reshape(-1) for k in layers]
+
+    def cosines(x):  # one image -> (K,)
+        out = []
+        for k, r in zip(layers, refs):
+            f = critic.activation(params, x[None], k).reshape(-1)
+            out.append(f @ r / jnp.maximum(jnp.linalg.norm(f) * jnp.linalg.norm(r), 1e-12))
+        return jnp.stack(out)
+
+    cos = _chunked(cosines, images.reshape((s * n,) + images.shape[2:])).reshape(s, n, -1)
+    sims = jnp.sum(w[..., None] * cos, axis=1) / jnp.maximum(total, 1.0)[:, None]
+    return jnp.where(total[:, None] > 0, sims, jnp.nan)
 
 
 def sample_sigma(images):
@@ -151,7 +168,8 @@ def set_metrics(generator, gparams, critic, cparams, z0, sets, counts):
       convention ((S, 0) without a critic).
     """
     s, n = sets.shape[:2]
-    x = generator.forward(gparams, jnp.concatenate([z0[None], sets.reshape((s * n,) + z0.shape)]))
+    zs = jnp.concatenate([z0[None], sets.reshape((s * n,) + z0.shape)])
+    x = _chunked(lambda z: generator.forward(gparams, z[None])[0], zs)
     sigma, std = masked_sigma(x[1:].reshape((s, n) + x.shape[1:]), counts)
     if critic is None:
         return sigma, jnp.zeros((s, 0), x.dtype), std
