@@ -3,7 +3,7 @@
 Each mutant changes one line of E-GBAS (Jeon et al. 2020): region membership and its NaN
 handling, the region margin, GB-RRT's separation test and its rounding tolerance, steer's "moved"
 test, the acceptance test and the parent choice (batched kernel and the sequential reference in tests/),
-BerOpt's loss (squared norm, lambda's scale rho, the penalty's sign) and eps_L2. For each, a copy
+BerOpt's loss (squared norm, lambda's scale rho, the penalty's sign), the default lambda's support rule and eps_L2. For each, a copy
 of the package and the tests with that one change (the working tree is never touched) runs
 `pytest -x` on the few tests aimed at that line (`-k`); the mutant is killed when a test fails
 (exit status 1) and survives when all pass; any other exit status (a copy that does not import,
@@ -31,7 +31,7 @@ S = "tests/gbrrt_reference.py"  # the sequential reference, the tests' oracle
 NAN = ["tests/test_boundaries.py", "-k", "nan_is_never"]
 STRICT = ["tests/test_gbrrt.py", "-k", "strict"]
 REPLAY = ["tests/test_gbrrt.py", "-k", "replay or tiny_region"]
-BEROPT = ["tests/test_beropt.py", "-k", "recovers or thresholded or output_layer"]
+BEROPT = ["tests/test_beropt.py", "-k", "recovers or thresholded or output_layer or default_lambda_is"]
 EPS = ["tests/test_epsball.py", "tests/test_egbas.py", "-k", "brute_force or composes or truncated"]
 
 # (mutant, the tests aimed at its line)
@@ -83,6 +83,10 @@ MUTANTS = (
             "err = jnp.sum((out - target) ** 2, axis=tuple(range(1, out.ndim)))",
             "err = jnp.sqrt(jnp.sum((out - target) ** 2, axis=tuple(range(1, out.ndim))))"), BEROPT),
     (Mutant("beropt_rho_one", "lambda's scale rho = 1 instead of 1/16", R, "RHO = 1.0 / 16.0", "RHO = 1.0"), BEROPT),
+    (Mutant("support_smallest_multiple", "the default lambda is the smallest supported multiple, not the largest", R,
+            "mult.size - 1 - jnp.argmax(ok[::-1])", "jnp.argmax(ok)"), BEROPT),
+    (Mutant("support_unbounded", "every multiple counts as supporting (SUPPORT = 1: the largest always wins)", R,
+            "SUPPORT = 0.25", "SUPPORT = 1.0"), BEROPT),
     (Mutant("beropt_penalty_sign", "the sparsity penalty rewards kept units", R,
             "return jnp.mean(err) + lam * jnp.sum(jax.nn.sigmoid(logits))",
             "return jnp.mean(err) - lam * jnp.sum(jax.nn.sigmoid(logits))"), BEROPT),

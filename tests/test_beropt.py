@@ -128,8 +128,8 @@ def test_bad_input(toy):
 
 def test_kernel_composes_with_vmap_scan_and_jit_from_user_code_and_traces_once(toy):
     """BerOpt's kernel in user code: `jax.jit` of `jax.vmap` over queries of a `lax.scan` over steps
-    (step t on fold_in(key_i, t)) gives `beropt(key_i, ...)`'s theta, V* and losses; the step is
-    traced once for two calls."""
+    (step t on fold_in(key_i, t)) gives `beropt(key_i, ...)`'s theta, V* and losses at the same
+    lambda; the step is traced once for two calls."""
     import chex
 
     from jaxprobe.gbas.beropt import BerOptNets, BerOptOptions, build, summary
@@ -137,7 +137,7 @@ def test_kernel_composes_with_vmap_scan_and_jit_from_user_code_and_traces_once(t
     model, z0 = toy
     z0s = jnp.stack([z0, z0 + 0.05])
     keys = jax.random.split(jax.random.PRNGKey(5), 2)
-    options = BerOptOptions(steps=30)
+    options = BerOptOptions(steps=30, lam=0.02)
     kernel = build(BerOptNets(model), options, "hidden")
     step = chex.assert_max_traces(kernel.step, n=1)
 
@@ -157,6 +157,37 @@ def test_kernel_composes_with_vmap_scan_and_jit_from_user_code_and_traces_once(t
         np.testing.assert_array_equal(v_star[i], r.v_star)
         np.testing.assert_allclose(losses[i], r.losses, rtol=1e-5, atol=1e-6)
     assert not np.allclose(theta[0], theta[1])  # two queries, two masks
+
+
+def test_default_lambda_is_the_largest_multiple_whose_mask_supports_the_query():
+    """With no lambda, `beropt` keeps the largest of MULTIPLES x default_lambda whose V* reproduces
+    G(z0) to within SUPPORT of the empty mask's error: replayed here as separate runs (chain i of
+    the vmapped run draws from fold_in(key, i)), with the support error computed in numpy."""
+    import jaxprobe
+    from jaxprobe.gbas.beropt import MULTIPLES, SUPPORT
+
+    g = jaxprobe.load("dcgan")
+    key = jax.random.PRNGKey(3)
+    for q, layer in ((0, 1),):
+        z0 = g.sample_prior(jax.random.PRNGKey(10 + q), 1)[0]
+        base = float(default_lambda(g, g.params, z0, layer))
+        h0 = np.asarray(g.up_to(g.params, z0[None], layer), np.float64)
+        full = np.asarray(g.forward(g.params, z0[None]), np.float64)
+        empty = np.asarray(g.from_(g.params, jnp.zeros(h0.shape, jnp.float32), layer), np.float64)
+        runs, errors = [], []
+        for i, m in enumerate(MULTIPLES):
+            r = beropt(jax.random.fold_in(key, i), g, g.params, z0, layer, lam=m * base)
+            keep = (np.asarray(r.v_star) != 0).reshape(h0.shape[1:])
+            out = np.asarray(g.from_(g.params, jnp.asarray(h0 * keep, jnp.float32), layer), np.float64)
+            runs.append(r)
+            errors.append(np.linalg.norm(out - full) / np.linalg.norm(empty - full))
+        ok = [i for i, e in enumerate(errors) if e <= SUPPORT]
+        want = runs[max(ok) if ok else int(np.argmin(errors))]
+        got = beropt(key, g, g.params, z0, layer)
+        np.testing.assert_array_equal(got.v_star, want.v_star)
+        np.testing.assert_allclose(float(got.lam), float(want.lam), rtol=1e-6)
+        np.testing.assert_allclose(got.losses, want.losses, rtol=1e-4, atol=1e-4 * float(np.abs(want.losses).max()))
+        assert len(ok) >= 1 and max(ok) >= 1, errors  # some multiple above 1 supports these queries
 
 
 def test_unknown_setting_is_named(toy):

@@ -16,6 +16,12 @@ optimizer slides to the empty mask. Squared, at l = L the loss is separable, E |
 sum_i (1 - theta_i) a_i^2 with a_i = G(z0)_i - f(0)_i for binary masks, and its minimum keeps unit
 i exactly when a_i^2 > lambda (see `default_lambda` for the scale).
 
+lambda prices each kept boundary, so it sets the trade-off the paper is about: a larger lambda
+keeps fewer boundaries and the region GR_V* grows. When no lambda is given, `beropt` chooses one
+per query by a stated rule (`SUPPORT_RULE`): it runs the kernel at `MULTIPLES` of
+`default_lambda` side by side and keeps the largest lambda whose thresholded mask still supports
+the query, `support_error(V*) <= SUPPORT` (1/4 of the empty mask's error).
+
 The sampled mask has no gradient, so (docs/methods/egbas.md) the mask is the concrete / relaxed Bernoulli
 relaxation (Maddison et al. 2017; Jang et al. 2017) with temperature tau,
 
@@ -67,6 +73,15 @@ class BerOptResult(NamedTuple):
 
 # lambda's default scale: the fraction rho of the average unit's share of the empty mask's error.
 RHO = 1.0 / 16.0
+# The rule for lambda when none is given: the largest of these multiples of `default_lambda`
+# whose mask keeps `support_error` <= SUPPORT. Chosen from the shipped dcgan's sweep
+# (docs/methods/egbas.md): at every layer some multiple qualifies, and at layer 1 the largest that
+# does (64) is where the region's samples reach the paper's critic similarities.
+MULTIPLES = (1.0, 4.0, 16.0, 64.0, 256.0)
+SUPPORT = 0.25
+SUPPORT_RULE = ("lambda = the largest of 1, 4, 16, 64, 256 x default_lambda whose thresholded mask reproduces G(z0) "
+                "to within 1/4 of the empty mask's error, ||f(h0 * 1[V* != 0]) - G(z0)|| <= 0.25 ||f(0) - G(z0)|| "
+                "(the smallest error when none does)")
 
 
 def default_lambda(model, params, z0, l):
@@ -89,6 +104,21 @@ def default_lambda(model, params, z0, l):
     return RHO * jnp.sum((full - empty) ** 2) / layer_size(model, l)
 
 
+def support_error(model, params, z0, l, v):
+    """||f_{L:l+1}(h0 * m) - G(z0)||_2 / ||f_{L:l+1}(0) - G(z0)||_2 with m = 1[v != 0]: how far
+    the units a selection `v` keeps (a V* in {-1, 0, +1} or a 0/1 mask, D_l values) are from
+    reproducing the query's image, relative to the empty mask. 0 when v keeps every unit that
+    matters, 1 when it keeps nothing. Jeon et al. 2020 call the boundaries of v "supporting"
+    G(z0) when this is small (their eq. 1's first term, at a binary mask)."""
+    l = model.layer(l)
+    h0 = model.up_to(params, z0[None], l)
+    full = model.from_(params, h0, l)[0]
+    keep = (jnp.asarray(v) != 0).astype(h0.dtype).reshape(h0.shape[1:])
+    masked = model.from_(params, h0 * keep, l)[0]
+    empty = model.from_(params, jnp.zeros_like(h0), l)[0]
+    return jnp.linalg.norm(masked - full) / jnp.maximum(jnp.linalg.norm(empty - full), 1e-30)
+
+
 def beropt_loss(logits, key, model, params, h0, target, l, *, lam, tau, n_masks):
     """L(theta) with concrete masks: mean over `n_masks` relaxed masks of the squared output error,
     plus lambda * ||sigmoid(logits)||_1.  h0: (1, *layer_shape); target: G(z0), (1, *out)."""
@@ -103,8 +133,10 @@ class BerOptOptions(NamedTuple):
     """BerOpt's settings (the paper gives none but p; each default is jaxprobe's choice).
 
     Attributes:
-      lam: the sparsity weight lambda, in squared output units. Default None: `default_lambda`,
-        ||G(z0) - f_{L:l+1}(0)||^2 / (16 D_l) (scale-free across layers and models; see there why).
+      lam: the sparsity weight lambda, in squared output units. Default None: `beropt` chooses
+        it per query by `SUPPORT_RULE` among `MULTIPLES` of `default_lambda`,
+        ||G(z0) - f_{L:l+1}(0)||^2 / (16 D_l) (scale-free across layers and models; see there why);
+        the kernel alone (`build`) uses `default_lambda` itself.
       tau: the concrete temperature, default 0.5: masks are close to binary (a relaxed sample lies
         within 0.1 of 0 or 1 about 2/3 of the time at theta = 0.5) while the gradient's variance
         stays moderate; 2/3 is Maddison et al.'s suggestion for binary concrete, lower is sharper.
@@ -257,6 +289,27 @@ def beropt(key, model, params, z0, layer, options: BerOptOptions | None = None, 
                             "values (NaN or infinite parameters, or a query that overflows them)")
     kernel = build(BerOptNets(model, params), options, l)
     state = driver.call(kernel.init, z0)
-    run = driver.run(kernel, key, state, options.steps, trace=lambda s, info: info.loss)
-    theta, v_star = driver.call(lambda s: summary(s, jnp.float32(options.p)), run.state)
-    return BerOptResult(theta, v_star, run.trace, run.state.lam)
+    if options.lam is not None:
+        run = driver.run(kernel, key, state, options.steps, trace=lambda s, info: info.loss)
+        theta, v_star = driver.call(lambda s: summary(s, jnp.float32(options.p)), run.state)
+        return BerOptResult(theta, v_star, run.trace, run.state.lam)
+    return _supported(kernel, key, state, options, model, params, z0, l)
+
+
+def _supported(kernel, key, state, options, model, params, z0, l) -> BerOptResult:
+    """`SUPPORT_RULE`: the kernel at every multiple of the default lambda as vmapped chains of one
+    run, then the largest multiple whose V* keeps the support error at most `SUPPORT`."""
+    mult = jnp.asarray(MULTIPLES, jnp.float32)
+    states = jax.tree.map(lambda a: jnp.broadcast_to(a, (mult.size,) + jnp.shape(a)), state)
+    states = states._replace(lam=state.lam * mult)
+    run = driver.run(kernel, key, states, options.steps, vmap=True, trace=lambda s, info: info.loss)
+
+    def pick(states):
+        theta, v = jax.vmap(lambda s: summary(s, jnp.float32(options.p)))(states)
+        err = jax.vmap(lambda vi: support_error(model, params, z0, l, vi))(v)
+        ok = err <= SUPPORT
+        i = jnp.where(jnp.any(ok), mult.size - 1 - jnp.argmax(ok[::-1]), jnp.argmin(err))
+        return i, theta[i], v[i], states.lam[i]
+
+    i, theta, v_star, lam = driver.call(pick, run.state)
+    return BerOptResult(theta, v_star, run.trace[:, int(i)], lam)  # the trace is (steps, chains)
