@@ -8,7 +8,8 @@ h-DAE prior and the encoder prior R(h) = E(G(h)). Per class: the kept rate, the 
 burn-in, and the diversity comparison of `jaxprobe.experiments.ppgn.diversity` (the chains' last
 images against as many DGN-AM runs of 200 steps, mean pairwise distance in the classifier's
 penultimate features, with the spread of the distances); over classes, the spread of both.
-Writes OUT/ppgn_classes.json and OUT/ppgn_classes.md.
+Writes OUT/ppgn_classes.json and OUT/ppgn_classes.md. `jaxprobe reproduce ppgn` runs the same
+function (`ppgn_classes`) for one prior on any generator and classifier, and writes the same table.
 
     python benchmarks/reproduce_ppgn.py --out benchmarks/results/ppgn [--seed 0] [--chains 8]
 """
@@ -27,16 +28,11 @@ SETUP = {"chains": 8, "steps": 200, "burn_in": 100, "save_every": 5, "bounds": "
 
 
 def table(runs: dict) -> str:
-    """The markdown table docs/methods/ppgn.md quotes: one row per prior."""
-    lines = ["| prior | lowest class rate | mean class rate | PPGN diversity | DGN-AM diversity | PPGN more diverse |",
-             "|---|---|---|---|---|---|"]
-    for prior, run in runs.items():
-        rates = [r["class_rate"] for r in run["classes"]]
-        d = run["diversity"]
-        lines.append(f"| {prior} | {min(rates):.3f} | {sum(rates) / len(rates):.3f} | "
-                     f"{d['ppgn']['mean']:.2f} +- {d['ppgn']['sd']:.2f} | {d['dgn_am']['mean']:.2f} +- "
-                     f"{d['dgn_am']['sd']:.2f} | {d['ppgn_more_diverse']} of {d['measured']} |")
-    return "\n".join(lines) + "\n"
+    """The markdown table docs/methods/ppgn.md quotes: one row per prior (`jaxprobe reproduce ppgn`'s
+    own, `jaxprobe.experiments.ppgn.classes_table`)."""
+    from jaxprobe.experiments.ppgn import classes_table
+
+    return classes_table(runs)
 
 
 def main(argv=None) -> int:

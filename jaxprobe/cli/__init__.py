@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     import importlib
 
-    reproduce = sub.add_parser("reproduce", help="reproduce a paper's tables on the default models")
+    reproduce = sub.add_parser("reproduce", help="reproduce each paper's own measure (egbas, inverse-set, dgn-am, "
+                                                   "ppgn, excite), on the default models or your own")
     reproduce_sub = reproduce.add_subparsers(dest="method", required=True)
     for name in MODULES:  # a module global, so tests can narrow it
         importlib.import_module(f"jaxprobe.cli.{name}").add_commands(sub, reproduce_sub)

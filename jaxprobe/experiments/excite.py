@@ -83,6 +83,147 @@ def excite_table(key, classifier, targets=DEFAULT_TARGETS, *, variants=("scratch
     return out
 
 
+VARIANTS = ("scratch", "pretrained")
+
+
+def target_rank(activations, units) -> int:
+    """The rank of a target among its layer's units (Despraz et al. 2017's question: does the
+    trained generator excite its target more than any other unit?): 1 + the number of units
+    outside the target whose activation is at least the target's weakest unit's. Rank 1: every
+    unit of the target beats every other unit; ties count against the target, so a layer all at 0
+    (a dead ReLU) ranks it last."""
+    a = np.asarray(activations, np.float64).reshape(-1)
+    units = list(units)
+    return 1 + int(np.sum(np.delete(a, units) >= a[units].min()))
+
+
+def _default_targets(classifier) -> list:
+    """`DEFAULT_TARGETS` where the classifier has their layers (the shipped one), else its classes."""
+    from jaxprobe.errors import JaxprobeError
+    from jaxprobe.experiments.codespace import class_neurons
+
+    try:
+        return [parse_target(classifier, t).text for t in DEFAULT_TARGETS]
+    except JaxprobeError:
+        return class_neurons(classifier)
+
+
+def _real_target_values(classifier, parsed, images, batch: int = 64) -> np.ndarray:
+    """(m, T) each target's value (its units summed, read as eq. 2 reads them) on real canonical images."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxprobe.codespace.excite import layer_readout
+
+    x = np.asarray(images, np.float32)
+    to_input = (lambda v: v) if classifier.pixels is None else classifier.pixels.from_canonical
+    read = jax.jit(lambda p, x: jnp.stack([layer_readout(classifier, p, x, t.readout)[:, list(t.units)].sum(-1)
+                                           for t in parsed], -1))
+    return np.concatenate([np.asarray(read(classifier.params, to_input(jnp.asarray(x[i:i + batch]))))
+                           for i in range(0, len(x), batch)])
+
+
+def excite_reproduction(key, classifier, targets=None, *, classes=None, variants=VARIANTS, steps=None, lam=None,
+                        images=None, progress=None) -> dict:
+    """Despraz et al. 2017's measure for each target and variant (scratch: a fresh Table-2
+    generator; pretrained: alpha of the shipped DAE's decoder): the target's final value and its
+    rank among its layer's units (`target_rank`), from `excite_targets` (`GROUP` targets a program).
+
+    Args:
+      targets: target texts (`parse_target`), or None: the output units `classes` when given, else
+        `DEFAULT_TARGETS` where the classifier has their layers, else every class.
+      steps: one step count for every variant, or None (each variant's default).
+      images: None, or real canonical images in the classifier's input shape: each target's value
+        is then also set against its values on them (mean, max, 99th percentile; no labels).
+        Without them, MNIST test digits for a classifier that reads MNIST, else no comparison.
+
+    Returns {"variants": {variant: {"rows": [`target_records` row + "rank", "units" (layer
+    size), "exceeds_real_max", ...], "images": (T, H, W, C) the generators' images ([0, 1]),
+    "steps", "timing"}}, "targets", "skipped": [{"comparison" or "variant", "reason"}],
+    "comparison": what the real values are, or None}."""
+    from jaxprobe.codespace.excite import DEFAULT_STEPS
+    from jaxprobe.experiments.codespace import (GROUP, StepClock, against_real, check_classes, class_neurons,
+                                                mnist_reads)
+    from jaxprobe.experiments.inverse_set_repro import reference_images
+
+    if targets is None:
+        targets = ([class_neurons(classifier)[c] for c in check_classes(classifier, classes)]
+                   if classes is not None else _default_targets(classifier))
+    parsed = [parse_target(classifier, t) for t in targets]
+    skipped, runs = [], {}
+    todo = [v for v in variants if v == "scratch" or mnist_reads(classifier)]
+    for v in variants:
+        if v not in todo:
+            skipped.append({"variant": v, "reason": f"the pretrained generator is the shipped DAE's decoder of 28x28 "
+                                                    f"MNIST digits; {classifier.name!r} reads "
+                                                    f"{tuple(classifier.input_shape)} images"})
+    counts = {v: DEFAULT_STEPS[v] if steps is None else steps for v in todo}
+    groups = [parsed[i:i + GROUP] for i in range(0, len(parsed), GROUP)]
+    total, done = sum(counts[v] * len(groups) for v in todo), 0
+    for j, v in enumerate(todo):
+        clock, rows, pics, t0 = StepClock(progress), [], [], time.perf_counter()
+        for g, part in enumerate(groups):
+            run = excite_targets(_fold(key, j, g), classifier, [t.text for t in part], pretrained=v == "pretrained",
+                                 steps=counts[v], lam=lam,
+                                 progress=lambda d, t=None, base=done: clock(base + int(d), total))
+            done += counts[v]
+            for t, row in zip(part, run["rows"]):
+                rows.append(dict(row, rank=target_rank(row["target_activations"], t.units),
+                                 units=len(row["target_activations"])))
+            pics.append(np.asarray(run["result"].images))
+        runs[v] = {"rows": rows, "images": np.concatenate(pics), "steps": counts[v],
+                   "timing": {**clock.timing(), "run_s": time.perf_counter() - t0}}
+    real, comparison = images, f"each target's value over all {0 if images is None else len(images)} real images " \
+                               "given (no labels: its whole distribution)"
+    if real is None and mnist_reads(classifier) and reference_images(None, 1) is not None:
+        real, comparison = reference_images(None, 500), "each target's value over 500 MNIST test digits (all classes)"
+    if real is None:
+        comparison = None
+        skipped.append({"comparison": "real", "reason": f"{classifier.name!r} reads "
+                        f"{tuple(classifier.input_shape)} images, not MNIST digits, and no real images were given "
+                        "(--images)"})
+    else:
+        values = _real_target_values(classifier, parsed, real)
+        for run in runs.values():
+            for i, row in enumerate(run["rows"]):
+                row.update(against_real(row["target_value"], values[:, i]))
+    return {"variants": runs, "targets": [t.text for t in parsed], "skipped": skipped, "comparison": comparison}
+
+
+def _fold(key, *data):
+    """`key` folded with each of `data` in turn (one key per variant and group)."""
+    import jax
+
+    for d in data:
+        key = jax.random.fold_in(key, d)
+    return key
+
+
+def excite_markdown(rep: dict) -> str:
+    """The reproduction's table: per variant and target, its final value, its rank among its
+    layer's units, and the largest other unit."""
+    lines = ["| variant | target | value | rank | of units | largest other | real max | value > real max |",
+             "|---|---|---|---|---|---|---|---|"]
+    from jaxprobe.io import fmt_number
+
+    def fmt(v):
+        return fmt_number(v, ".4g", "-")
+
+    for v, run in rep["variants"].items():
+        for r in run["rows"]:
+            above = r.get("exceeds_real_max")
+            lines.append(f"| {v} | {r['target']} | {fmt(r['target_value'])} | {r['rank']} | {r['units']} | "
+                         f"{fmt(r['max_other'])} | {fmt(r.get('real_max'))} | "
+                         f"{'-' if above is None else ('yes' if above else 'no')} |")
+    lines.append("")
+    for v, run in rep["variants"].items():
+        first = sum(r["rank"] == 1 for r in run["rows"])
+        lines.append(f"{v}: rank 1 for {first} of {len(run['rows'])} targets ({run['steps']} steps).")
+    for skip in rep["skipped"]:
+        lines.append(f"Skipped {skip.get('variant') or skip.get('comparison')}: {skip['reason']}.")
+    return "\n".join(lines) + "\n"
+
+
 MAX_IMAGES = 24  # panels of `excite_images_figure`; more are picked evenly, the title says so
 
 

@@ -82,17 +82,24 @@ def diversity(key, generator, classifier, label: int, ppgn_codes, *, steps: int,
     Returns {"n": c, "ppgn", "dgn_am": mean pairwise distances, "ppgn_sd", "dgn_am_sd": the
     standard deviations of the c(c-1)/2 distances, "ppgn_class_rate", "dgn_am_class_rate": the
     share of the c images classified as `label`}."""
+    return _diversity(key, generator, classifier, label, ppgn_codes, steps=steps, lower=lower, upper=upper)[0]
+
+
+def _diversity(key, generator, classifier, label, ppgn_codes, *, steps, lower, upper) -> tuple:
+    """(`diversity`'s record, the c DGN-AM final codes)."""
     codes = np.asarray(ppgn_codes)
     c = len(codes)
-    neurons = class_neurons(classifier)
-    weights = np.eye(len(neurons), dtype=np.float32)[[int(label)] * c]
-    d = dgn_am(key, generator, classifier, neurons, weights=weights, steps=steps, lower=lower, upper=upper)
+    # The class's own neuron alone: the objective a_label is the same as with every class neuron
+    # weighted one-hot, and a program reading 1000 neurons one by one took 50 s to compile.
+    neurons = [class_neurons(classifier)[int(label)]]
+    d = dgn_am(key, generator, classifier, neurons, weights=np.ones((c, 1), np.float32), steps=steps, lower=lower,
+               upper=upper)
     out = {"n": c}
     for name, z in (("ppgn", codes), ("dgn_am", np.asarray(d.codes))):
         dist = pairwise(penultimate(generator, classifier, z)) if c >= 2 else np.full(1, np.nan)
         out[name], out[name + "_sd"] = float(dist.mean()), float(dist.std())
         out[name + "_class_rate"] = float(np.mean(predicted(generator, classifier, z) == int(label)))
-    return out
+    return out, np.asarray(d.codes)
 
 
 def spread(values) -> dict:
@@ -103,34 +110,124 @@ def spread(values) -> dict:
     return {"mean": float(v.mean()), "sd": float(v.std()), "min": float(v.min()), "max": float(v.max())}
 
 
-def ppgn_classes(key, generator, classifier, prior: str = "dae", *, classes=None, chains: int = 4, steps: int = 100,
-                 burn_in: int = 50, bounds: str = "real", dgn_steps: int | None = None, diversity_classes=None,
-                 **settings) -> dict:
+def resolve_bounds(generator, bounds, *, images=None, encoder=None) -> tuple:
+    """(lower, upper) code bounds for `bounds` ("real", "none" or a reference bound file, as
+    `code_bounds` reads them): "real" with `encoder` ((Model, layer)) and `images` (canonical, in
+    its input shape) is 3x the largest E(x) of each unit, through that encoder."""
+    if bounds == "real" and encoder is not None and images is not None:  # E(x) through the given encoder
+        return real_bounds(generator, images, encoder=encoder[0], layer=encoder[1])
+    return code_bounds(generator, bounds, images=images)
+
+
+def default_bounds(generator, images=None, encoder=None) -> str:
+    """The bounds PPGN takes when none are named: "real" where real images are at hand (`images`
+    with an encoder, given or recorded in the generator's manifest, or MNIST for the MNIST
+    models), else "none"."""
+    at_hand = images is not None and (encoder is not None or "encoder" in generator.manifest)
+    return "real" if at_hand or _has_real(generator, None) else "none"
+
+
+def ppgn_classes(key, generator, classifier, prior="dae", *, classes=None, chains: int = 4, steps: int = 100,
+                 burn_in: int = 50, bounds="real", dgn_steps: int | None = None, diversity_classes=None,
+                 progress=None, **settings) -> dict:
     """`ppgn_class` for each class (default all; one compiled program: the class is an argument),
     and `diversity` (PPGN's chains against as many DGN-AM runs of `dgn_steps` steps, default
     `steps`: the same budget) for each class of `diversity_classes` (default all; other rows get
     None).
 
+    Args:
+      prior: a name of `PRIORS` (`make_prior`), or the prior itself (a denoiser `Model` or
+        `encoder_prior(...)`).
+      bounds: a name `code_bounds` reads, or (lower, upper) arrays (None, None: unbounded).
+      progress: None or progress(steps done, steps in all), the PPGN chains' steps and DGN-AM's
+        (the chains then run in `CHUNKS` compiled chunks, the same chains).
+
     Returns {"prior", "classes": [{"label", "kept_rate", "class_rate", "kept_after",
     "diversity"}], "min_class_rate", "diversity": {"ppgn", "dgn_am": `spread` over the measured
     classes, "ppgn_more_diverse": the count of classes where PPGN's distance is larger,
-    "measured"}, "results": {label: PPGNResult}}."""
-    classes = range(len(class_neurons(classifier))) if classes is None else classes
-    lower, upper = code_bounds(generator, bounds)
-    denoiser = make_prior(generator, prior)
+    "measured"}, "results": {label: PPGNResult}, "dgn_am_codes": {label: (c, *code_shape) the
+    DGN-AM runs' final codes}}."""
+    from jaxprobe.experiments.codespace import check_classes
+
+    classes = check_classes(classifier, None if classes is None else list(classes))
+    shown = list(classes) if diversity_classes is None else check_classes(classifier, list(diversity_classes),
+                                                                            "diversity_classes")
+    lower, upper = code_bounds(generator, bounds) if isinstance(bounds, str) else bounds
+    denoiser = make_prior(generator, prior) if isinstance(prior, str) else prior
+    if not set(shown) <= set(classes):
+        raise JaxprobeError(f"diversity_classes: expected classes among those run ({classes}), got {shown}")
+    dgn_steps = steps if dgn_steps is None else dgn_steps
+    total = len(classes) * (steps + 1) + len(shown) * dgn_steps
     k_run, k_div = jax.random.split(key)
-    runs = {int(c): ppgn_class(jax.random.fold_in(k_run, int(c)), generator, classifier, denoiser, int(c),
-                               chains=chains, steps=steps, burn_in=burn_in, lower=lower, upper=upper, **settings)
-            for c in classes}
-    shown = list(runs) if diversity_classes is None else [int(c) for c in diversity_classes]
-    div = {c: diversity(jax.random.fold_in(k_div, c), generator, classifier, c, runs[c]["result"].codes,
-                        steps=steps if dgn_steps is None else dgn_steps, lower=lower, upper=upper) for c in shown}
+    runs, div, dgn_codes, done = {}, {}, {}, 0
+    for c in classes:
+        if progress is not None:  # chunked: the bar moves within each class's chains
+            settings = dict(settings, chunk=max(1, (steps + 1) // CHUNKS),
+                            progress=lambda d, t=None, base=done: progress(base + int(d), total))
+        runs[c] = ppgn_class(jax.random.fold_in(k_run, c), generator, classifier, denoiser, c, chains=chains,
+                             steps=steps, burn_in=burn_in, lower=lower, upper=upper, **settings)
+        done += steps + 1
+    for c in shown:
+        div[c], dgn_codes[c] = _diversity(jax.random.fold_in(k_div, c), generator, classifier, c,
+                                          runs[c]["result"].codes, steps=dgn_steps, lower=lower, upper=upper)
+        done += dgn_steps
+        if progress is not None:
+            progress(done, total)
     rows = [{"label": c, "kept_rate": one["kept_rate"], "class_rate": one["class_rate"],
              "kept_after": one["kept_after"], "diversity": div.get(c)} for c, one in runs.items()]
     summary = {"ppgn": spread(d["ppgn"] for d in div.values()), "dgn_am": spread(d["dgn_am"] for d in div.values()),
                "ppgn_more_diverse": int(sum(d["ppgn"] > d["dgn_am"] for d in div.values())), "measured": len(div)}
-    return {"prior": prior, "classes": rows, "min_class_rate": min(r["class_rate"] for r in rows),
-            "diversity": summary, "results": {c: one["result"] for c, one in runs.items()}}
+    return {"prior": prior if isinstance(prior, str) else getattr(prior, "name", type(prior).__name__),
+            "classes": rows, "min_class_rate": min(r["class_rate"] for r in rows), "diversity": summary,
+            "results": {c: one["result"] for c, one in runs.items()}, "dgn_am_codes": dgn_codes}
+
+
+def classes_table(runs: dict) -> str:
+    """The markdown table of `ppgn_classes` runs, one row per prior ({prior: run}): the lowest and
+    mean class rate, PPGN's and DGN-AM's diversity (mean +- sd over the measured classes), and in
+    how many classes PPGN is the more diverse (what docs/methods/ppgn.md quotes)."""
+    lines = ["| prior | lowest class rate | mean class rate | PPGN diversity | DGN-AM diversity | PPGN more diverse |",
+             "|---|---|---|---|---|---|"]
+    for prior, run in runs.items():
+        rates = [r["class_rate"] for r in run["classes"]]
+        d = run["diversity"]
+        lines.append(f"| {prior} | {min(rates):.3f} | {sum(rates) / len(rates):.3f} | "
+                     f"{d['ppgn']['mean']:.2f} +- {d['ppgn']['sd']:.2f} | {d['dgn_am']['mean']:.2f} +- "
+                     f"{d['dgn_am']['sd']:.2f} | {d['ppgn_more_diverse']} of {d['measured']} |")
+    return "\n".join(lines) + "\n"
+
+
+def classes_figure(run: dict, title: str = ""):
+    """Per class: PPGN's class rate after burn-in (bars), and the diversity of PPGN's chains
+    against as many DGN-AM runs (mean pairwise penultimate-feature distance, +- its sd); returns
+    the figure."""
+    from jaxprobe.experiments.figures import DPI, bounded_size, pyplot, wrap
+
+    plt = pyplot()
+    rows = run["classes"]
+    x = np.arange(len(rows))
+    fig, (a, b) = plt.subplots(2, 1, figsize=bounded_size(max(5.0, 0.35 * len(rows) + 1.5), 4.8), dpi=DPI)
+    a.bar(x, [r["class_rate"] for r in rows], color="C0")
+    a.set_ylim(0, 1.05)
+    a.set_ylabel("class rate\n(kept, after burn-in)", fontsize=7)
+    measured = [(i, r["diversity"]) for i, r in enumerate(rows) if r["diversity"] is not None]
+    for k, (name, color) in enumerate((("ppgn", "C3"), ("dgn_am", "C7"))):
+        b.errorbar([i + (k - 0.5) * 0.3 for i, _ in measured], [d[name] for _, d in measured],
+                   yerr=[d[name + "_sd"] for _, d in measured], fmt="o", color=color, markersize=3, capsize=2,
+                   label="PPGN chains" if name == "ppgn" else "DGN-AM runs (same steps)")
+    b.set_ylabel("diversity (mean pairwise\npenultimate distance)", fontsize=7)
+    b.set_xlabel("class", fontsize=8)
+    if measured:
+        b.legend(fontsize=6)
+    for ax in (a, b):
+        ax.set_xlim(-0.6, len(rows) - 0.4)
+        if len(rows) <= 30:
+            ax.set_xticks(x, [str(r["label"]) for r in rows], fontsize=6)
+        ax.tick_params(labelsize=7)
+    if title:
+        a.set_title(wrap(title, 4.5, 8), fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def step_timing(ticks, load_s: float, wall_s: float) -> dict:
@@ -159,13 +256,8 @@ def ppgn_command(key, generator, classifier, *, prior: str = "dae", encoder=None
     t_start = time.perf_counter()
     options = with_settings(PPGNOptions, None, {k: v for k, v in settings.items() if k in PPGNOptions._fields})
     check_options(options, int(np.prod(generator.input_shape)))  # bad numbers fail before any loading
-    if bounds is None:
-        at_hand = images is not None and (encoder is not None or "encoder" in generator.manifest)
-        bounds = "real" if at_hand or _has_real(generator, None) else "none"
-    if bounds == "real" and encoder is not None and images is not None:  # E(x) through the given encoder
-        lower, upper = real_bounds(generator, images, encoder=encoder[0], layer=encoder[1])
-    else:
-        lower, upper = code_bounds(generator, bounds, images=images)
+    bounds = default_bounds(generator, images, encoder) if bounds is None else bounds
+    lower, upper = resolve_bounds(generator, bounds, images=images, encoder=encoder)
     denoiser = make_prior(generator, prior, encoder)
     load_s = time.perf_counter() - t_start
     ticks = []
@@ -187,5 +279,5 @@ def ppgn_command(key, generator, classifier, *, prior: str = "dae", encoder=None
             "diversity_samples": int(len(chosen)), "timing": step_timing(ticks, load_s, wall)}
 
 
-__all__ = ["PRIORS", "diversity", "kept_after", "make_prior", "pairwise", "ppgn_class", "ppgn_classes",
-           "ppgn_command", "spread", "step_timing"]
+__all__ = ["PRIORS", "classes_figure", "classes_table", "default_bounds", "diversity", "kept_after", "make_prior", "pairwise",
+           "ppgn_class", "ppgn_classes", "ppgn_command", "resolve_bounds", "spread", "step_timing"]
