@@ -1,6 +1,6 @@
 """Fuzzing the converters and the model store (hypothesis, a bounded number of examples):
 mutated prototxts, caffemodels, manifests and key maps, each through `jaxprobe convert ...` or
-`load` in this process under a time limit, must end in success or one line with status 2 (a
+`load` in this process under a time and a memory limit, must end in success or one line with status 2 (a
 `JaxprobeError` from `load`), never a traceback, a hang or a changed --out.
 
 Each test prints its counts (pytest -s): cases that converted or loaded, and cases refused."""
@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 
@@ -26,15 +27,28 @@ from test_convert_roundtrip import write_caffemodel
 from test_convert_security import GENERATED_LENET
 
 CASE_SECONDS = 15  # one case; a hang is a failure, not a stuck suite
+CASE_BYTES = 3 << 30  # memory one case may add to the process: a 12 GB request fails, not the machine
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 
 
+def data_bytes() -> int:
+    """The process's data segment now (VmData: heap and private mappings, what RLIMIT_DATA limits)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmData:"))
+
+
 @contextlib.contextmanager
-def time_limit(seconds):
+def time_limit(seconds, extra_bytes=CASE_BYTES):
+    """Run the block under a SIGALRM after `seconds` and an RLIMIT_DATA of `extra_bytes` above what
+    the process holds now: a case that hangs raises TimeoutError, one that asks for unbounded
+    memory gets MemoryError (a failure of that case) instead of exhausting the machine."""
     def expired(signum, frame):
         raise TimeoutError(f"case ran over {seconds} s")
 
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    cap = data_bytes() + extra_bytes
+    resource.setrlimit(resource.RLIMIT_DATA, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
     previous = signal.signal(signal.SIGALRM, expired)
     signal.alarm(seconds)
     try:
@@ -42,6 +56,14 @@ def time_limit(seconds):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def test_a_case_that_asks_for_unbounded_memory_is_stopped_by_the_limit():
+    with pytest.raises(MemoryError):
+        with time_limit(CASE_SECONDS):
+            np.ones(2 * CASE_BYTES, np.uint8)  # 6 GB: over the case's limit, well under the machine's
+    np.ones(2 * CASE_BYTES // 64, np.uint8)  # and the limit is lifted after the case
 
 
 @pytest.fixture(scope="module")

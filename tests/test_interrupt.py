@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -35,6 +36,59 @@ def test_sigint_stops_a_long_ppgn_with_130_and_leaves_nothing(tmp_path, delay):
     status, err, took = _interrupted(p)
     assert status == 130, err
     assert err.strip().splitlines()[-1] == "jaxprobe: interrupted" and "Traceback" not in err
+    assert took < 4.0
+    assert os.listdir(tmp_path) == []  # no --out, no temporary, no lock
+
+
+# Every command that writes, interrupted once its progress bar shows (loading and compiling done,
+# the work under way); the ppgn test above covers the import and the load.
+LONG = {
+    "egbas": ["egbas", "--layer", "1", "--n", "100000", "--iterations", "1000000", "--beropt-steps", "100"],
+    "dgn-am": ["dgn-am", "--neuron", "logits:3", "--steps", "1000000"],
+    "inverse-set": ["inverse-set", "--neuron", "logits:3", "--range", "4", "6", "--n", "100000", "--k", "4"],
+    "excite": ["excite", "--target", "logits:3", "--steps", "3000"],  # progress ticks between its 20 chunks
+    "reproduce egbas": ["reproduce", "egbas", "--queries", "50", "--layers", "1"],
+    "reproduce inverse-set": ["reproduce", "inverse-set", "--n", "100000", "--k", "4"],
+    "reproduce dgn-am": ["reproduce", "dgn-am", "--classes", "3", "--steps", "1000000"],
+    "reproduce ppgn": ["reproduce", "ppgn", "--classes", "3", "--chains", "2", "--steps", "20000"],
+    "reproduce excite": ["reproduce", "excite", "--classes", "3", "--steps", "3000"],
+    "demo": ["demo"],
+}
+
+
+def _wait_for_bar(p, timeout=120.0):
+    """Read the process's stderr in a thread until a tqdm bar ("|" after a percentage or a rate)
+    shows; return what it had printed."""
+    seen, done = [], threading.Event()
+
+    def read():
+        while not done.is_set():
+            ch = p.stderr.read(1)
+            if not ch:
+                break
+            seen.append(ch)
+            text = "".join(seen[-200:])
+            if "%|" in text or "it/s" in text or "s/it" in text or "step/s" in text or "/s]" in text:
+                done.set()
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    assert done.wait(timeout) or p.poll() is not None, "no progress bar within the time limit"
+    return "".join(seen)
+
+
+@pytest.mark.parametrize("name", sorted(LONG))
+def test_sigint_during_the_work_of_each_command_gives_130_and_leaves_nothing(tmp_path, name):
+    p = _jaxprobe(*LONG[name], "--out", str(tmp_path / "out"), cwd=tmp_path)
+    before = _wait_for_bar(p)
+    assert p.poll() is None, f"{name} ended before it was interrupted: {before[-2000:]}"
+    p.send_signal(signal.SIGINT)
+    t = time.monotonic()
+    p.wait(timeout=60)
+    took = time.monotonic() - t
+    rest = p.stderr.read()
+    err = (before + rest).replace("\r", "\n")
+    assert p.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "jaxprobe: interrupted" and "Traceback" not in err, err[-2000:]
     assert took < 4.0
     assert os.listdir(tmp_path) == []  # no --out, no temporary, no lock
 

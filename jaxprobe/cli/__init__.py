@@ -252,7 +252,11 @@ def _die_interrupted() -> None:
         sys.stdout.flush()
     except Exception:  # noqa: BLE001 - a closed pipe: nothing more can be said there
         pass
-    os.write(2, b"jaxprobe: interrupted\n")
+    from jaxprobe.cli.common import bar_open
+
+    # A progress bar leaves its line open (tqdm redraws it with \r): end it, so the one line
+    # stands alone.
+    os.write(2, b"\njaxprobe: interrupted\n" if bar_open() else b"jaxprobe: interrupted\n")
     os._exit(130)
 
 

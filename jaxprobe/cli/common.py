@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 
 from jaxprobe.errors import JaxprobeError
@@ -46,6 +47,15 @@ class _Hook:
 
 
 _HOOK = _Hook()
+
+
+def bar_open() -> bool:
+    """Whether a progress bar is on the terminal now (its line not yet ended): the commands' bar,
+    or any other tqdm bar still open (the report's sections)."""
+    if _HOOK.bar is not None:
+        return True
+    std = sys.modules.get("tqdm.std")
+    return bool(std is not None and getattr(std.tqdm, "_instances", None))
 
 
 @contextmanager
