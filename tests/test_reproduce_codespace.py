@@ -88,7 +88,10 @@ def test_reproduce_dgn_am_on_mnist_against_a_fresh_forward_pass(models, mnist, t
     share = np.mean([r["exceeds_real_max"] for r in record["neurons"]])
     assert record["summary"]["share_exceeding_real_max"] == pytest.approx(share)
     assert record["predicted"] == list(logits.argmax(-1))
-    assert (out / "reproduce_dgn_am.md").read_text().count("| logits:") == 2
+    table = (out / "reproduce_dgn_am.md").read_text()
+    assert table.count("| logits:") == 2
+    above = sum(r["exceeds_real_max"] for r in record["neurons"])
+    assert table.count(" | yes |") == above and f"real maximum for {above} of 2 compared" in table
     assert (out / "reproduce_dgn_am.png").stat().st_size > 1000
 
 

@@ -406,8 +406,9 @@ def dgn_am_markdown(rep: dict) -> str:
     s = rep["summary"]
     share = s["share_exceeding_real_max"]
     lines.append("")
-    lines.append(f"AM exceeds the real maximum for {'-' if share is None else format(share, '.3g')} of "
-                 f"{s['compared']} compared classes ({rep['comparison']['what'] or 'no real images compared'}).")
+    count = "-" if share is None else str(round(share * s["compared"]))
+    lines.append(f"AM exceeds the real maximum for {count} of {s['compared']} compared classes "
+                 f"({rep['comparison']['what'] or 'no real images compared'}).")
     for skip in rep["skipped"]:
         lines.append(f"Skipped {skip['comparison']}: {skip['reason']}.")
     return "\n".join(lines) + "\n"
