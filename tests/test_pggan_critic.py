@@ -331,3 +331,38 @@ def test_reproduce_egbas_with_the_discriminator(pgan, capsys):
         np.testing.assert_allclose(1 - got, 1 - np.asarray(want), rtol=2e-3, atol=3e-7, err_msg=m)
         assert min(1 - np.asarray(want)) > 1e-4  # the samples differ from the query at every layer
         np.testing.assert_allclose(np.asarray(t["similarity"][m])[0], got, rtol=1e-12, err_msg=m)  # one query
+
+
+def test_a_hub_checkpoint_with_its_config_object_converts_and_runs_nothing(pgan, tmp_path, monkeypatch):
+    """pytorch_GAN_zoo's hub checkpoints pickle its `BaseConfig` object beside the state dicts
+    (getStateDict: {"config": self.config, "netG", "netD", "avgG"}). The converter keeps it as
+    inert data: the file converts, and the class's own code (here one that would record it ran)
+    is never imported or called."""
+    import pickle
+    import sys
+    import types
+
+    import torch
+
+    ran = []
+
+    class BaseConfig:
+        def __setstate__(self, state):  # what unpickling the real class would run
+            ran.append(state)
+            self.__dict__.update(state)
+
+    BaseConfig.__module__, BaseConfig.__qualname__ = "models.utils.config", "BaseConfig"
+    for name in ("models", "models.utils", "models.utils.config"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    sys.modules["models.utils.config"].BaseConfig = BaseConfig
+    config = BaseConfig()
+    config.__dict__.update(depthScales=list(DEPTHS), dimLatentVector=LATENT, miniBatchStdDev=True, nested={"a": [1]})
+    ckpt = tmp_path / "hub.pth"
+    torch.save({"config": config, "netG": pgan["g"].state_dict(), "netD": pgan["d"].state_dict(),
+                "avgG": pgan["g"].state_dict()}, ckpt, pickle_module=pickle)
+    for arch, key in (("pggan", "avgG"), ("pggan_d", "netD")):
+        assert main(["convert", "torch", str(ckpt), "--arch", arch, "--key", key, "--out", str(tmp_path / key)]) == 0
+    assert ran == []
+    x = np.random.default_rng(4).normal(size=(2, LATENT)).astype(np.float32)
+    g = load(str(tmp_path / "avgG"))
+    np.testing.assert_allclose(g.forward(g.params, x), pgan["G"].forward(pgan["G"].params, x), rtol=1e-6, atol=1e-6)

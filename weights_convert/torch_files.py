@@ -132,6 +132,29 @@ def _rebuild_parameter(data, *_ignored):
     return data
 
 
+class _Frozen(type):
+    """A class whose attributes a pickle cannot set (BUILD applied to the class object itself)."""
+
+    def __setattr__(cls, name, value):
+        raise _Refused(f"a pickle may not set attribute {name!r} of an admitted global")
+
+
+class _Record(metaclass=_Frozen):
+    """A pickled Python object the converter does not read, kept as inert data: NEWOBJ makes an
+    empty instance and BUILD hands its state to `__setstate__`, which only stores it; no code of
+    the object's own class runs (the class is never imported). pytorch_GAN_zoo saves its
+    `BaseConfig` beside the state dicts ({"config", "netG", "netD", "avgG"}), so without this its
+    hub checkpoints could not be read at all."""
+
+    __slots__ = ("state",)
+
+    def __setstate__(self, state):
+        object.__setattr__(self, "state", state)
+
+
+# Python objects stored beside the weights in known checkpoint formats, admitted as `_Record`s.
+_RECORDS = {("models.utils.config", "BaseConfig")}
+
 _ADMITTED = {
     ("collections", "OrderedDict"): _Admitted(collections.OrderedDict),
     ("torch._utils", "_rebuild_tensor_v2"): _Admitted(_rebuild_tensor),
@@ -139,6 +162,7 @@ _ADMITTED = {
     ("torch._utils", "_rebuild_parameter"): _Admitted(_rebuild_parameter),
     ("torch._utils", "_rebuild_parameter_with_state"): _Admitted(_rebuild_parameter),
     **{("torch", name): _StorageType(name, dtype) for name, dtype in _STORAGES.items()},
+    **{record: _Record for record in _RECORDS},
 }
 ADMITTED_GLOBALS = tuple(f"{m}.{n}" for m, n in _ADMITTED)
 
@@ -348,8 +372,10 @@ def _materialize(root, arrays: dict):
             raise JaxprobeError(f"containers nested deeper than {MAX_DEPTH}")
         if isinstance(obj, _Tensor):
             out = _tensor_view(obj, arrays[obj.storage.key])
-        elif isinstance(obj, (_Storage, _StorageType, _Admitted)):
+        elif isinstance(obj, (_Storage, _StorageType, _Admitted, _Frozen)):
             raise JaxprobeError("a bare storage or global where a tensor was expected")
+        elif isinstance(obj, _Record):
+            out = None  # a saved config object: not weights, and never run
         elif isinstance(obj, dict):
             if not all(k is None or isinstance(k, (bool, int, float, str, bytes)) for k in obj):
                 raise JaxprobeError("a dict key that is not a string or a number")
