@@ -14,7 +14,8 @@ from test_boundaries import perturbed
 
 
 # The composition test's settings: the runs below share its compilations.
-RUN = dict(interval=2.0, capacity=24, max_candidates=256, batch=8, beropt_options=dict(steps=60))
+# BerOpt at the plain default lambda (one multiple): small regions, so the trees reject candidates.
+RUN = dict(interval=2.0, capacity=24, max_candidates=256, batch=8, beropt_options=dict(steps=60, multiples=(1.0,)))
 
 
 @pytest.fixture(scope="module")

@@ -60,8 +60,15 @@ def critic_features(critic, x):
 
 def test_egbas_command_writes_valid_tree_and_figure(saved, tmp_path, capsys):
     out = tmp_path / "run"
+    # The query is the prior draw of the seed's first key; BerOpt at its plain default lambda (the
+    # rule's smallest multiple) keeps a region small enough to reject candidates.
+    from jaxprobe.gbas.beropt import default_lambda
+
+    z0 = np.asarray(jax.random.normal(jax.random.split(jax.random.PRNGKey(3), 3)[0], (1, 8)))[0]
+    lam = float(default_lambda(load(saved / "gen"), load(saved / "gen").params, jnp.asarray(z0), 2))
     argv = ["egbas", "--model", str(saved / "gen"), "--layer", "2", "--seed", "3", "--n", "24",
-            "--iterations", "256", "--beropt-steps", "60", "--critic", str(saved / "critic"), "--out", str(out)] + TREE
+            "--iterations", "256", "--beropt-steps", "60", "--lambda", repr(lam), "--critic", str(saved / "critic"),
+            "--out", str(out)] + TREE
     assert main(argv) == 0
     printed = capsys.readouterr()
     res = json.loads((out / "egbas.json").read_text())
@@ -76,9 +83,8 @@ def test_egbas_command_writes_valid_tree_and_figure(saved, tmp_path, capsys):
     assert "stop_reason" in seen["reasons"] and {"n_accepted", "n_rejected", "n_candidates"} <= set(seen["counts"])
     gen = load(saved / "gen")
     assert res["layer"] == 2 and res["layer_name"] == "deconv1"
-    # The query is the prior draw of the seed's first key.
-    z0 = np.asarray(jax.random.normal(jax.random.split(jax.random.PRNGKey(3), 3)[0], (1, 8)))[0]
     np.testing.assert_allclose(res["query"], z0, rtol=1e-6)
+    assert res["beropt_lambda"] == pytest.approx(lam, rel=1e-6)
     v = np.asarray(res["v_star"])
     acc = np.asarray(res["accepted"], np.float64)
     assert v.shape == (pre_activation(gen, z0[None], 2).shape[1],) and set(np.unique(v)) <= {-1, 0, 1}
@@ -127,6 +133,8 @@ def test_egbas_command_writes_valid_tree_and_figure(saved, tmp_path, capsys):
     (["--layer", "1", "--delta", "1e-9"], "--delta: expected a step size float32 resolves at the query's scale"),
     (["--layer", "1", "--p", "1.5"], "--p: expected a threshold in (0, 1)"),
     (["--layer", "1", "--critic", "GEN"], "--critic: expected a critic"),
+    (["--layer", "1", "--lambda", "-1"], "--lambda: expected a non-negative number"),
+    (["--layer", "1", "--lambda", "1e39"], "--lambda: "),
 ])
 def test_egbas_command_bad_input_is_one_line_exit_2(saved, tmp_path, capsys, args, message):
     args = [a.replace("GEN", str(saved / "gen")) for a in args]

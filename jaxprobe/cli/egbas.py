@@ -51,7 +51,7 @@ def _check_settings(args) -> None:
 
 _FLAGS = {"lambdas": "--lambdas", "queries": "--queries",
           "delta": "--delta", "interval": "--interval", "p": "--p", "capacity": "--n",
-          "max_candidates": "--iterations", "batch": "--batch", "steps": "--beropt-steps"}
+          "max_candidates": "--iterations", "batch": "--batch", "steps": "--beropt-steps", "lam": "--lambda"}
 
 
 def _flag_names(err: JaxprobeError) -> JaxprobeError:
@@ -67,7 +67,8 @@ def _options(args, capacity: int):
     return EGBASOptions(p=args.p, delta=args.delta, interval=args.interval, capacity=capacity,
                         max_candidates=check_count("--iterations", args.iterations, 0),
                         batch=check_count("--batch", args.batch, 1),
-                        beropt_options=dict(steps=check_count("--beropt-steps", args.beropt_steps, 1)))
+                        beropt_options=dict(steps=check_count("--beropt-steps", args.beropt_steps, 1),
+                                            lam=getattr(args, "lam", None)))
 
 
 def _cmd_egbas(args) -> None:
@@ -187,6 +188,9 @@ def add_commands(sub, reproduce) -> None:
     p.add_argument("--interval", type=float, default=1.0, help="half-width I of the sampling box around z0 (1.0)")
     p.add_argument("--batch", type=int, default=64, help="candidates per batched GB-RRT step (64)")
     p.add_argument("--beropt-steps", type=int, default=300, help="BerOpt's Adam steps (300)")
+    p.add_argument("--lambda", dest="lam", type=float, default=None,
+                   help="BerOpt's lambda, >= 0 (default: per query, the largest of 1, 4, 16, 64, 256 x the default "
+                        "lambda whose mask still reproduces G(z0) to within 1/4 of the empty mask's error)")
     p.add_argument("--critic", default=None, help="also measure critic feature similarity with this critic")
     _output_arguments(p, "egbas.json, egbas.png")
     p.set_defaults(func=_cmd_egbas)

@@ -149,6 +149,9 @@ class BerOptOptions(NamedTuple):
       p: the threshold on theta*, in (0, 1), default 0.5 (the paper's value).
       n_masks: relaxed masks per step, averaged, default 4 (lowers the gradient's variance at the
         cost of a batch of 4 through layers l..L).
+      multiples: the multiples of `default_lambda` the support rule chooses among when `lam` is
+        None, default `MULTIPLES` (1, 4, 16, 64, 256: BerOpt's cost times 5, in one program);
+        (1.0,) is `default_lambda` itself, one run.
     """
 
     lam: float | None = None
@@ -158,6 +161,7 @@ class BerOptOptions(NamedTuple):
     init: float = 0.9
     p: float = 0.5
     n_masks: int = 4
+    multiples: tuple = MULTIPLES
 
 
 class BerOptNets(NamedTuple):
@@ -241,10 +245,18 @@ def check_options(options: BerOptOptions) -> BerOptOptions:
     tau = check_number("tau", options.tau, low=0, low_open=True, what="a positive temperature")
     learning_rate = check_number("learning_rate", options.learning_rate, low=0, low_open=True,
                                  what="a positive number")
-    lam = None if options.lam is None else check_number("lam", options.lam, low=0,
+    # lambda * ||theta||_1 is formed in float32 over up to ~10^8 units: keep it finite there.
+    lam = None if options.lam is None else check_number("lam", options.lam, low=0, high=1e30,
                                                         what="a non-negative number or None")
+    try:
+        multiples = tuple(sorted(float(m) for m in np.ravel(np.asarray(options.multiples, dtype=object))))
+    except (TypeError, ValueError):
+        multiples = ()
+    if not multiples or not all(np.isfinite(m) and 0 < m < 1e30 for m in multiples):
+        raise JaxprobeError(f"multiples: expected positive finite multiples of the default lambda, got "
+                            f"{options.multiples!r}")
     return BerOptOptions(lam=lam, tau=tau, steps=check_count("steps", options.steps, 1), learning_rate=learning_rate,
-                         init=init, p=p, n_masks=check_count("n_masks", options.n_masks, 1))
+                         init=init, p=p, n_masks=check_count("n_masks", options.n_masks, 1), multiples=multiples)
 
 
 def _finite(model, params, l):
@@ -289,7 +301,7 @@ def beropt(key, model, params, z0, layer, options: BerOptOptions | None = None, 
                             "values (NaN or infinite parameters, or a query that overflows them)")
     kernel = build(BerOptNets(model, params), options, l)
     state = driver.call(kernel.init, z0)
-    if options.lam is not None:
+    if options.lam is not None or options.multiples == (1.0,):
         run = driver.run(kernel, key, state, options.steps, trace=lambda s, info: info.loss)
         theta, v_star = driver.call(lambda s: summary(s, jnp.float32(options.p)), run.state)
         return BerOptResult(theta, v_star, run.trace, run.state.lam)
@@ -299,7 +311,7 @@ def beropt(key, model, params, z0, layer, options: BerOptOptions | None = None, 
 def _supported(kernel, key, state, options, model, params, z0, l) -> BerOptResult:
     """`SUPPORT_RULE`: the kernel at every multiple of the default lambda as vmapped chains of one
     run, then the largest multiple whose V* keeps the support error at most `SUPPORT`."""
-    mult = jnp.asarray(MULTIPLES, jnp.float32)
+    mult = jnp.asarray(options.multiples, jnp.float32)
     states = jax.tree.map(lambda a: jnp.broadcast_to(a, (mult.size,) + jnp.shape(a)), state)
     states = states._replace(lam=state.lam * mult)
     run = driver.run(kernel, key, states, options.steps, vmap=True, trace=lambda s, info: info.loss)
