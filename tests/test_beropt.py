@@ -176,14 +176,14 @@ def test_default_lambda_is_the_largest_multiple_whose_mask_supports_the_query():
         empty = np.asarray(g.from_(g.params, jnp.zeros(h0.shape, jnp.float32), layer), np.float64)
         runs, errors = [], []
         for i, m in enumerate(MULTIPLES):
-            r = beropt(jax.random.fold_in(key, i), g, g.params, z0, layer, lam=m * base)
+            r = beropt(jax.random.fold_in(key, i), g, g.params, z0, layer, steps=150, lam=m * base)
             keep = (np.asarray(r.v_star) != 0).reshape(h0.shape[1:])
             out = np.asarray(g.from_(g.params, jnp.asarray(h0 * keep, jnp.float32), layer), np.float64)
             runs.append(r)
             errors.append(np.linalg.norm(out - full) / np.linalg.norm(empty - full))
         ok = [i for i, e in enumerate(errors) if e <= SUPPORT]
         want = runs[max(ok) if ok else int(np.argmin(errors))]
-        got = beropt(key, g, g.params, z0, layer)
+        got = beropt(key, g, g.params, z0, layer, steps=150)
         np.testing.assert_array_equal(got.v_star, want.v_star)
         np.testing.assert_allclose(float(got.lam), float(want.lam), rtol=1e-6)
         np.testing.assert_allclose(got.losses, want.losses, rtol=1e-4, atol=1e-4 * float(np.abs(want.losses).max()))

@@ -43,11 +43,12 @@ def test_sigint_stops_a_long_ppgn_with_130_and_leaves_nothing(tmp_path, delay):
 # Every command that writes, interrupted once its progress bar shows (loading and compiling done,
 # the work under way); the ppgn test above covers the import and the load.
 LONG = {
-    "egbas": ["egbas", "--layer", "1", "--n", "100000", "--iterations", "1000000", "--beropt-steps", "100"],
+    "egbas": ["egbas", "--layer", "1", "--n", "100000", "--iterations", "1000000", "--beropt-steps", "20",
+              "--lambda", "0.01"],
     "dgn-am": ["dgn-am", "--neuron", "logits:3", "--steps", "1000000"],
     "inverse-set": ["inverse-set", "--neuron", "logits:3", "--range", "4", "6", "--n", "100000", "--k", "4"],
     "excite": ["excite", "--target", "logits:3", "--steps", "3000"],  # progress ticks between its 20 chunks
-    "reproduce egbas": ["reproduce", "egbas", "--queries", "50", "--layers", "1"],
+    "reproduce egbas": ["reproduce", "egbas", "--queries", "50", "--layers", "1", "--beropt-steps", "20"],
     "reproduce inverse-set": ["reproduce", "inverse-set", "--n", "100000", "--k", "4"],
     "reproduce dgn-am": ["reproduce", "dgn-am", "--classes", "3", "--steps", "1000000"],
     "reproduce ppgn": ["reproduce", "ppgn", "--classes", "3", "--chains", "2", "--steps", "20000"],
