@@ -1,6 +1,7 @@
 """Every measured number the docs quote comes from a results file: the E-GBAS tables and lambda
-sweep, DGN-AM's and the excitation generators' reproductions, the inverse-set reproduction. Each
-check reads the file in `benchmarks/results/` and asserts that the docs state its numbers at the
+sweep, DGN-AM's and the excitation generators' reproductions, the inverse-set reproduction, the
+GB-RRT throughput benchmark, the shipped DAE's manifest. Each check reads the file (under
+`benchmarks/results/`, or the manifest) and asserts that the docs state its numbers at the
 precision they print, so a re-run that changes a number fails here until the docs follow.
 (PPGN's table is checked against its results file in tests/test_ppgn.py.)"""
 
@@ -156,3 +157,27 @@ def test_the_filter_and_compound_targets_are_the_reproductions():
     say(page, f"logit 3 reaches {both[3]:.1f} and logit 8 stays at {both[8]:.0f} (logit 5 takes {both[5]:.1f})")
     both = rows[("pretrained", "logits:3+logits:8")]["target_activations"]
     say(page, f"pretrained, {both[3]:.1f} against {both[8]:.1f}")
+
+
+def test_gbrrt_throughput_numbers_are_the_benchmarks():
+    r = results("gbrrt.json")
+    text = doc("results.md")
+    one = r["layers"]["1"]
+    rest = [r["layers"][k]["fraction_of_floor"] * 100 for k in ("2", "3", "4")]
+    say(text, f"batched is {one['speedup_vs_sequential']:.1f}x the sequential reference at layer 1")
+    say(text, f"it reaches {one['fraction_of_floor'] * 100:.0f}% at layer 1 and {min(rest):.0f}-{max(rest):.0f}% at "
+              "layers 2-4")
+    say(text, f"measures {one['bound_fraction_of_floor'] * 100:.0f}% of the floor, and the kernel reaches "
+              f"{one['fraction_of_bound'] * 100:.0f}% of that")
+    spread = one["distance_concentration"]
+    say(text, f"within {spread['nearest']:.2f}-{spread['farthest']:.2f}")
+    assert r["targets"]["fraction_of_floor_min"] == 0.8 and "(the issue's target is 80%)" in text
+
+
+def test_the_dae_numbers_are_its_manifests():
+    q = json.loads((ROOT / "jaxprobe" / "weights" / "dae" / "manifest.json").read_text())["quality"]
+    mse = dict(zip(q["noise"], q["reconstruction_mse"]))
+    page = doc("methods/excite.md")
+    say(page, f"test reconstruction error {mse[0.3]:.3f} squared error per pixel at noise 0.3")
+    say(page, f"constant image scores {q['mean_image_mse']:.3f}")
+    say(page, f"At noise 0 the error is {mse[0.0]:.3f}, at noise 0.5 it is {mse[0.5]:.3f}")
