@@ -115,14 +115,14 @@ def tiny_run(classifier):
 
 
 def test_targets_together_equal_one_by_one(classifier, tiny_run):
-    """vmap over targets changes nothing but float32 rounding: the 3 targets together against two
-    of them alone, each run without vmap from fold_in(key, i) (so that its step t draws what chain
+    """vmap over targets changes nothing but float32 rounding: the 3 targets together against the
+    last alone, each run without vmap from fold_in(key, i) (so that its step t draws what chain
     i's does). Tolerance 1e-5 absolute on [0, 1] pixels and 1e-4 relative on losses: batched and
     unbatched products may sum in a different order (float32 eps 1.2e-7 per operation, amplified
     by 5 optimizer steps). `excite` is that run."""
     g, lam, s, key, together = tiny_run
     images = s.finish(together.state)[0]
-    for i in (1, 2):
+    for i in (2,):
         one = jax.tree.map(lambda a: a[i], s.states)
         alone = jaxprobe.run(s.kernel, jax.random.fold_in(key, i), one, 5)
         np.testing.assert_allclose(np.asarray(alone.trace.loss), np.asarray(together.trace.loss[:, i]), rtol=1e-4,
