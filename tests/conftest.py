@@ -19,20 +19,6 @@ from jaxprobe.models import zoo
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
 
-# The longest test files, slowest first (measured on 2 idle cores): run first, so that pytest-xdist's
-# per-file scheduling (`--dist loadfile`, the README's command) ends on short files on both workers
-# instead of one worker finishing a long file alone.
-LONG_FILES = ("test_demo.py", "test_interrupt.py", "test_paper_scale.py", "test_reproduce_codespace.py",
-              "test_sharding.py", "test_egbas_cli.py", "test_benchmarks.py", "test_excite.py", "test_train.py",
-              "test_docs.py", "test_examples.py", "test_inverse_set_images.py", "test_pggan_critic.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    """Put the items of `LONG_FILES` first, in that order; every other file keeps its place."""
-    rank = {name: i for i, name in enumerate(LONG_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 PM1 = PixelConvention(-1.0, 1.0, "gray")
 UNIT = PixelConvention(0.0, 1.0, "gray")
 
