@@ -202,6 +202,21 @@ def _encoder_images(generator, classifier, bounds, images, path):
     return load_images(path, tuple(encoder.input_shape)).images
 
 
+def _real_data(generator, classifier, images, bounds) -> tuple:
+    """(images, bounds, lower, upper): `images` read when given as a path (at the classifier's
+    input size), the bounds' default ("real" where real images are at hand, else "none") resolved,
+    and the code bounds they give (`code_bounds`)."""
+    path = images if isinstance(images, str) or hasattr(images, "__fspath__") else None
+    if path is not None:
+        from jaxprobe.experiments.real_images import load_images
+
+        images = load_images(path, tuple(classifier.input_shape)).images
+    if bounds is None:
+        bounds = "real" if _has_real(generator, images) else "none"
+    lower, upper = code_bounds(generator, bounds, images=_encoder_images(generator, classifier, bounds, images, path))
+    return images, bounds, lower, upper
+
+
 def dgn_am_classes(key, generator, classifier, neurons=None, *, steps: int = 200, bounds: str | None = None,
                    images=None, optimizer=None, progress=None, init=None) -> dict:
     """DGN-AM (reference update, `steps` iterations) on `neurons` (default every class neuron), one
@@ -222,14 +237,7 @@ def dgn_am_classes(key, generator, classifier, neurons=None, *, steps: int = 200
 
     t0 = time.perf_counter()
     neurons = class_neurons(classifier) if neurons is None else list(neurons)
-    path = images if isinstance(images, str) or hasattr(images, "__fspath__") else None
-    if path is not None:
-        from jaxprobe.experiments.real_images import load_images
-
-        images = load_images(path, tuple(classifier.input_shape)).images
-    if bounds is None:
-        bounds = "real" if _has_real(generator, images) else "none"
-    lower, upper = code_bounds(generator, bounds, images=_encoder_images(generator, classifier, bounds, images, path))
+    images, bounds, lower, upper = _real_data(generator, classifier, images, bounds)
     load_s = time.perf_counter() - t0
     clock = StepClock(progress)
     res = dgn_am(key, generator, classifier, neurons, steps=steps, lower=lower, upper=upper, optimizer=optimizer,
@@ -338,14 +346,7 @@ def dgn_am_reproduction(key, generator, classifier, *, classes=None, steps: int 
     t0 = time.perf_counter()
     labels = check_classes(classifier, classes)
     neurons = [class_neurons(classifier)[c] for c in labels]
-    path = images if isinstance(images, str) or hasattr(images, "__fspath__") else None
-    if path is not None:
-        from jaxprobe.experiments.real_images import load_images
-
-        images = load_images(path, tuple(classifier.input_shape)).images
-    if bounds is None:
-        bounds = "real" if _has_real(generator, images) else "none"
-    lower, upper = code_bounds(generator, bounds, images=_encoder_images(generator, classifier, bounds, images, path))
+    images, bounds, lower, upper = _real_data(generator, classifier, images, bounds)
     load_s = time.perf_counter() - t0
     group = min(GROUP, len(neurons))
     groups = [neurons[i:i + group] for i in range(0, len(neurons), group)]
