@@ -27,7 +27,9 @@ def _run(tmp_path, env_value, *flags):
 def test_programs_are_kept_in_the_cache_directory_unless_turned_off(tmp_path):
     cache = tmp_path / "xla"
     _run(tmp_path, str(cache))
-    assert cache.is_dir() and any(cache.rglob("*")), "nothing was written to the compile cache"
+    assert cache.is_dir() and any(cache.rglob("*-cache")), "nothing was written to the compile cache"
+    # Bounded and locked: JAX keeps an access time per program and a lock file only when given a size.
+    assert any(cache.rglob("*-atime")) and (cache / ".lockfile").exists()
     off = tmp_path / "off"
     _run(tmp_path, str(off), "--no-compile-cache")
     assert not off.exists()

@@ -83,9 +83,13 @@ def _train_code_dae(args, given, command) -> None:
     print(json.dumps({"h_dae": record.get("quality")}))
 
 
+COMPILE_CACHE_MAX_BYTES = 2 * 2**30  # the persistent compile cache's size on disk at most
+
+
 def _compile_cache(args) -> None:
     """Keep compiled programs between runs: JAX's persistent compilation cache in
-    $JAXPROBE_COMPILE_CACHE (default ~/.cache/jaxprobe/xla); `--no-compile-cache` or
+    $JAXPROBE_COMPILE_CACHE (default ~/.cache/jaxprobe/xla), at most COMPILE_CACHE_MAX_BYTES on
+    disk; `--no-compile-cache` or
     JAXPROBE_COMPILE_CACHE=off turns it off, and a cache directory set in JAX's own configuration
     wins."""
     import os
@@ -105,6 +109,11 @@ def _compile_cache(args) -> None:
     except OSError:
         return  # a read-only home: run without the cache
     jax.config.update("jax_compilation_cache_dir", where)
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
+        # Bounded (least recently used programs go first), and with a size JAX locks the directory
+        # (filelock) around each read and write: commands run side by side never read a program
+        # another is still writing.
+        jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_MAX_BYTES)
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)  # skip the trivial programs
 
