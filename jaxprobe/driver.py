@@ -31,6 +31,8 @@ the number of chains beside it.
 from __future__ import annotations
 
 import collections
+import dataclasses
+import json
 import threading
 from typing import Any, Callable, NamedTuple
 
@@ -349,4 +351,71 @@ def call(f: Callable, *args, mesh=None):
     return gather(program(consts, *args))
 
 
-__all__ = ["Kernel", "RunResult", "PROGRESS_TICKS", "call", "hoist", "rows", "run", "step_keys"]
+def _filtered(static, *arrays):
+    fn, tree, leaves = static
+    it = iter(arrays)
+    return fn(*jax.tree.unflatten(tree, [next(it) if x is _ARRAY else x for x in leaves]))
+
+
+class _ArrayLeaf:
+    def __repr__(self):
+        return "<array>"
+
+
+_ARRAY = _ArrayLeaf()
+_filtered_jit = jax.jit(_filtered, static_argnums=0)
+
+
+_SKELETONS: dict = {}
+
+
+def _skeleton(x):
+    """A `Model` leaf as its structure alone: one parameter-less copy per distinct structure (name,
+    graph, layers, shapes, conventions, manifest), so that a model loaded or built again with the
+    same structure finds the same compiled program, and a program that read a model's parameters
+    instead of taking them as arguments fails loudly instead of keeping the first model's."""
+    from jaxprobe.models.probe import Model
+
+    if not isinstance(x, Model):
+        return x
+    try:
+        key = (x.name, x.graphdef, x.layer_names, x.input_shape, x.role, x.pixels,
+               json.dumps(x.manifest, sort_keys=True, default=str))
+        hash(key)
+    except (TypeError, ValueError):
+        return x
+    with _LOCK:
+        if key not in _SKELETONS:
+            if len(_SKELETONS) > _CACHE_SIZE:
+                _SKELETONS.clear()
+            _SKELETONS[key] = dataclasses.replace(x, params=None)
+        return _SKELETONS[key]
+
+
+def compiled(fn: Callable, *args):
+    """fn(*args) through `jax.jit`, the arrays among args' leaves its arguments and every other leaf
+    (models, layers, option values, progress callbacks) part of its cache key, compared as jit
+    compares static arguments: a second call with the same models and settings dispatches the
+    compiled program without tracing anything in Python.
+
+    Why: `run` on concrete values traces the step again on every call to find its program
+    (0.05-0.3 s on the shipped models, longer than a short run's work); a public sampler whose
+    models and settings are known calls its pure composition through `compiled` instead. `fn` must
+    be a module-level function (its identity is part of the key) that takes every array it uses
+    as an argument: a model's own parameters passed explicitly, not read from the model inside
+    (`fn` sees each `Model` without its parameters, one copy per structure: models built or
+    loaded again with the same structure share the program). Falls back to `fn(*args)` when a non-array leaf
+    cannot be hashed, and under an enclosing trace."""
+    leaves, tree = jax.tree.flatten(args)
+    if _is_traced(leaves):
+        return fn(*args)
+    is_array = [isinstance(x, (jax.Array, np.ndarray)) for x in leaves]
+    static = (fn, tree, tuple(_ARRAY if a else _skeleton(x) for a, x in zip(is_array, leaves)))
+    try:
+        hash(static)
+    except TypeError:
+        return fn(*args)
+    return _filtered_jit(static, *[x for a, x in zip(is_array, leaves) if a])
+
+
+__all__ = ["Kernel", "RunResult", "PROGRESS_TICKS", "call", "compiled", "hoist", "rows", "run", "step_keys"]

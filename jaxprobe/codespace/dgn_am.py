@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.checks import check_count, check_finite, check_number, with_settings
-from jaxprobe.driver import Kernel, call, run
+from jaxprobe.driver import Kernel, call, compiled, run
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neurons, values_at
 from jaxprobe.models.pixels import adapt_images
@@ -446,9 +446,18 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, options: DGNAMOpti
     options = with_settings(DGNAMOptions, options, settings)
     checked = check_arguments(key, generator, classifier, neurons, options, weights, init, mesh)
     nets = DGNAMNets(generator, classifier, gen_params, cls_params)
-    res = dgn_am_run(nets, checked.options, checked.readout, checked.codes, checked.weights, mesh=mesh,
-                     progress=progress, chunk=chunk)
+    if mesh is None and chunk is None:  # one program, found again without tracing by a second call
+        nets = nets._replace(gen_params=generator.params if gen_params is None else gen_params,
+                             cls_params=classifier.params if cls_params is None else cls_params)
+        res = compiled(_dgn_am_run, nets, checked.options, checked.readout, checked.codes, checked.weights, progress)
+    else:
+        res = dgn_am_run(nets, checked.options, checked.readout, checked.codes, checked.weights, mesh=mesh,
+                         progress=progress, chunk=chunk)
     return res._replace(neurons=checked.names)
+
+
+def _dgn_am_run(nets, options, readout, codes, weights, progress):
+    return dgn_am_run(nets, options, readout, codes, weights, progress=progress)
 
 
 def recorded_encoder(generator: Model, encoder: Model | None = None, layer=None) -> tuple:

@@ -44,7 +44,7 @@ import numpy as np
 
 from jaxprobe.checks import check_count, check_number, with_settings
 from jaxprobe.codespace.dgn_am import recorded_encoder, start_codes
-from jaxprobe.driver import Kernel, call, run
+from jaxprobe.driver import Kernel, call, compiled, run
 from jaxprobe.errors import JaxprobeError
 from jaxprobe.models.dae import ROLE as DENOISER_ROLE
 from jaxprobe.models.neurons import flat_index, neuron_name, resolve_neuron
@@ -429,6 +429,10 @@ def ppgn_run(nets: PPGNNets, options: PPGNOptions, condition, key, codes, *, mes
     return summarize(out, options)
 
 
+def _ppgn_run(nets, options, condition, key, codes, progress):
+    return ppgn_run(nets, options, condition, key, codes, progress=progress)
+
+
 def _arrays(options: PPGNOptions) -> PPGNOptions:
     """The numbers as float32 arrays: closed over by the kernel they become arguments of the
     compiled program (Python floats would be folded in), so another eps or threshold reuses it."""
@@ -483,8 +487,11 @@ def ppgn(key, generator: Model, classifier: Model, prior, *, label=None, neuron=
     check_mesh(mesh, chains, "chains", "the chains")
     chunk = None if chunk is None else check_count("chunk", chunk, 1)
     condition = Condition(condition.layer, jnp.asarray(condition.channels), jnp.asarray(condition.unit))
-    result = ppgn_run(nets, _arrays(opts._replace(lower=lo, upper=hi)), condition, k_run, codes, mesh=mesh,
-                      chunk=chunk, progress=progress)
+    opts = _arrays(opts._replace(lower=lo, upper=hi))
+    if mesh is None and chunk is None:  # one program, found again without tracing by a second call
+        result = compiled(_ppgn_run, nets, opts, condition, k_run, codes, progress)
+    else:
+        result = ppgn_run(nets, opts, condition, k_run, codes, mesh=mesh, chunk=chunk, progress=progress)
     return result._replace(condition=neuron_name(classifier, resolved))
 
 
