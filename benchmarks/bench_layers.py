@@ -1,5 +1,10 @@
-"""A/B timing of the CaffeNet conv1-block rewrites in jaxprobe.models.layers at paper scale:
-`python -m benchmarks.bench_layers [--batch 10] [--rounds 5] [--out FILE.json]`.
+"""A/B timing of the rewrites in jaxprobe.models.layers at paper scale:
+`python -m benchmarks.bench_layers [--net caffenet|deepsim] [--batch 10] [--rounds 5] [--out FILE.json]`.
+
+DeePSim's fc6 generator (`--net deepsim`): "plain" (the 4x4 stride-2 transposed convolutions'
+sub-pixel form with XLA's own gradient) against "new" (its input gradient one stride-2
+convolution), timed on deconv1 forward+backward to its input, the whole generator forward+backward
+to the code, and its forward. CaffeNet (`--net caffenet`, the default):
 
 Variants, each its own jitted program in one process, timed in interleaved rounds (medians and
 spread): "plain" (XLA's own gradients: the strided conv1 transposed, max pooling as a running
@@ -43,7 +48,7 @@ def plain_conv(x, kernel, stride, pad):
 
 
 REVERT = {"conv": (layers, "strided_conv2d", plain_conv), "pool": (caffe_layers, "max_pool_slices", plain_pool),
-          "lrn": (layers, "local_response_norm", plain_lrn)}
+          "lrn": (layers, "local_response_norm", plain_lrn), "subpixel": (layers, "_subpixel", layers._subpixel.fun)}
 
 
 @contextlib.contextmanager
@@ -87,20 +92,58 @@ def programs(cls, batch, names):
     return {"block fwd+bwd": lambda: fb(p, x, cb), "net fwd+bwd": lambda: fn(p, x, cn), "net fwd": lambda: ff(p, x)}
 
 
+def generator_programs(gen, batch, names, layer="deconv1"):
+    """Jitted (layer fwd+bwd, generator fwd+bwd, generator fwd) of DeePSim's generator, traced with
+    `names` reverted."""
+    rng = np.random.default_rng(0)
+    code = jnp.asarray(rng.standard_normal((batch,) + tuple(gen.input_shape), np.float32))
+    i = gen.layer_names.index(layer)
+
+    def before(p, z):  # the layer's input: the layers before it, their activations included
+        net = nnx.merge(gen.graphdef, p)
+        for j in range(i):
+            z = net.layers[j](z)
+        return z
+
+    x = jax.jit(before)(gen.params, code)
+
+    def one(p, v):
+        return nnx.merge(gen.graphdef, p).layers[i](v)
+
+    cl = jnp.asarray(rng.standard_normal(jax.eval_shape(one, gen.params, x).shape, np.float32))
+    cg = jnp.asarray(rng.standard_normal(jax.eval_shape(gen.forward, gen.params, code).shape, np.float32))
+    fl = jax.jit(lambda p, v, c: jax.vjp(lambda u: one(p, u), v)[1](c)[0])
+    fg = jax.jit(lambda p, z, c: jax.vjp(lambda u: gen.forward(p, u), z)[1](c)[0])
+    ff = jax.jit(gen.forward)
+    with reverted(names):
+        fl = fl.lower(gen.params, x, cl).compile()
+        fg = fg.lower(gen.params, code, cg).compile()
+        ff = ff.lower(gen.params, code).compile()
+    p = gen.params
+    return {f"{layer} fwd+bwd": lambda: fl(p, x, cl), "G fwd+bwd": lambda: fg(p, code, cg),
+            "G fwd": lambda: ff(p, code)}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--variants", nargs="*", default=["plain", "new", "new-conv", "new-pool", "new-lrn"])
+    ap.add_argument("--net", choices=("caffenet", "deepsim"), default="caffenet")
+    ap.add_argument("--variants", nargs="*", default=None,
+                    help="plain, new, new-conv, new-pool, new-lrn (caffenet); plain, new (deepsim)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     from benchmarks.models import paper_models
-    _, cls = paper_models(False)
-    reverts = {"plain": ("conv", "pool", "lrn"), "new": ()}
-    reverts.update({f"new-{n}": (n,) for n in REVERT})
+    gen, cls = paper_models(False)
+    if args.net == "deepsim":
+        reverts, make, net = {"plain": ("subpixel",), "new": ()}, generator_programs, gen
+    else:
+        reverts = {"plain": ("conv", "pool", "lrn"), "new": ()}
+        reverts.update({f"new-{n}": (n,) for n in ("conv", "pool", "lrn")})
+        make, net = programs, cls
     fns = {}
-    for v in args.variants:
-        for k, f in programs(cls, args.batch, reverts[v]).items():
+    for v in args.variants or list(reverts):
+        for k, f in make(net, args.batch, reverts[v]).items():
             fns[(v, k)] = f
     for f in fns.values():
         jax.block_until_ready(f())
@@ -117,7 +160,7 @@ def main(argv=None):
               f"max {max(s) * 1e3:7.1f})")
     if args.out:
         with open(args.out, "w") as fh:
-            json.dump({"batch": args.batch, "rounds": args.rounds, "rows": res}, fh, indent=2)
+            json.dump({"net": args.net, "batch": args.batch, "rounds": args.rounds, "rows": res}, fh, indent=2)
 
 
 if __name__ == "__main__":

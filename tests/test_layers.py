@@ -96,7 +96,7 @@ def test_activations_and_reshapes():
 # Each is checked against the plain form it replaces (values and gradients) and against PyTorch.
 
 from jaxprobe.models.caffe_layers import CaffeLRN, CaffePool  # noqa: E402
-from jaxprobe.models.layers import (conv2d, conv2d_space_to_depth, local_response_norm,  # noqa: E402
+from jaxprobe.models.layers import (conv2d, conv2d_space_to_depth, conv_transpose2d, local_response_norm,  # noqa: E402
                                     max_pool_slices, strided_conv2d)
 
 
@@ -262,3 +262,48 @@ def test_rewrites_inside_a_canonical_loop_body():
     with jax.enable_x64():
         x0, w = jnp.asarray(x0), jnp.asarray(w)
         np.testing.assert_allclose(run(block), run(plain), rtol=1e-10, atol=1e-10)
+
+
+def _plain_conv_transpose(x, w, b):
+    """The 4x4, stride-2, pad-1 transposed convolution in its dilated form (Caffe's definition)."""
+    return jax.lax.conv_general_dilated(x, w[::-1, ::-1], (1, 1), [(2, 2), (2, 2)], lhs_dilation=(2, 2),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + b
+
+
+@pytest.mark.parametrize("hw", [(4, 4), (5, 3)])
+def test_subpixel_transposed_conv_values_and_gradients_equal_plain_form(hw):
+    """The k4 s2 p1 transposed convolution (DeePSim's deconv layers: sub-pixel forward, one stride-2
+    convolution as its input gradient) against the dilated form in float64: values, input and
+    kernel gradients, and a second derivative."""
+    with jax.enable_x64():
+        rng = np.random.default_rng(13)
+        x = jnp.asarray(rng.standard_normal((2,) + hw + (3,)))
+        w = jnp.asarray(rng.standard_normal((4, 4, 3, 5)))
+        b = jnp.asarray(rng.standard_normal(5))
+
+        def ours(x, w):
+            return conv_transpose2d(x, w, b, (2, 2), (1, 1))
+
+        np.testing.assert_allclose(ours(x, w), _plain_conv_transpose(x, w, b), rtol=1e-12, atol=1e-12)
+        cot = jnp.asarray(rng.standard_normal((2, 2 * hw[0], 2 * hw[1], 5)))
+        for a, r in zip(jax.vjp(ours, x, w)[1](cot), jax.vjp(lambda x, w: _plain_conv_transpose(x, w, b), x, w)[1](cot)):
+            np.testing.assert_allclose(a, r, rtol=1e-10, atol=1e-10)
+
+        def penalty(f):
+            return jax.grad(lambda w: jnp.sum(jax.grad(lambda x: jnp.sum(f(x, w) * cot))(x) ** 2))(w)
+
+        np.testing.assert_allclose(penalty(ours), penalty(lambda x, w: _plain_conv_transpose(x, w, b)),
+                                   rtol=1e-10, atol=1e-10)
+
+
+def test_subpixel_transposed_conv_gradient_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((2, 6, 7, 4)).astype(np.float32)
+    w = (rng.standard_normal((4, 4, 4, 3)) * 0.3).astype(np.float32)  # (kh, kw, in, out)
+    y, g = _vjp(lambda v: conv_transpose2d(v, jnp.asarray(w), None, (2, 2), (1, 1)), jnp.asarray(x), seed=15)
+    xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    yt = torch.nn.functional.conv_transpose2d(xt, torch.tensor(w.transpose(2, 3, 0, 1)), stride=2, padding=1)
+    yt.backward(torch.tensor(_cot(y.shape, 15).transpose(0, 3, 1, 2)))
+    np.testing.assert_allclose(y, yt.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(g, xt.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)

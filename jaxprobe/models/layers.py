@@ -356,8 +356,16 @@ def conv_transpose2d(x, kernel, bias, stride=(1, 1), pad=(0, 0), dilation=(1, 1)
 
 
 def _subpixel_k4s2p1(x, kernel, bias):
+    """The kernel-4, stride-2, pad-1 transposed convolution (`_subpixel`) plus the bias."""
+    y = _subpixel(x, kernel)
+    return y if bias is None else y + bias
+
+
+@jax.custom_vjp
+def _subpixel(x, kernel):
     """The kernel-4, stride-2, pad-1 transposed convolution as one 2x2 convolution to 4C channels
-    followed by an interleave (NOTES.md: faster on XLA's CPU backend than the dilated form).
+    followed by an interleave (faster on XLA's CPU backend than the dilated form); its input
+    gradient is one stride-2 convolution (`_subpixel_bwd`).
 
     In 1-D, y[2m] = x[m] w1 + x[m-1] w3 and y[2m+1] = x[m+1] w0 + x[m] w2: both phases read a
     2-tap window (x[j-1], x[j]) of the input padded by one, phase a at j = m + a, with taps
@@ -372,8 +380,28 @@ def _subpixel_k4s2p1(x, kernel, bias):
     z = jax.lax.conv_general_dilated(x, k2, (1, 1), [(1, 1), (1, 1)], dimension_numbers=("NHWC", "HWIO", "NHWC"))
     z = z.reshape(n, h + 1, w + 1, 2, 2, co)
     phases = jnp.stack([jnp.stack([z[:, a:a + h, b:b + w, a, b] for b in (0, 1)], axis=3) for a in (0, 1)], axis=2)
-    y = phases.reshape(n, 2 * h, 2 * w, co)  # (n, h, a, w, b, o) -> (n, 2h + a, 2w + b, o)
-    return y if bias is None else y + bias
+    return phases.reshape(n, 2 * h, 2 * w, co)  # (n, h, a, w, b, o) -> (n, 2h + a, 2w + b, o)
+
+
+def _subpixel_fwd(x, kernel):
+    return _subpixel(x, kernel), (x, kernel)
+
+
+def _subpixel_bwd(res, dy):
+    """The input gradient of a transposed convolution is the convolution of dy with the same
+    kernel, stride 2, pad 1 (1-D: y[2i - 1 + k] += x[i] w[k], so dx[i] = sum_k dy[2i - 1 + k] w[k]),
+    its in/out roles swapped: one strided convolution, as PyTorch's backward runs it. XLA's own
+    gradient of the interleave (four padded phase gradients summed, then the 2x2 convolution's
+    input gradient) cost 3x PyTorch's at DeePSim's deconv1 (batch 10). The kernel gradient is the
+    interleaved form's own (dead code, removed by XLA, when only dx is used)."""
+    x, kernel = res
+    dx = jax.lax.conv_general_dilated(dy, kernel.astype(dy.dtype), (2, 2), [(1, 1), (1, 1)],
+                                      dimension_numbers=("NHWC", "HWOI", "NHWC"))
+    dk = jax.vjp(lambda k: _subpixel.fun(x, k), kernel)[1](dy)[0]
+    return dx.astype(x.dtype), dk
+
+
+_subpixel.defvjp(_subpixel_fwd, _subpixel_bwd)
 
 
 # ---------------------------------------------------------------- learned maps
