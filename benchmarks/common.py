@@ -162,23 +162,40 @@ def row(name: str, group: str, timing: Timing | None = None, *, jax_s=None, base
     return r
 
 
-def loop_fields(r: dict, timing: Timing, steps: int, key: str = "loop", base: float | None = None) -> dict:
+def loop_pair(fns: dict, make, steps: int) -> None:
+    """Put the public function's whole call twice into `fns`: "loop" running `steps` steps and
+    "loop_base" running steps // 2 (`make(n)` returns the call for n steps), timed interleaved with
+    the rest, so that `loop_fields` separates the loop's seconds per step from what every call
+    costs besides its steps."""
+    fns["loop"] = make(steps)
+    fns["loop_base"] = make(max(1, steps // 2))
+
+
+def loop_fields(r: dict, timing: Timing, steps: int, base_steps: int | None = None, key: str = "loop") -> dict:
     """Add to row `r` the sampler as users run it: `timing`'s `key` entry is a whole call of the
-    public function (`jaxprobe.dgn_am`, `ppgn`, `inverse_set`, `excite`) running `steps` steps,
-    timed beside the single jitted step (`r["jax_s"]`) after a first call that compiled it. With
-    `base`, the seconds of the same call with fewer steps are subtracted first (what the call does
-    besides the loop). Fields: loop_s (seconds per step), loop_ratio = loop_s / jax_s (above 1: the
-    loop is slower than the step jitted alone), loop_overhead = loop_s / floor_s, loop_compile_s
-    (the first call: tracing, compilation and one run), loop_steps; and the target loop_overhead
-    <= 1.1."""
-    total = timing.median[key] - (base or 0.0)
-    loop_s = total / steps
-    r.update(loop_s=loop_s, loop_steps=steps, loop_compile_s=timing.first.get(key),
+    public function (`jaxprobe.dgn_am`, `ppgn`, `excite`) running `steps` steps, timed beside the
+    single jitted step (`r["jax_s"]`) after a first call that compiled it; with `base_steps`, the
+    "loop_base" entry is the same call for that many steps (`loop_pair`). Fields: loop_s (seconds
+    per step of the loop: the difference of the two calls over their difference in steps, so a
+    slowdown only the loop has shows whatever the call's fixed cost), call_s (the rest of a call:
+    checks, initial codes, dispatch, the final readout), call_per_step_s (a whole call over
+    `steps`), loop_ratio = loop_s / jax_s, loop_overhead = loop_s / floor_s, loop_compile_s (the
+    first call: tracing, compilation and one run), loop_steps; and the target loop_overhead <= 1.1."""
+    whole = timing.median[key]
+    if base_steps is not None and f"{key}_base" in timing.median and steps > base_steps:
+        loop_s = (whole - timing.median[f"{key}_base"]) / (steps - base_steps)
+    else:
+        loop_s = whole / steps
+    r.update(loop_s=loop_s, loop_steps=steps, loop_compile_s=timing.first.get(key), call_s=whole - loop_s * steps,
+             call_per_step_s=whole / steps,
              loop_ratio=None if not r.get("jax_s") else loop_s / r["jax_s"],
              loop_overhead=None if not r.get("floor_s") else loop_s / r["floor_s"])
+    if str(r.get("baseline", "")).startswith("torch") and r.get("baseline_s") is not None:
+        r["targets"].append(target("loop x eager torch", r["baseline_s"] / loop_s, 1.0))
     if r["loop_overhead"] is not None:
         r["targets"].append(target("loop per step vs floor", r["loop_overhead"], 1.1, at_least=False,
-                                   note=f"{steps} steps, loop/step {fmt(r['loop_ratio'])}"))
+                                   note=f"{steps} steps, loop/step {fmt(r['loop_ratio'])}, fixed "
+                                        f"{fmt(r['call_s'])} s a call"))
     return r
 
 
@@ -203,11 +220,12 @@ def markdown(results: dict) -> str:
              f"{m['bandwidth_gbs']:.1f} GB/s. Total {results['total_s']:.0f} s.",
              "",
              "ratio = baseline_s / jax_s (> 1: JAX faster); overhead = jax_s / floor_s; times are medians (s).", "",
-             "loop_s = per-step seconds of the public function's whole run (compile apart); loop/step = "
-             "loop_s / jax_s.", "",
+             "loop_s = seconds per step of the public function's loop, from two whole calls of N and N/2 "
+             "steps (compile apart); loop/step = loop_s / jax_s; call_s = the rest of a call (checks, "
+             "dispatch, initial codes, final readout).", "",
              "| row | jax_s | baseline | baseline_s | ratio | GFLOP/s | % peak | floor_s | overhead | compile_s "
-             "| loop_s | loop/step | targets |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| loop_s | loop/step | call_s | targets |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         tg = "; ".join(f"{t['name']} {fmt(t['value'])} {t['op']} {fmt(t['goal'])}: "
                        f"{'met' if t['met'] else ('missed' if t['met'] is False else 'n/a')}" for t in r["targets"])
@@ -215,14 +233,16 @@ def markdown(results: dict) -> str:
         lines.append(f"| {r['name']} | {fmt(r['jax_s'])} | {r['baseline']} | {fmt(r['baseline_s'])} | "
                      f"{fmt(r['ratio'])} | {fmt(r['gflops'])} | {fmt(pct, '.0f')} | {fmt(r['floor_s'])} | "
                      f"{fmt(r['overhead'])} | {fmt(r['compile_s'])} | {fmt(r.get('loop_s'))} | "
-                     f"{fmt(r.get('loop_ratio'))} | {tg} |")
+                     f"{fmt(r.get('loop_ratio'))} | {fmt(r.get('call_s'))} | {tg} |")
     if results.get("left_out"):
         lines += ["", "Left out:"] + [f"- {k}: {v}" for k, v in results["left_out"].items()]
-    if results.get("breakdown"):
-        lines += ["", "## Where the time goes: paper-scale DGN-AM, batch "
-                  f"{results['breakdown']['batch']}, per layer (forward / forward+backward to the input, s)", "",
+    for bd in [results.get("breakdown"), *results.get("breakdowns", [])]:
+        if not bd:
+            continue
+        lines += ["", f"## Where the time goes: {bd.get('what', 'paper-scale DGN-AM')}, batch "
+                  f"{bd['batch']}, per layer (forward / forward+backward to the input, s)", "",
                   "| model | layer | jax fwd | torch fwd | jax fwd+bwd | torch fwd+bwd |", "|---|---|---|---|---|---|"]
-        for b in results["breakdown"]["layers"]:
+        for b in bd["layers"] + [{"model": "all", "layer": "total", **bd["totals"]}]:
             lines.append(f"| {b['model']} | {b['layer']} | {fmt(b['jax_fwd'])} | {fmt(b['torch_fwd'])} | "
                          f"{fmt(b['jax_fwdbwd'])} | {fmt(b['torch_fwdbwd'])} |")
     missed = [(r["name"], t) for r in results["rows"] for t in r["targets"] if t["met"] is False]

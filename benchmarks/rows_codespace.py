@@ -122,8 +122,9 @@ def dgn_am_row(name, generator, classifier, layer_name, unit, chains, *, repeats
     cots = cotangents(generator, classifier, (layer,), chains)
     fns = {"jax": lambda: step(gp, cp, keys, state).code, "floor": lambda: floor(gp, cp, codes, cots)}
     if loop_steps:  # as users run it: the public function, the reference's step size and decay (its defaults)
-        fns["loop"] = lambda: jaxprobe.dgn_am(jax.random.PRNGKey(0), generator, classifier, f"{layer_name}:{unit}",
-                                              weights=w, steps=loop_steps, init=codes).codes
+        common.loop_pair(fns, lambda n: lambda: jaxprobe.dgn_am(
+            jax.random.PRNGKey(0), generator, classifier, f"{layer_name}:{unit}", weights=w, steps=n, init=codes).codes,
+            loop_steps)
     agree = None
     if torch_ok:
         tstep = tb.dgn_am_step(tb.TorchNet(generator), tb.TorchNet(classifier), generator, classifier, layer, flat,
@@ -138,7 +139,7 @@ def dgn_am_row(name, generator, classifier, layer_name, unit, chains, *, repeats
     r = common.row(name, group, timing, compile_s=compile_s, flops=flops, peak=peak, agreement=agree, chains=chains,
                    baseline="torch eager" if torch_ok else "skipped (not CPU)", series=series, size=chains,
                    size_name="chains", **(extra_fields or {}))
-    return common.loop_fields(r, timing, loop_steps) if loop_steps else r
+    return common.loop_fields(r, timing, loop_steps, max(1, loop_steps // 2)) if loop_steps else r
 
 
 # ---------------------------------------------------------------- PPGN
@@ -193,8 +194,8 @@ def ppgn_row(name, generator, classifier, layer_name, unit, prior: Denoiser, pri
         floor_call = lambda: (floor(gp, cp, codes, cots), prior_fn(prior_params, codes))  # noqa: E731
     fns = {"jax": lambda: step(gp, cp, prior_params, keys, state).code, "floor": floor_call}
     if loop_steps:  # as users run it: the public function with its defaults (the reference's)
-        fns["loop"] = lambda: jaxprobe.ppgn(key, generator, classifier, prior, label=unit, chains=chains,
-                                            steps=loop_steps, init=codes).codes
+        common.loop_pair(fns, lambda n: lambda: jaxprobe.ppgn(key, generator, classifier, prior, label=unit,
+                                                             chains=chains, steps=n, init=codes).codes, loop_steps)
     agree = None
     if torch_ok:
         g_t, c_t = tb.TorchNet(generator), tb.TorchNet(classifier)
@@ -220,7 +221,7 @@ def ppgn_row(name, generator, classifier, layer_name, unit, prior: Denoiser, pri
                    baseline="torch eager" if torch_ok else "skipped (not CPU)", series=series, size=chains,
                    size_name="chains")
     # jaxprobe.ppgn's `steps` = n makes n + 1 updates (the reference's loop): per update
-    return common.loop_fields(r, timing, loop_steps + 1) if loop_steps else r
+    return common.loop_fields(r, timing, loop_steps + 1, max(1, loop_steps // 2) + 1) if loop_steps else r
 
 
 def excite_available():
@@ -248,8 +249,20 @@ def rows(ctx):
                                    loop_steps=None if ctx.quick else ctx.loop_steps)
     excite, _ = excite_available()
     if excite is not None:
+        # 10x the steps: a call builds a fresh default generator (about 0.6 s), which 10 and 5 steps'
+        # difference (60 ms) drowned in the calls' spread.
         yield lambda: excite_row(excite, repeats=ctx.repeats, peak=ctx.peak, torch_ok=ctx.torch_ok,
-                                 loop_steps=None if ctx.quick else ctx.loop_steps)
+                                 loop_steps=None if ctx.quick else 10 * ctx.loop_steps)
+
+
+def breakdown(ctx, chains: int) -> dict:
+    """The shipped DGN-AM models per layer at `chains` codes (`rows_paper.layer_breakdown`)."""
+    from benchmarks.models import small_models
+    from benchmarks.rows_paper import layer_breakdown
+    gen, cls, _ = small_models()
+    code = jax.random.normal(jax.random.PRNGKey(0), (chains,) + tuple(gen.input_shape))
+    res = layer_breakdown(ctx, gen, cls, code, lambda x: x, max_layers=1 if ctx.quick else None)
+    return {**res, "what": f"DGN-AM on the shipped {gen.name} + {cls.name}"}
 
 
 def _flat(tree, prefix=""):
@@ -362,7 +375,8 @@ def excite_row(excite, *, repeats, peak, torch_ok=True, loop_steps=None):
 
     fns = {"jax": lambda: step(key, state, fixed, cls.params), "floor": lambda: floor(trained, fixed, cls.params)}
     if loop_steps:  # as users run it: the public function, the same target and classifier
-        fns["loop"] = lambda: jaxprobe.excite(key, "logits:3", classifier=cls, steps=loop_steps).loss
+        common.loop_pair(fns, lambda n: lambda: jaxprobe.excite(key, "logits:3", classifier=cls, steps=n).loss,
+                         loop_steps)
     agree = None
     if torch_ok:
         tgen = tb.TorchExciteGenerator(gen)
@@ -377,4 +391,4 @@ def excite_row(excite, *, repeats, peak, torch_ok=True, loop_steps=None):
     r = common.row("excitation training step (scratch, logits:3)", "codespace", timing, compile_s=compile_s,
                    flops=flops, peak=peak, agreement=agree,
                    baseline="torch eager" if torch_ok else "skipped (not CPU)")
-    return common.loop_fields(r, timing, loop_steps) if loop_steps else r
+    return common.loop_fields(r, timing, loop_steps, max(1, loop_steps // 2)) if loop_steps else r

@@ -300,7 +300,7 @@ def loop_row(name, generator, classifier, layer_name, unit, k, steps, *, repeats
         per_step, method = timing.median["long"] / max(1, int(s2)), "long call / its sampling steps"
     r = common.row(name, group, timing, jax_s=per_step, compile_s=timing.first["short"], peak=peak,
                    baseline="none (the step rows time eager torch)", k=k, sampler=True,
-                   sampling_steps=(int(s1), int(s2)), call_s=(timing.median["short"], timing.median["long"]),
+                   sampling_steps=(int(s1), int(s2)), calls_s=(timing.median["short"], timing.median["long"]),
                    loop_method=method, as_users_run_it=True)
     r.update(loop_s=per_step, loop_steps=int(s2 - s1), loop_compile_s=timing.first["short"], loop_ratio=None,
              loop_overhead=r["overhead"])

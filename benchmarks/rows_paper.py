@@ -82,17 +82,25 @@ def paper_ppgn(ctx, chains=10):
 
 
 def breakdown(ctx, batch, max_layers=None):
-    """Per layer of G and CaffeNet at `batch`: JAX (jitted, parameters as arguments) and eager torch
-    times of the layer's forward, and of its forward+backward to its input with a random cotangent."""
+    """Per layer of G and CaffeNet at `batch` (`layer_breakdown`), CaffeNet reading G's images
+    centre-cropped to 227 as the samplers' image bridge does."""
     gen, cls = paper_models(ctx.quick)
-    out = []
     code = jax.random.normal(jax.random.PRNGKey(0), (batch,) + tuple(gen.input_shape))
-    x_in = {"deepsim_fc6": code, "caffenet": None}
+    res = layer_breakdown(ctx, gen, cls, code, lambda x: x[:, 14:241, 14:241, :], max_layers)
+    return {**res, "what": "paper-scale DGN-AM (DeePSim fc6 + CaffeNet)"}
+
+
+def layer_breakdown(ctx, gen, cls, code, to_classifier, max_layers=None):
+    """Per layer of `gen` then `cls` (which reads to_classifier(G(code))): JAX (jitted, parameters as
+    arguments) and eager torch times of the layer's forward, and of its forward+backward to its
+    input with a random cotangent; batch = len(code)."""
+    out = []
+    x_in = {gen.name: code, cls.name: None}
     for m in (gen, cls):
         tnet = tb.TorchNet(m)
         x = x_in[m.name]
-        if x is None:  # CaffeNet reads G's images, centre-cropped
-            x = jax.jit(gen.forward)(gen.params, code)[:, 14:241, 14:241, :]
+        if x is None:
+            x = to_classifier(jax.jit(gen.forward)(gen.params, code))
         for i, name in enumerate(m.layer_names[:max_layers]):
             def f(p, x, i=i):
                 return nnx.merge(m.graphdef, p).layers[i](x)
@@ -122,7 +130,7 @@ def breakdown(ctx, batch, max_layers=None):
             out.append({"model": m.name, "layer": name, **{k: timing.median.get(k) for k in
                                                           ("jax_fwd", "torch_fwd", "jax_fwdbwd", "torch_fwdbwd")}})
             x = y
-    return {"batch": batch, "layers": out,
+    return {"batch": int(code.shape[0]), "layers": out,
             "totals": {k: sum(b[k] for b in out if b[k] is not None) for k in
                        ("jax_fwd", "torch_fwd", "jax_fwdbwd", "torch_fwdbwd")}}
 

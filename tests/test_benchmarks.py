@@ -46,7 +46,12 @@ def test_quick_suite_writes_consistent_results(tmp_path):
             if t["value"] is not None:
                 assert t["met"] == (t["value"] >= t["goal"] if t["op"] == ">=" else t["value"] <= t["goal"])
         if r.get("loop_s") is not None:  # the sampler as users run it, per step, beside the jitted step
-            assert r["loop_s"] > 0 and r["loop_steps"] >= 1 and r["loop_compile_s"] > 0, r["name"]
+            assert r["loop_steps"] >= 1 and r["loop_compile_s"] > 0, r["name"]
+            if "call_s" in r:  # from two calls (N and N/2 steps): the loop's steps and the rest make the call
+                whole = r["call_per_step_s"] * r["loop_steps"]
+                assert whole > 0 and math.isclose(r["call_s"] + r["loop_s"] * r["loop_steps"], whole, rel_tol=1e-9)
+            else:
+                assert r["loop_s"] > 0, r["name"]
             if r.get("loop_ratio") is not None:
                 assert math.isclose(r["loop_ratio"], r["loop_s"] / r["jax_s"], rel_tol=1e-9)
             if r.get("loop_overhead") is not None:
@@ -61,3 +66,23 @@ def test_quick_suite_writes_consistent_results(tmp_path):
     md = (out / "results.md").read_text()
     assert all(r["name"] in md for r in res["rows"]) and "Machine:" in md
     assert res["plots"] and all((out / p).stat().st_size > 0 for p in res["plots"])
+    # Both per-layer breakdowns: the paper nets' (batch 10) and the shipped models' at the largest chain count,
+    # each layer timed for JAX and torch, forward and forward+backward, with totals.
+    bds = [res["breakdown"], *res["breakdowns"]]
+    assert len(bds) == 2 and all(b["layers"] for b in bds)
+    for b in bds:
+        for layer in b["layers"]:
+            assert all(layer[k] > 0 for k in ("jax_fwd", "torch_fwd", "jax_fwdbwd", "torch_fwdbwd")), layer
+        assert math.isclose(b["totals"]["jax_fwdbwd"], sum(x["jax_fwdbwd"] for x in b["layers"]), rel_tol=1e-9)
+        assert f"batch {b['batch']}, per layer" in md
+
+
+def test_command_timings_run_commands_the_parser_accepts():
+    """benchmarks.bench_commands times real command lines: every one it builds, for the shipped models
+    and for a converted pair, parses (with the --out and --force it adds)."""
+    from benchmarks.bench_commands import commands
+    from jaxprobe.cli import build_parser
+
+    for argv in [*commands(None, None, 5).values(), *commands("G", "C", 5).values()]:
+        args = build_parser().parse_args(argv + ["--out", "x", "--force"])
+        assert args.command == argv[0]
