@@ -98,6 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--classifier", help="a converted classifier directory (with --generator)")
     ap.add_argument("--steps", type=int, default=5, help="steps of dgn-am, ppgn and excite (5)")
     ap.add_argument("--only", nargs="*", help="commands to time (default all)")
+    ap.add_argument("--label", help="how the results name the models (default their directories)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "commands"), help="output directory")
     args = ap.parse_args(argv)
     if (args.generator is None) != (args.classifier is None):
@@ -106,7 +107,8 @@ def main(argv=None) -> int:
 
     todo = commands(args.generator, args.classifier, args.steps)
     todo = {k: v for k, v in todo.items() if not args.only or k in args.only}
-    res = {"models": "shipped MNIST" if args.generator is None else f"{args.generator} + {args.classifier}",
+    res = {"models": args.label or ("shipped MNIST" if args.generator is None
+                                    else f"{args.generator} + {args.classifier}"),
            "jax": jax.__version__, "cores": os.cpu_count(), "steps": args.steps, "commands": {}}
     work = Path(tempfile.mkdtemp(prefix="jaxprobe-bench-commands-"))
     try:
