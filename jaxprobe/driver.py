@@ -354,7 +354,8 @@ def call(f: Callable, *args, mesh=None):
 def _filtered(static, *arrays):
     fn, tree, leaves = static
     it = iter(arrays)
-    return fn(*jax.tree.unflatten(tree, [next(it) if x is _ARRAY else x for x in leaves]))
+    args, kwargs = jax.tree.unflatten(tree, [next(it) if x is _ARRAY else x for x in leaves])
+    return fn(*args, **kwargs)
 
 
 class _ArrayLeaf:
@@ -392,9 +393,9 @@ def _skeleton(x):
         return _SKELETONS[key]
 
 
-def compiled(fn: Callable, *args):
-    """fn(*args) through `jax.jit`, the arrays among args' leaves its arguments and every other leaf
-    (models, layers, option values, progress callbacks) part of its cache key, compared as jit
+def compiled(fn: Callable, *args, **kwargs):
+    """fn(*args, **kwargs) through `jax.jit`, the arrays among their leaves its arguments and every
+    other leaf (models, layers, option values, progress callbacks) part of its cache key, compared as jit
     compares static arguments: a second call with the same models and settings dispatches the
     compiled program without tracing anything in Python.
 
@@ -404,17 +405,17 @@ def compiled(fn: Callable, *args):
     be a module-level function (its identity is part of the key) that takes every array it uses
     as an argument: a model's own parameters passed explicitly, not read from the model inside
     (`fn` sees each `Model` without its parameters, one copy per structure: models built or
-    loaded again with the same structure share the program). Falls back to `fn(*args)` when a non-array leaf
-    cannot be hashed, and under an enclosing trace."""
-    leaves, tree = jax.tree.flatten(args)
+    loaded again with the same structure share the program). Falls back to calling `fn` directly
+    when a non-array leaf cannot be hashed, and under an enclosing trace."""
+    leaves, tree = jax.tree.flatten((args, kwargs))
     if _is_traced(leaves):
-        return fn(*args)
+        return fn(*args, **kwargs)
     is_array = [isinstance(x, (jax.Array, np.ndarray)) for x in leaves]
     static = (fn, tree, tuple(_ARRAY if a else _skeleton(x) for a, x in zip(is_array, leaves)))
     try:
         hash(static)
     except TypeError:
-        return fn(*args)
+        return fn(*args, **kwargs)
     return _filtered_jit(static, *[x for a, x in zip(is_array, leaves) if a])
 
 

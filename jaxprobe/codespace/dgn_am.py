@@ -449,15 +449,13 @@ def dgn_am(key, generator: Model, classifier: Model, neurons, options: DGNAMOpti
     if mesh is None and chunk is None:  # one program, found again without tracing by a second call
         nets = nets._replace(gen_params=generator.params if gen_params is None else gen_params,
                              cls_params=classifier.params if cls_params is None else cls_params)
-        res = compiled(_dgn_am_run, nets, checked.options, checked.readout, checked.codes, checked.weights, progress)
+        res = compiled(dgn_am_run, nets, checked.options, checked.readout, checked.codes, checked.weights,
+                       progress=progress)
     else:
         res = dgn_am_run(nets, checked.options, checked.readout, checked.codes, checked.weights, mesh=mesh,
                          progress=progress, chunk=chunk)
     return res._replace(neurons=checked.names)
 
-
-def _dgn_am_run(nets, options, readout, codes, weights, progress):
-    return dgn_am_run(nets, options, readout, codes, weights, progress=progress)
 
 
 def recorded_encoder(generator: Model, encoder: Model | None = None, layer=None) -> tuple:

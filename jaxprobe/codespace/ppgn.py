@@ -429,10 +429,6 @@ def ppgn_run(nets: PPGNNets, options: PPGNOptions, condition, key, codes, *, mes
     return summarize(out, options)
 
 
-def _ppgn_run(nets, options, condition, key, codes, progress):
-    return ppgn_run(nets, options, condition, key, codes, progress=progress)
-
-
 def _arrays(options: PPGNOptions) -> PPGNOptions:
     """The numbers as float32 arrays: closed over by the kernel they become arguments of the
     compiled program (Python floats would be folded in), so another eps or threshold reuses it."""
@@ -489,7 +485,7 @@ def ppgn(key, generator: Model, classifier: Model, prior, *, label=None, neuron=
     condition = Condition(condition.layer, jnp.asarray(condition.channels), jnp.asarray(condition.unit))
     opts = _arrays(opts._replace(lower=lo, upper=hi))
     if mesh is None and chunk is None:  # one program, found again without tracing by a second call
-        result = compiled(_ppgn_run, nets, opts, condition, k_run, codes, progress)
+        result = compiled(ppgn_run, nets, opts, condition, k_run, codes, progress=progress)
     else:
         result = ppgn_run(nets, opts, condition, k_run, codes, mesh=mesh, chunk=chunk, progress=progress)
     return result._replace(condition=neuron_name(classifier, resolved))

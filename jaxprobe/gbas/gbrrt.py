@@ -541,10 +541,6 @@ def gbrrt_run(key, model, params, z0, layer, v_star, options: GBRRTOptions | Non
     return result(run.state, model.input_shape, budget)
 
 
-def _gbrrt_run(key, model, params, z0, layer, v_star, options, progress):
-    return gbrrt_run(key, model, params, z0, layer, v_star, options, progress=progress)
-
-
 def _final_tick(progress, tree: GBRRTResult, budget: int) -> None:
     """The bar's last tick: the candidates drawn out of the budget, or, when the tree filled first,
     out of what was drawn (the bar ends full, at its real total). None when nothing was drawn (a
@@ -583,7 +579,7 @@ def gbrrt(key, model, params, z0, layer, v_star, options: GBRRTOptions | None = 
     a: GBRRTArguments = check_arguments(model, params, z0, layer, v_star, options)
     o = a.options  # delta and interval as arrays: another step size reuses the compiled program
     o = o._replace(delta=jnp.asarray(o.delta, jnp.float32), interval=jnp.asarray(o.interval, jnp.float32))
-    tree = driver.compiled(_gbrrt_run, key, model, params, a.z0, a.layer, a.v_star, o, progress)
+    tree = driver.compiled(gbrrt_run, key, model, params, a.z0, a.layer, a.v_star, o, progress=progress)
     _final_tick(progress, tree, a.options.max_candidates)
     return tree
 
