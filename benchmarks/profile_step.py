@@ -2,7 +2,7 @@
 `python -m benchmarks.profile_step [--paper] [--chains N] [--runs 5] [--out FILE.md]`.
 
 JAX's profiler (a Perfetto trace of XLA's CPU thunks) over `--runs` calls of the jitted step the
-suite times (`benchmarks.rows_codespace.dgn_am_row`'s: the public kernel under `vmap`, parameters as
+suite times (`benchmarks.rows_codespace.dgn_am_step`: the public kernel under `vmap`, parameters as
 arguments): each op's milliseconds per step, grouped by kind: YNNPACK fusions (`ynn_fusion*`, the
 convolutions XLA hands to YNNPACK), XLA's own convolutions (`conv*`: Eigen), and XLA's elementwise
 and copy fusions. Says where a step's time goes; the suite's per-layer breakdown says which layer.
@@ -22,8 +22,6 @@ import tempfile
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,29 +47,16 @@ def main(argv=None) -> int:
     args.out = args.out or str(ROOT / "benchmarks" / "results" / f"profile_dgn_am{'_paper' if args.paper else ''}.md")
 
     from benchmarks.models import paper_models, small_models
-    from jaxprobe.codespace import dgn_am
-    from jaxprobe.codespace.dgn_am import DGNAMNets, DGNAMOptions, NeuronReadout
+    from benchmarks.rows_codespace import dgn_am_step
 
     gen, cls = paper_models(False) if args.paper else small_models()[:2]
-    readout = NeuronReadout((cls.layer("fc8" if args.paper else "logits"),), np.array([3], np.int32))
-    options = DGNAMOptions(step_size=(8.0, 1e-10), decay=0.99)
-
-    def kernel(gp, cp):
-        return dgn_am.build(DGNAMNets(gen, cls, gp, cp), options, readout)
-
-    @jax.jit
-    def step(gp, cp, keys, state):
-        return jax.vmap(kernel(gp, cp).step)(keys, state)[0]
-
-    codes = jax.random.normal(jax.random.PRNGKey(0), (args.chains,) + tuple(gen.input_shape))
-    state = jax.vmap(kernel(gen.params, cls.params).init)(codes, jnp.ones((args.chains, 1)))
-    keys = jax.random.split(jax.random.PRNGKey(0), args.chains)
+    s = dgn_am_step(gen, cls, "fc8" if args.paper else "logits", 3, args.chains)
     for _ in range(3):
-        jax.block_until_ready(step(gen.params, cls.params, keys, state))
+        jax.block_until_ready(s.step(*s.args))
     with tempfile.TemporaryDirectory() as where:
         with jax.profiler.trace(where, create_perfetto_trace=True):
             for _ in range(args.runs):
-                jax.block_until_ready(step(gen.params, cls.params, keys, state))
+                jax.block_until_ready(s.step(*s.args))
         trace = json.load(gzip.open(glob.glob(f"{where}/**/*.trace.json.gz", recursive=True)[0]))
     spans = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
     step_ms = sum(e["dur"] for e in spans if e["name"] == "ThunkExecutor::Execute (wait for completion)") \

@@ -6,6 +6,8 @@ the bare forward+backward of the models each step uses."""
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,17 +95,27 @@ def close_values(name, a, b, rtol=1e-3):
 # ---------------------------------------------------------------- DGN-AM
 
 
-def dgn_am_row(name, generator, classifier, layer_name, unit, chains, *, repeats, peak, torch_ok, group="codespace",
-               series=None, extra_fields=None, tol=(1e-3, 5e-2), loop_steps=None):
-    """One DGN-AM step for `chains` chains all maximizing neuron `layer_name:unit`: the public
-    one-chain kernel (`jaxprobe.codespace.dgn_am.build`, the reference's first step size and decay,
-    the neuron read before its layer's nonlinearity as by default) under `jax.vmap`, the networks'
-    parameters as jit arguments; with `loop_steps`, also `jaxprobe.dgn_am` run for that many steps
-    from the same codes (`common.loop_fields`)."""
+class DGNAMStep(NamedTuple):
+    """The suite's DGN-AM step: `step(*args)` jitted, for `codes` (chains, *code_shape) maximizing
+    neuron `flat` of layer number `layer` with `weights` (chains, 1) under `options`."""
+
+    step: Callable
+    args: tuple
+    codes: jax.Array
+    weights: np.ndarray
+    layer: int
+    flat: np.ndarray
+    options: DGNAMOptions
+
+
+def dgn_am_step(generator, classifier, layer_name, unit, chains) -> DGNAMStep:
+    """The public one-chain kernel (`jaxprobe.codespace.dgn_am.build`, the reference's first step
+    size and decay, the neuron read before its layer's nonlinearity as by default) under `jax.vmap`,
+    jitted with the networks' parameters as arguments; its arguments (gp, cp, keys, state) at
+    N(0, I) codes (`benchmarks.profile_step` profiles this same step)."""
     layer = classifier.layer(layer_name)
     flat = np.array([unit], np.int32)
     w = np.ones((chains, 1), np.float32)
-    gp, cp = generator.params, classifier.params
     options = DGNAMOptions(step_size=(DGN_STEP_SIZE, 1e-10), decay=DGN_DECAY)
     readout = NeuronReadout((layer,), flat)
 
@@ -114,9 +126,23 @@ def dgn_am_row(name, generator, classifier, layer_name, unit, chains, *, repeats
     def step(gp, cp, keys, state):
         return jax.vmap(kernel(gp, cp).step)(keys, state)[0]
 
+    gp, cp = generator.params, classifier.params
     codes = jax.random.normal(jax.random.PRNGKey(chains), (chains,) + tuple(generator.input_shape))
     state = jax.vmap(kernel(gp, cp).init)(codes, jnp.asarray(w))
     keys = jax.random.split(jax.random.PRNGKey(0), chains)  # the step is deterministic: unused
+    return DGNAMStep(step, (gp, cp, keys, state), codes, w, layer, flat, options)
+
+
+def dgn_am_row(name, generator, classifier, layer_name, unit, chains, *, repeats, peak, torch_ok, group="codespace",
+               series=None, extra_fields=None, tol=(1e-3, 5e-2), loop_steps=None):
+    """One DGN-AM step for `chains` chains all maximizing neuron `layer_name:unit`: the public
+    one-chain kernel (`jaxprobe.codespace.dgn_am.build`, the reference's first step size and decay,
+    the neuron read before its layer's nonlinearity as by default) under `jax.vmap`, the networks'
+    parameters as jit arguments; with `loop_steps`, also `jaxprobe.dgn_am` run for that many steps
+    from the same codes (`common.loop_fields`)."""
+    s = dgn_am_step(generator, classifier, layer_name, unit, chains)
+    layer, flat, w, options, step, codes = s.layer, s.flat, s.weights, s.options, s.step, s.codes
+    gp, cp, keys, state = s.args
     compile_s = common.first_call(lambda: step(gp, cp, keys, state))
     floor = floor_fn(generator, classifier, (layer,), nonlinear=options.nonlinear)
     cots = cotangents(generator, classifier, (layer,), chains)
